@@ -1,0 +1,36 @@
+"""Printing for the CLI: Rich for people, plain JSON for scripts, one way to report errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from prefloop.errors import PrefloopError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(obj: Any) -> None:
+    """Print one JSON object on stdout (no Rich markup, so scripts can parse it)."""
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` on stderr; ``raise fail(...)`` ends the command."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    return typer.Exit(code)
+
+
+def run_app(app: typer.Typer) -> None:
+    """Run ``app``; a :class:`PrefloopError` becomes a one-line message and exit code 2."""
+    try:
+        app()
+    except PrefloopError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise SystemExit(2) from None

@@ -1,0 +1,33 @@
+"""The store: tasks, arms, generations, feedback, reward models and bandit state in SQL."""
+
+from prefloop.store.db import DEFAULT_DATABASE_URL, Store, database_url
+from prefloop.store.models import (
+    DEFAULT_SCALE,
+    ApiKey,
+    Arm,
+    BanditDecision,
+    Base,
+    Feedback,
+    Generation,
+    Labeler,
+    PolicyState,
+    RewardModelRecord,
+    Task,
+)
+
+__all__ = [
+    "DEFAULT_DATABASE_URL",
+    "DEFAULT_SCALE",
+    "ApiKey",
+    "Arm",
+    "BanditDecision",
+    "Base",
+    "Feedback",
+    "Generation",
+    "Labeler",
+    "PolicyState",
+    "RewardModelRecord",
+    "Store",
+    "Task",
+    "database_url",
+]
