@@ -1,0 +1,59 @@
+"""Records read from files before they touch the store; shared by import and reward fitting."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class RatingRecord:
+    """One rated text. ``prompt`` and ``input`` describe what it was generated from, if known."""
+
+    text: str
+    rating: float
+    prompt: str | None = None
+    input: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PairRecord:
+    """A preference: ``chosen`` over ``rejected`` for the same ``prompt``."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    margin: float | None = None
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RankingRecord:
+    """K responses to one prompt; ``ranking[i]`` is the rank of ``responses[i]`` (1 = best)."""
+
+    prompt: str
+    responses: tuple[str, ...]
+    ranking: tuple[int, ...]
+    line: int = 0
+
+    def pairs(self) -> list[PairRecord]:
+        """The K(K-1)/2 preference pairs of this ranking; tied responses give no pair."""
+        out: list[PairRecord] = []
+        k = len(self.responses)
+        for i in range(k):
+            for j in range(i + 1, k):
+                if self.ranking[i] == self.ranking[j]:
+                    continue
+                better, worse = (i, j) if self.ranking[i] < self.ranking[j] else (j, i)
+                out.append(
+                    PairRecord(
+                        prompt=self.prompt,
+                        chosen=self.responses[better],
+                        rejected=self.responses[worse],
+                        margin=float(abs(self.ranking[i] - self.ranking[j])),
+                        line=self.line,
+                    )
+                )
+        return out
