@@ -1,9 +1,149 @@
-"""CLI commands of this area (filled in by the area's issue)."""
+"""CLI of the demo: ``prefloop demo`` runs the whole loop on this machine and writes a report."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from prefloop.cli._output import console, err_console, print_json
+from prefloop.errors import InvalidInputError
+
+_PHASE_LABELS = {
+    "load model": "Loading the LLM",
+    "warm-up": "Warm-up on the hand-written prompt",
+    "propose": "The LLM proposes candidate prompts",
+    "requests": "Simulated requests (decide → generate → rate)",
+    "reward model": "Fitting a reward model on the ratings",
+    "report": "Writing the report",
+}
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main prefloop app."""
+    app.command("demo")(demo)
+
+
+def demo(
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for the store, the reward model and the report.")
+    ] = Path("prefloop-demo"),
+    requests: Annotated[
+        int | None, typer.Option("--requests", min=1, help="Simulated requests (default 96).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the whole run.")] = 0,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="Database URL (default: sqlite:///OUT/prefloop.db)."),
+    ] = None,
+    fast: Annotated[
+        bool, typer.Option("--fast", help="A smaller run: 40 requests, shorter outputs.")
+    ] = False,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend",
+            "-b",
+            envvar="PREFLOOP_LLM_BACKEND",
+            help="LLM backend: 'local' (SmolLM2-135M on this machine, or "
+            "PREFLOOP_LLM_LOCAL_MODEL) or 'openai' (PREFLOOP_LLM_BASE_URL, PREFLOOP_LLM_API_KEY, "
+            "PREFLOOP_LLM_MODEL).",
+        ),
+    ] = "local",
+    policy: Annotated[
+        str, typer.Option("--policy", help="Bandit policy (prefloop bandit policies).")
+    ] = "default",
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Requests per batch (default 8).")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option("--max-tokens", min=1, help="Tokens per output (default 100).")
+    ] = None,
+    no_propose: Annotated[
+        bool,
+        typer.Option(
+            "--no-propose", help="Use the hand-written candidate prompts instead of asking the LLM."
+        ),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON summary object for scripts.")
+    ] = False,
+) -> None:
+    """Run prefloop's loop end to end on this machine and write a report.
+
+    A diary task with a hand-written prompt and three candidates written by the local LLM;
+    simulated requests with random inputs; the bandit picks a prompt per request; SmolLM2 writes
+    the outputs; a transparent rubric scorer (the stand-in for people) rates them; a reward model
+    is fitted on the ratings; the report shows per-prompt means with intervals, the recommended
+    prompt and its confidence, and the regret against uniform allocation.
+    """
+    from prefloop.demo import DemoConfig, run_demo
+    from prefloop.llm import BACKEND_KINDS
+
+    if backend not in BACKEND_KINDS:
+        raise InvalidInputError(
+            f"unknown --backend {backend!r}; choose one of {', '.join(BACKEND_KINDS)}"
+        )
+    config = DemoConfig(out_dir=out, database_url=db, seed=seed, policy=policy, backend=backend)
+    if fast:
+        config = config.fast()
+    overrides: dict[str, object] = {}
+    if requests is not None:
+        overrides["requests"] = requests
+    if batch_size is not None:
+        overrides["batch_size"] = batch_size
+    if max_tokens is not None:
+        overrides["max_tokens"] = max_tokens
+    if no_propose:
+        overrides["propose"] = False
+    config = replace(config, **overrides)  # type: ignore[arg-type]
+
+    with _progress(quiet=as_json) as progress:
+        result = run_demo(config, progress=progress)
+    if as_json:
+        print_json(result.to_json())
+        return
+    from prefloop.demo import rich_summary
+
+    console.print(rich_summary(result))
+
+
+@contextmanager
+def _progress(*, quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """A ``progress(phase, done, total)`` callback drawing one Rich bar per phase on stderr."""
+    if quiet:
+        yield lambda _phase, _done, _total: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bars = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+    ids: dict[str, object] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in ids:
+            ids[phase] = bars.add_task(_PHASE_LABELS.get(phase, phase), total=max(total, 1))
+        bars.update(ids[phase], completed=done, total=max(total, 1))  # type: ignore[arg-type]
+
+    with bars:
+        yield update
+

@@ -4,7 +4,7 @@ Each reader yields records one line at a time and raises :class:`ImportFileError
 (``FILE:LINE: what is wrong``) on the first malformed line. Blank lines are skipped.
 
 Ratings
-    ``{"text", "rating", "prompt"?, "input"?, "id"?}``, or the reference diary project's
+    ``{"text", "rating", "prompt"?, "input"?, "id"?, "author"?}``, or the reference diary project's
     ``{"image_id", "caption", "rate"}``.
 Pairs
     ``{"prompt", "chosen", "rejected", "margin"?}``, or Anthropic HH's ``{"chosen", "rejected"}``
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from prefloop.errors import ImportFileError, InvalidInputError
 from prefloop.io.records import PairRecord, RankingRecord, RatingRecord
 
 HH_ASSISTANT = "\n\nAssistant:"
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 
 
 def iter_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -94,16 +96,50 @@ def iter_ratings(path: str | Path) -> Iterator[RatingRecord]:
         if not isinstance(inputs, dict):
             raise ImportFileError(name, line, '"input" must be a JSON object when given')
         rid = obj.get("id")
-        if rid is not None and not isinstance(rid, str | int):
+        if rid is not None and (isinstance(rid, bool) or not isinstance(rid, str | int)):
             raise ImportFileError(name, line, '"id" must be a string or an integer when given')
+        author = obj.get("author")
+        if author is not None and (not isinstance(author, str) or not author.strip()):
+            raise ImportFileError(name, line, '"author" must be a non-empty string when given')
         yield RatingRecord(
             text=text,
             rating=rating,
             prompt=prompt,
             input=inputs,
             id=None if rid is None else str(rid),
+            author=author,
             line=line,
         )
+
+
+def hh_messages(dialogue: str) -> list[dict[str, str]]:
+    """An HH dialogue (``\\n\\nHuman: … \\n\\nAssistant: …``) as chat messages.
+
+    ``Human`` turns become ``user`` messages and ``Assistant`` turns ``assistant`` messages; a
+    final empty Assistant turn (the cue for the reply) is dropped. Text that is not an HH
+    dialogue becomes one ``user`` message.
+    """
+    parts = _HH_TURN.split(dialogue)
+    if len(parts) < 3 or parts[0].strip():
+        return [{"role": "user", "content": dialogue}]
+    messages = [
+        {"role": "user" if speaker == "Human" else "assistant", "content": text.strip()}
+        for speaker, text in zip(parts[1::2], parts[2::2], strict=True)
+    ]
+    if messages[-1]["role"] == "assistant" and not messages[-1]["content"]:
+        messages.pop()
+    return messages
+
+
+def count_lines(path: str | Path) -> int:
+    """The number of lines of a file (for a progress bar's total), read in binary chunks."""
+    lines = 0
+    last = b"\n"
+    with Path(path).open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (last != b"\n")
 
 
 def split_hh_dialogue(chosen: str, rejected: str) -> tuple[str, str, str]:

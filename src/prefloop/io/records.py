@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from prefloop.feedback.pairs import expand_ranking
+
 
 @dataclass(frozen=True, slots=True)
 class RatingRecord:
@@ -15,6 +17,7 @@ class RatingRecord:
     prompt: str | None = None
     input: dict[str, Any] = field(default_factory=dict)
     id: str | None = None
+    author: str | None = None
     line: int = 0
 
 
@@ -39,21 +42,18 @@ class RankingRecord:
     line: int = 0
 
     def pairs(self) -> list[PairRecord]:
-        """The K(K-1)/2 preference pairs of this ranking; tied responses give no pair."""
-        out: list[PairRecord] = []
-        k = len(self.responses)
-        for i in range(k):
-            for j in range(i + 1, k):
-                if self.ranking[i] == self.ranking[j]:
-                    continue
-                better, worse = (i, j) if self.ranking[i] < self.ranking[j] else (j, i)
-                out.append(
-                    PairRecord(
-                        prompt=self.prompt,
-                        chosen=self.responses[better],
-                        rejected=self.responses[worse],
-                        margin=float(abs(self.ranking[i] - self.ranking[j])),
-                        line=self.line,
-                    )
-                )
-        return out
+        """The K(K-1)/2 preference pairs of this ranking; tied responses give no pair.
+
+        A pair's ``margin`` is the gap between the two ranks (see
+        :func:`prefloop.feedback.expand_ranking`, the one place rankings become pairs).
+        """
+        return [
+            PairRecord(
+                prompt=self.prompt,
+                chosen=pair.better,
+                rejected=pair.worse,
+                margin=float(pair.rank_gap),
+                line=self.line,
+            )
+            for pair in expand_ranking(self.responses, self.ranking)
+        ]

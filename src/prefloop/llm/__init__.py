@@ -1,5 +1,19 @@
-"""LLM backends behind one interface (:class:`ChatBackend`)."""
+"""LLM backends behind one interface (:class:`ChatBackend`).
 
+* :class:`OpenAIChatBackend` — any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp),
+  configured by ``PREFLOOP_LLM_*`` (:class:`OpenAISettings`); retries with backoff.
+* :class:`LocalChatBackend` — a transformers model on this machine, batched and seedable;
+  :meth:`LocalChatBackend.smollm2` loads the packaged SmolLM2-135M-Instruct.
+* :func:`make_backend` — either, by name, from the environment.
+* :func:`generate_for_arm` / :func:`generate_batch` — render an arm's template, call a backend
+  and store the generation (a failed call is stored as failed, with no reward).
+"""
+
+from prefloop.llm._cache import cache_root, cached_folder, smollm2_folder
+from prefloop.llm._factory import BACKEND_KINDS, make_backend
+from prefloop.llm._local import LocalChatBackend
+from prefloop.llm._openai import OpenAIChatBackend
+from prefloop.llm._retry import RetryPolicy
 from prefloop.llm.base import (
     ChatBackend,
     Completion,
@@ -11,15 +25,38 @@ from prefloop.llm.base import (
     LLMTimeoutError,
     Message,
 )
+from prefloop.llm.generate import (
+    GenerationRequest,
+    generate_batch,
+    generate_for_arm,
+    render_template,
+    template_fields,
+)
+from prefloop.llm.settings import LocalSettings, OpenAISettings
 
 __all__ = [
+    "BACKEND_KINDS",
     "ChatBackend",
     "Completion",
     "GenerationParams",
+    "GenerationRequest",
     "LLMError",
     "LLMRateLimitError",
     "LLMRequestError",
     "LLMServerError",
     "LLMTimeoutError",
+    "LocalChatBackend",
+    "LocalSettings",
     "Message",
+    "OpenAIChatBackend",
+    "OpenAISettings",
+    "RetryPolicy",
+    "cache_root",
+    "cached_folder",
+    "generate_batch",
+    "generate_for_arm",
+    "make_backend",
+    "render_template",
+    "smollm2_folder",
+    "template_fields",
 ]

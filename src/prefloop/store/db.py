@@ -19,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from prefloop.errors import InvalidInputError, StoreVersionError
@@ -129,7 +130,15 @@ class Store:
         """
         resolved = database_url(url)
         store = cls(url=resolved, engine=make_engine(resolved))
-        current = store.revision()
+        try:
+            current = store.revision()
+        except OperationalError as exc:
+            store.close()
+            shown = make_url(resolved).render_as_string(hide_password=True)
+            raise InvalidInputError(
+                f"cannot open the database at {shown}: {exc.orig}. Check the URL, that the "
+                "folder of a SQLite file exists, and that a PostgreSQL server is running"
+            ) from None
         head = head_revision()
         if current != head:
             script = ScriptDirectory.from_config(_alembic_config(resolved))

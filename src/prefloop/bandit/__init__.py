@@ -1,0 +1,107 @@
+"""Bandit policies over a task's arms: choose a prompt per request, learn from its rewards.
+
+Policies (``make_policy(name, arms=…, scale=…, seed=…)``; names in :data:`POLICIES`):
+
+================ ===========================================================================
+default          prefloop's best: multinomial Thompson sampling, Jeffreys Dirichlet(½) prior
+thompson         multinomial Thompson sampling, uniform Dirichlet(1) prior (Riou & Honda 2020)
+ucb1             UCB1 on rewards mapped to [0, 1] (Auer et al. 2002)
+ucb1-reference   the reference project's UCB1 exactly: raw [-1, 1] rewards, sqrt(2 ln t / n)
+epsilon-greedy   ε-greedy, ε = 0.1
+softmax          Boltzmann exploration, τ = 0.1 on [0, 1] rewards
+linucb           LinUCB with disjoint models on hashed context (and end-user) features
+================ ===========================================================================
+
+Every policy logs the propensity of its choice, takes late, missing and changed rewards, lets
+arms come and go, can forget old rewards (``discount``) and keep end users on their arm
+(``sticky``). Its state is JSON sufficient statistics equal to :func:`recompute` from the log.
+:mod:`prefloop.bandit.online` binds policies to the store; :func:`simulate` compares them on a
+spec of reward distributions; :func:`evaluate_offline` estimates a new policy from logged
+decisions (IPS, self-normalised IPS, doubly robust).
+"""
+
+from prefloop.bandit._base import Decision, DecisionEvent, Policy, PolicyConfig
+from prefloop.bandit._greedy import EpsilonGreedyConfig, SoftmaxConfig
+from prefloop.bandit._identify import Recommendation, probability_best
+from prefloop.bandit._linucb import LinUCBConfig
+from prefloop.bandit._offline import LoggedDecision, OffPolicyEstimate, evaluate_offline
+from prefloop.bandit._registry import (
+    POLICIES,
+    available_policies,
+    make_policy,
+    policy_config,
+    policy_from_state,
+    recompute,
+    state_differences,
+    states_match,
+)
+from prefloop.bandit._scale import RewardScale
+from prefloop.bandit._simulate import (
+    ArmSpec,
+    SimulationResult,
+    SimulationSpec,
+    load_spec,
+    parse_spec,
+    plot_regret,
+    simulate,
+    simulation_policies,
+)
+from prefloop.bandit._thompson import ThompsonConfig
+from prefloop.bandit._ucb import ReferenceUCB1Config, UCB1Config
+from prefloop.bandit.online import (
+    ArmStats,
+    TaskStats,
+    apply_reward,
+    arm_stats,
+    decide,
+    logged_decisions,
+    rebuild_state,
+    recommend_arm,
+    recompute_state,
+    stored_state,
+)
+
+__all__ = [
+    "POLICIES",
+    "ArmSpec",
+    "ArmStats",
+    "Decision",
+    "DecisionEvent",
+    "EpsilonGreedyConfig",
+    "LinUCBConfig",
+    "LoggedDecision",
+    "OffPolicyEstimate",
+    "Policy",
+    "PolicyConfig",
+    "Recommendation",
+    "ReferenceUCB1Config",
+    "RewardScale",
+    "SimulationResult",
+    "SimulationSpec",
+    "SoftmaxConfig",
+    "TaskStats",
+    "ThompsonConfig",
+    "UCB1Config",
+    "apply_reward",
+    "arm_stats",
+    "available_policies",
+    "decide",
+    "evaluate_offline",
+    "load_spec",
+    "logged_decisions",
+    "make_policy",
+    "parse_spec",
+    "plot_regret",
+    "policy_config",
+    "policy_from_state",
+    "probability_best",
+    "rebuild_state",
+    "recommend_arm",
+    "recompute",
+    "recompute_state",
+    "simulate",
+    "simulation_policies",
+    "state_differences",
+    "states_match",
+    "stored_state",
+]

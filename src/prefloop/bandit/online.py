@@ -1,0 +1,482 @@
+"""The bandit bound to the store: decide per request, learn from rewards, rebuild, report.
+
+One :class:`~prefloop.store.models.PolicyState` row per (task, policy) holds the policy's
+sufficient statistics; :func:`decide` and :func:`apply_reward` lock it for the rest of the
+transaction (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite write transactions are serialised
+by ``BEGIN IMMEDIATE``), change it and bump its ``version``. The log — the
+:class:`~prefloop.store.models.BanditDecision` rows and the cached ``Generation.reward`` of the
+generations made from them — is the truth: :func:`recompute_state` rebuilds the state from it
+and equals the stored one (:func:`stored_state`).
+
+Decisions get strictly increasing ``created_at`` (taken under the lock), so their order in the
+log is the order they were made, which discounting and sticky users depend on.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from prefloop.bandit._base import Decision, DecisionEvent, Policy, PolicyConfig
+from prefloop.bandit._identify import (
+    JEFFREYS_PRIOR,
+    Recommendation,
+    check_draws,
+    check_threshold,
+    posterior_mean_draws,
+    win_frequencies,
+)
+from prefloop.bandit._offline import LoggedDecision
+from prefloop.bandit._registry import make_policy, policy_config, policy_from_state, recompute
+from prefloop.bandit._scale import RewardScale
+from prefloop.errors import ConflictError, InvalidInputError, NotFoundError
+from prefloop.store import repo
+from prefloop.store.models import (
+    DEFAULT_SCALE,
+    Arm,
+    BanditDecision,
+    Generation,
+    PolicyState,
+    Task,
+    utcnow,
+)
+
+__all__ = [
+    "ArmStats",
+    "TaskStats",
+    "apply_reward",
+    "arm_stats",
+    "decide",
+    "logged_decisions",
+    "rebuild_state",
+    "recommend_arm",
+    "recompute_state",
+    "stored_state",
+]
+
+_TICK = timedelta(microseconds=1)
+
+
+def decide(
+    session: Session,
+    task: Task,
+    *,
+    policy: str = "default",
+    end_user: str | None = None,
+    context: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    config: PolicyConfig | Mapping[str, Any] | None = None,
+) -> BanditDecision:
+    """Choose one of ``task``'s active arms with ``policy`` and log the decision.
+
+    The new :class:`BanditDecision` has the arm, its propensity and every active arm's
+    probability (by arm name). ``config`` applies when this (task, policy) has no state yet; a
+    different config for an existing state is a :class:`ConflictError`. ``seed`` makes the
+    choice reproducible (it is combined with the state's version, so repeated calls differ).
+    """
+    arms = repo.active_arms(session, task)
+    if not arms:
+        raise ConflictError(
+            f"task {task.name!r} has no active arms to choose from; add an arm or remove the "
+            "'retired' label from one"
+        )
+    row = _lock_state(session, task, policy, config)
+    live = _load(row, seed)
+    live.sync_arms([arm.name for arm in arms])
+    choice = live.select(context=context, end_user=end_user)
+    by_name = {arm.name: arm for arm in arms}
+    decision = BanditDecision(
+        task_id=task.id,
+        policy=policy,
+        arm_id=by_name[choice.arm].id,
+        propensity=choice.propensity,
+        probabilities=choice.probabilities,
+        end_user=end_user,
+        context=dict(context or {}),
+        created_at=_save(row, live),
+    )
+    session.add(decision)
+    session.flush()
+    return decision
+
+
+def apply_reward(
+    session: Session,
+    generation: Generation,
+    old_reward: float | None,
+    new_reward: float | None,
+) -> bool:
+    """Move the state of the policy that chose ``generation``'s arm from its old reward to the new.
+
+    Call it after the generation's cached reward changed (first reward: ``old_reward=None``;
+    withdrawn: ``new_reward=None``). Returns False when there is nothing to do (no decision
+    behind the generation, or no change). When the policy's state row is missing it is rebuilt
+    from the log, which already holds the new cached reward.
+    """
+    if generation.decision_id is None or old_reward == new_reward:
+        return False
+    if generation.status != "ok" and new_reward is not None:
+        raise InvalidInputError(
+            f"generation {generation.id!r} failed ({generation.error!r}); a failed LLM call "
+            "has no reward"
+        )
+    decision = session.get(BanditDecision, generation.decision_id)
+    if decision is None:
+        raise NotFoundError(f"generation {generation.id!r} names a missing decision")
+    task = session.get(Task, decision.task_id)
+    assert task is not None, "a decision belongs to a task (foreign key)"
+    row, created = _lock_or_create(session, task, decision.policy, None)
+    if created:
+        row.state = recompute_state(session, task, decision.policy)
+        return True
+    live = _load(row, None)
+    arm = session.get(Arm, decision.arm_id)
+    assert arm is not None, "a decision names an arm (foreign key)"
+    index = None
+    if live.config.discount != 1.0:
+        index = session.scalar(
+            select(func.count())
+            .select_from(BanditDecision)
+            .where(
+                BanditDecision.task_id == decision.task_id,
+                BanditDecision.policy == decision.policy,
+                BanditDecision.created_at < decision.created_at,
+            )
+        )
+    live.update(
+        Decision(
+            arm=arm.name,
+            propensity=decision.propensity,
+            probabilities=dict(decision.probabilities or {}),
+            index=index,
+            end_user=decision.end_user,
+            context=decision.context,
+        ),
+        new_reward,
+        previous=old_reward,
+    )
+    _save(row, live)
+    return True
+
+
+def recompute_state(session: Session, task: Task, policy: str = "default") -> dict[str, Any]:
+    """The state of ``policy`` on ``task`` rebuilt from the decisions and rewards in the store."""
+    row = session.scalar(_state_query(task, policy))
+    config = row.config if row is not None else policy_config(policy)
+    names = dict(session.execute(select(Arm.id, Arm.name).where(Arm.task_id == task.id)).all())
+    decisions = session.scalars(
+        select(BanditDecision)
+        .where(BanditDecision.task_id == task.id, BanditDecision.policy == policy)
+        .order_by(BanditDecision.created_at, BanditDecision.id)
+    ).all()
+    rewards: dict[str, list[float]] = defaultdict(list)
+    rows = session.execute(
+        select(Generation.decision_id, Generation.reward)
+        .join(BanditDecision, Generation.decision_id == BanditDecision.id)
+        .where(
+            BanditDecision.task_id == task.id,
+            BanditDecision.policy == policy,
+            Generation.status == "ok",
+            Generation.reward.is_not(None),
+        )
+        .order_by(Generation.created_at, Generation.id)
+    ).all()
+    for decision_id, reward in rows:
+        if decision_id is not None and reward is not None:
+            rewards[decision_id].append(float(reward))
+    events = [
+        DecisionEvent(
+            arm=names[d.arm_id],
+            rewards=tuple(rewards.get(d.id, ())),
+            end_user=d.end_user,
+            context=d.context or None,
+        )
+        for d in decisions
+    ]
+    active = [arm.name for arm in repo.active_arms(session, task)]
+    return recompute(policy, events, active_arms=active, scale=_scale(task), config=config)
+
+
+def stored_state(session: Session, task: Task, policy: str = "default") -> dict[str, Any] | None:
+    """The stored state with its arms brought up to the task's active arms (None if none yet).
+
+    Arms are synchronised at each decision; this applies arms added or retired since, so the
+    result compares directly with :func:`recompute_state`.
+    """
+    row = session.scalar(_state_query(task, policy))
+    if row is None:
+        return None
+    live = _load(row, None)
+    live.sync_arms([arm.name for arm in repo.active_arms(session, task)])
+    return live.to_state()
+
+
+def rebuild_state(session: Session, task: Task, policy: str = "default") -> dict[str, Any]:
+    """Replace the stored state by the one recomputed from the log (a repair); returns it."""
+    row, _ = _lock_or_create(session, task, policy, None)
+    row.state = recompute_state(session, task, policy)
+    row.version += 1
+    row.updated_at = _tick(row.updated_at)
+    return dict(row.state)
+
+
+# -- reporting ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ArmStats:
+    """One arm's record: rewards from every generation of the arm, decisions of the bandit."""
+
+    arm_id: int
+    arm: str
+    count: int
+    """Generations of this arm with a reward."""
+    mean_reward: float | None
+    interval: tuple[float, float] | None
+    """95% credible interval of the mean reward (Dirichlet(½) posterior on the levels)."""
+    share: float
+    """Fraction of the task's bandit decisions that chose this arm."""
+    p_best: float | None
+    """Posterior probability that this arm is the best active arm (None when retired)."""
+    retired: bool
+
+
+@dataclass(frozen=True)
+class TaskStats:
+    task: str
+    arms: list[ArmStats]
+    best_arm: str | None
+    best_probability: float | None
+    decisions: int
+    feedbacks: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "arms": [vars(arm) | {"interval": _pair(arm.interval)} for arm in self.arms],
+            "best_arm": self.best_arm,
+            "best_probability": self.best_probability,
+            "decisions": self.decisions,
+            "feedbacks": self.feedbacks,
+        }
+
+
+def arm_stats(
+    session: Session,
+    task: Task,
+    *,
+    policy: str | None = None,
+    draws: int = 4000,
+    seed: int = 0,
+) -> TaskStats:
+    """Per arm: rewarded generations, mean reward, 95% interval, share of decisions (of
+    ``policy`` only, when given); the best active arm and its probability of being best.
+
+    The Monte Carlo estimates use a fixed ``seed``, so a dashboard does not flicker.
+    """
+    draws = check_draws(draws)
+    arms = list(session.scalars(select(Arm).where(Arm.task_id == task.id).order_by(Arm.id)).all())
+    scale = RewardScale.of(_scale(task))
+    levels, counts, sums = _reward_tallies(session, task, arms, scale)
+    share_query = (
+        select(BanditDecision.arm_id, func.count())
+        .where(BanditDecision.task_id == task.id)
+        .group_by(BanditDecision.arm_id)
+    )
+    if policy is not None:
+        share_query = share_query.where(BanditDecision.policy == policy)
+    chosen = dict(session.execute(share_query).all())
+    total = sum(chosen.values())
+    rng = np.random.default_rng(seed)
+    means = posterior_mean_draws(levels, scale.values, prior=JEFFREYS_PRIOR, draws=draws, rng=rng)
+    active = [k for k, arm in enumerate(arms) if not arm.retired]
+    p_best = np.zeros(len(arms))
+    if active:
+        p_best[active] = win_frequencies(means[:, active])
+    low, high = np.quantile(means, [0.025, 0.975], axis=0) if arms else ([], [])
+    stats = [
+        ArmStats(
+            arm_id=arm.id,
+            arm=arm.name,
+            count=int(counts[k]),
+            mean_reward=float(sums[k] / counts[k]) if counts[k] else None,
+            interval=(float(low[k]), float(high[k])) if counts[k] else None,
+            share=chosen.get(arm.id, 0) / total if total else 0.0,
+            p_best=None if arm.retired else float(p_best[k]),
+            retired=arm.retired,
+        )
+        for k, arm in enumerate(arms)
+    ]
+    best = max(active, key=lambda k: p_best[k]) if active else None
+    return TaskStats(
+        task=task.name,
+        arms=stats,
+        best_arm=None if best is None else arms[best].name,
+        best_probability=None if best is None else float(p_best[best]),
+        decisions=total,
+        feedbacks=int(counts.sum()),
+    )
+
+
+def recommend_arm(
+    session: Session, task: Task, *, threshold: float = 0.95, draws: int = 4000, seed: int = 0
+) -> Recommendation:
+    """The best-arm call with its stopping rule, from every rewarded generation of the task:
+    "C is best with probability ≥ 0.95 after N feedbacks", or who leads and with what."""
+    threshold = check_threshold(threshold)
+    stats = arm_stats(session, task, draws=draws, seed=seed)
+    probabilities = {a.arm: a.p_best for a in stats.arms if a.p_best is not None}
+    return Recommendation(
+        arm=stats.best_arm,
+        probability=stats.best_probability or 0.0,
+        probabilities=probabilities,
+        feedbacks=float(sum(a.count for a in stats.arms if not a.retired)),
+        threshold=threshold,
+    )
+
+
+def logged_decisions(
+    session: Session, task: Task, *, policy: str | None = None
+) -> list[LoggedDecision]:
+    """Rewarded decisions with their propensities, for :func:`~prefloop.bandit.evaluate_offline`."""
+    query = (
+        select(BanditDecision, Generation.reward, Arm.name)
+        .join(Generation, Generation.decision_id == BanditDecision.id)
+        .join(Arm, Arm.id == BanditDecision.arm_id)
+        .where(
+            BanditDecision.task_id == task.id,
+            Generation.status == "ok",
+            Generation.reward.is_not(None),
+        )
+        .order_by(BanditDecision.created_at, BanditDecision.id)
+    )
+    if policy is not None:
+        query = query.where(BanditDecision.policy == policy)
+    return [
+        LoggedDecision(
+            arm=name,
+            propensity=decision.propensity,
+            reward=float(reward),
+            context=decision.context or None,
+            end_user=decision.end_user,
+        )
+        for decision, reward, name in session.execute(query).all()
+        if reward is not None
+    ]
+
+
+# -- the state row -----------------------------------------------------------------------------
+def _state_query(task: Task, policy: str) -> Any:
+    return select(PolicyState).where(PolicyState.task_id == task.id, PolicyState.policy == policy)
+
+
+def _lock_state(
+    session: Session, task: Task, policy: str, config: PolicyConfig | Mapping[str, Any] | None
+) -> PolicyState:
+    row, created = _lock_or_create(session, task, policy, config)
+    if not created and config is not None:
+        wanted = (
+            config.to_dict()
+            if isinstance(config, PolicyConfig)
+            else policy_config(policy, config).to_dict()
+        )
+        if wanted != row.config:
+            raise ConflictError(
+                f"policy {policy!r} on task {task.name!r} already runs with config {row.config}; "
+                f"it cannot switch to {wanted}. Use another policy name or rebuild the state."
+            )
+    return row
+
+
+def _lock_or_create(
+    session: Session, task: Task, policy: str, config: PolicyConfig | Mapping[str, Any] | None
+) -> tuple[PolicyState, bool]:
+    """The (task, policy) state row, locked for this transaction; created when missing."""
+    query = _state_query(task, policy).with_for_update().execution_options(populate_existing=True)
+    row = session.scalar(query)
+    if row is not None:
+        return row, False
+    fresh = make_policy(policy, scale=_scale(task), config=config)
+    try:
+        with session.begin_nested():
+            row = PolicyState(
+                task_id=task.id,
+                policy=policy,
+                config=fresh.config.to_dict(),
+                state=fresh.to_state(),
+                version=0,
+                updated_at=utcnow(),
+            )
+            session.add(row)
+            session.flush()
+        return row, True
+    except IntegrityError:
+        row = session.scalar(query)  # a concurrent request created it first; wait for its lock
+        if row is None:
+            raise
+        return row, False
+
+
+def _load(row: PolicyState, seed: int | None) -> Policy:
+    rng = np.random.default_rng(None if seed is None else [seed, row.version])
+    state = dict(row.state or {})
+    state["config"] = row.config
+    return policy_from_state(state, seed=rng)
+
+
+def _save(row: PolicyState, live: Policy) -> datetime:
+    """Store ``live``'s state, bump the version; returns the new, strictly later, timestamp."""
+    row.state = live.to_state()
+    row.version += 1
+    row.updated_at = _tick(row.updated_at)
+    return row.updated_at
+
+
+def _tick(previous: datetime | None) -> datetime:
+    now = utcnow()
+    if previous is None:
+        return now
+    if previous.tzinfo is None:  # SQLite hands datetimes back without their zone
+        previous = previous.replace(tzinfo=UTC)
+    return max(now, previous + _TICK)
+
+
+def _scale(task: Task) -> list[float]:
+    return [float(v) for v in (task.scale or DEFAULT_SCALE)]
+
+
+def _reward_tallies(
+    session: Session, task: Task, arms: list[Arm], scale: RewardScale
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per arm: rewards counted on levels (K, L), their number (K,), their sum (K,)."""
+    position = {arm.id: k for k, arm in enumerate(arms)}
+    levels = np.zeros((len(arms), len(scale.levels)))
+    counts, sums = np.zeros(len(arms)), np.zeros(len(arms))
+    rows = session.execute(
+        select(Generation.id, Generation.arm_id, Generation.reward).where(
+            Generation.task_id == task.id,
+            Generation.status == "ok",
+            Generation.reward.is_not(None),
+            Generation.arm_id.is_not(None),
+        )
+    ).all()
+    tallied = [(g, a, r) for g, a, r in rows if a is not None and r is not None]
+    for generation_id, _, reward in tallied:
+        scale.check(reward, what=f"cached reward of generation {generation_id!r}")
+    if tallied:
+        index = np.array([position[arm_id] for _, arm_id, _ in tallied])
+        rewards = np.array([reward for _, _, reward in tallied], dtype=np.float64)
+        np.add.at(levels, index, scale.level_weights(rewards))
+        np.add.at(counts, index, 1.0)
+        np.add.at(sums, index, rewards)
+    return levels, counts, sums
+
+
+def _pair(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else [interval[0], interval[1]]

@@ -1,0 +1,412 @@
+"""The demo's report: PNG plots, one self-contained HTML page, and a Rich summary for the terminal.
+
+Plots are drawn with matplotlib's object API on the Agg canvas (no global pyplot state, no
+display needed); the HTML page embeds them as base64 data URIs, so it can be mailed or opened
+from anywhere. Each file is written to a temporary name and renamed, so a crash never leaves a
+half-written report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from prefloop.demo._result import DemoResult
+
+__all__ = [
+    "plot_allocation",
+    "plot_arm_means",
+    "plot_regret_curves",
+    "rich_summary",
+    "write_html",
+    "write_report",
+]
+
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def write_report(result: DemoResult, folder: Path) -> dict[str, Path]:
+    """Write the three plots and ``report.html`` into ``folder``; returns their paths by name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "arm_means_png": plot_arm_means(result, folder / "arm_means.png"),
+        "regret_png": plot_regret_curves(result, folder / "regret.png"),
+        "allocation_png": plot_allocation(result, folder / "allocation.png"),
+    }
+    files["html"] = write_html(result, folder / "report.html", images=files)
+    return files
+
+
+# -- plots -------------------------------------------------------------------------------------
+def _figure(size: tuple[float, float]) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=size)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure: Any, path: Path) -> Path:
+    figure.tight_layout()
+    _atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=110))
+    return path
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as handle:
+        temporary = Path(handle.name)
+        try:
+            write(handle)
+        except BaseException:
+            handle.close()
+            temporary.unlink(missing_ok=True)
+            raise
+    os.replace(temporary, path)
+
+
+def _color(index: int) -> str:
+    return _COLORS[index % len(_COLORS)]
+
+
+def plot_arm_means(result: DemoResult, path: Path) -> Path:
+    """Per-arm mean reward with its 95% interval; the recommended arm drawn solid."""
+    figure = _figure((7.5, 0.6 * max(len(result.arms), 2) + 1.6))
+    axes = figure.add_subplot()
+    names = [arm.name for arm in result.arms]
+    y = np.arange(len(names))[::-1]
+    for row, (k, arm) in zip(y, enumerate(result.arms), strict=True):
+        if arm.mean is None or arm.interval is None:
+            axes.text(0.0, row, "no ratings", va="center", ha="center", color="grey")
+            continue
+        low, high = arm.interval
+        recommended = arm.name == result.recommended
+        axes.errorbar(
+            arm.mean,
+            row,
+            xerr=[[arm.mean - low], [high - arm.mean]],
+            fmt="o" if recommended else "o",
+            color=_color(k),
+            markerfacecolor=_color(k) if recommended else "white",
+            markersize=9,
+            capsize=5,
+            linewidth=2,
+        )
+        axes.annotate(
+            f"{arm.mean:+.2f}  (n={arm.rated})",
+            (high, row),
+            xytext=(8, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=9,
+        )
+    axes.set_yticks(y, names)
+    axes.set_xlim(-1.15, 1.6)
+    axes.axvline(0.0, color="grey", linewidth=0.6)
+    axes.set_xlabel("mean reward (rubric rating, −1 … 1) with 95% interval")
+    title = "Reward per prompt"
+    if result.recommended is not None:
+        title += f": {result.recommended} recommended (P(best) = {result.confidence:.2f})"
+    axes.set_title(title, fontsize=11)
+    axes.grid(True, axis="x", alpha=0.3)
+    return _save(figure, path)
+
+
+def plot_regret_curves(result: DemoResult, path: Path) -> Path:
+    """Cumulative regret of the bandit's choices next to uniform allocation's expectation."""
+    figure = _figure((7.5, 4.2))
+    axes = figure.add_subplot()
+    steps = np.arange(1, len(result.regret_curve) + 1)
+    if len(steps):
+        axes.plot(steps, result.regret_curve, label=f"bandit ({result.policy})", linewidth=2)
+        axes.plot(
+            steps,
+            result.uniform_curve,
+            label="uniform allocation (expected)",
+            linestyle="--",
+            linewidth=2,
+        )
+        axes.legend(fontsize=9)
+    else:
+        axes.text(0.5, 0.5, "no rated decisions", ha="center", transform=axes.transAxes)
+    axes.set_xlabel("decisions")
+    axes.set_ylabel("cumulative regret")
+    axes.set_title(
+        "Regret against the best arm's estimated mean "
+        f"(bandit {result.regret_policy:.1f} vs uniform {result.regret_uniform:.1f})",
+        fontsize=11,
+    )
+    axes.grid(True, alpha=0.3)
+    return _save(figure, path)
+
+
+def plot_allocation(result: DemoResult, path: Path) -> Path:
+    """How many times each arm had been chosen after each decision."""
+    figure = _figure((7.5, 4.2))
+    axes = figure.add_subplot()
+    steps = np.arange(1, len(result.chosen) + 1)
+    for k, arm in enumerate(result.arms):
+        picks = np.cumsum([name == arm.name for name in result.chosen])
+        axes.plot(steps, picks, label=arm.name, color=_color(k), linewidth=2)
+    if len(steps):
+        axes.plot(
+            steps,
+            steps / max(len(result.arms), 1),
+            color="grey",
+            linestyle=":",
+            label="uniform",
+        )
+        axes.legend(fontsize=9)
+    axes.set_xlabel("decisions")
+    axes.set_ylabel("times chosen so far")
+    axes.set_title("Allocation over time", fontsize=11)
+    axes.grid(True, alpha=0.3)
+    return _save(figure, path)
+
+
+# -- HTML --------------------------------------------------------------------------------------
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:980px;margin:2em auto;
+padding:0 1em;color:#1b1b1b;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;width:100%;font-size:.92em}
+th,td{border-bottom:1px solid #e4e4e4;padding:.35em .5em;text-align:left;vertical-align:top}
+th{background:#f6f6f6}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+tr.best td{background:#eef7ee}
+.callout{background:#f3f7fc;border-left:4px solid #1f77b4;padding:.6em 1em;margin:1em 0}
+.warn{background:#fff6e5;border-left:4px solid #ff9800;padding:.6em 1em;margin:1em 0}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+code,pre{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.88em}
+pre{white-space:pre-wrap;background:#fafafa;border:1px solid #eee;padding:.5em}
+.muted{color:#666;font-size:.9em}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: float | None, fmt: str = "+.3f") -> str:
+    return "–" if value is None else format(value, fmt)
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def write_html(result: DemoResult, path: Path, *, images: dict[str, Path]) -> Path:
+    """One self-contained page (CSS inline, plots embedded) summarising the run."""
+    parts: list[str] = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>prefloop demo: {_e(result.task)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>prefloop demo — task <code>{_e(result.task)}</code></h1>",
+        f"<p class='muted'>{result.requests} simulated requests · policy "
+        f"<code>{_e(result.policy)}</code> · model <code>{_e(result.model)}</code> · "
+        f"store <code>{_e(result.database_url)}</code></p>",
+    ]
+    if result.recommended is not None:
+        verdict = "confident" if result.confident else "not yet confident"
+        parts.append(
+            f"<div class='callout'><b>Recommended prompt: {_e(result.recommended)}</b> — "
+            f"probability {result.confidence:.3f} that it is the best ({verdict} at the "
+            f"{result.threshold:g} threshold). Regret of the bandit: "
+            f"<b>{result.regret_policy:.2f}</b> against <b>{result.regret_uniform:.2f}</b> "
+            "expected from uniform allocation.</div>"
+        )
+    parts.append(
+        "<div class='warn'>The ratings come from a <b>rubric scorer</b>, the demo's stand-in for "
+        "people: it checks length, that place, company and mood are mentioned, that there is no "
+        "meta text and no repetition. Point the same loop at real people with "
+        "<code>prefloop serve</code>.</div>"
+    )
+    if result.proposal.fallbacks or result.proposal.reused:
+        parts.append(f"<div class='warn'>{_e(result.proposal.message)}</div>")
+    parts.append(_arms_table(result))
+    parts.append("<h2>Mean reward per prompt</h2>" + _img(images["arm_means_png"], "arm means"))
+    parts.append("<h2>Regret</h2>" + _img(images["regret_png"], "cumulative regret"))
+    parts.append(
+        "<p class='muted'>Regret counts, for each decision, how far the chosen prompt's estimated "
+        "mean falls short of the best prompt's; uniform allocation's regret is its expectation "
+        "under the same estimates.</p>"
+    )
+    parts.append("<h2>Allocation over time</h2>" + _img(images["allocation_png"], "allocation"))
+    parts.append(_reward_model_section(result))
+    parts.append(_proposal_section(result))
+    parts.append(_examples_section(result))
+    parts.append(_timings_section(result))
+    parts.append("</body></html>")
+    text = "\n".join(parts)
+    _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    return path
+
+
+def _arms_table(result: DemoResult) -> str:
+    rows = []
+    for arm in result.arms:
+        interval = (
+            "–" if arm.interval is None else f"[{arm.interval[0]:+.2f}, {arm.interval[1]:+.2f}]"
+        )
+        css = " class='best'" if arm.name == result.recommended else ""
+        rows.append(
+            f"<tr{css}><td><b>{_e(arm.name)}</b><br><span class='muted'>{_e(arm.created_by)}"
+            f"</span></td><td>{_e(arm.template)}</td><td class='num'>{arm.rated}</td>"
+            f"<td class='num'>{arm.failed}</td><td class='num'>{_num(arm.mean)}</td>"
+            f"<td class='num'>{interval}</td><td class='num'>{arm.share:.0%}</td>"
+            f"<td class='num'>{_num(arm.p_best, '.3f')}</td></tr>"
+        )
+    return (
+        "<h2>Prompts</h2><table><tr><th>arm</th><th>template</th><th>rated</th><th>failed</th>"
+        "<th>mean</th><th>95% interval</th><th>share</th><th>P(best)</th></tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+
+
+def _reward_model_section(result: DemoResult) -> str:
+    model = result.reward_model
+    if model is None:
+        return ""
+    head = f"<h2>Reward model ({_e(model.kind)}, {model.ratings} ratings)</h2>"
+    if model.skipped:
+        return head + f"<p>Not fitted: {_e(model.skipped)}</p>"
+    rows = "".join(
+        f"<tr><td>{_e(k)}</td><td class='num'>{v:.4f}</td></tr>" for k, v in model.metrics.items()
+    )
+    where = f"<p class='muted'>Saved in <code>{_e(model.path)}</code>.</p>" if model.path else ""
+    return (
+        head
+        + "<p>Cross-validated on the run's ratings, next to the baseline that predicts the "
+        "training mean for every text.</p>"
+        + f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>{where}"
+    )
+
+
+def _proposal_section(result: DemoResult) -> str:
+    outcome = result.proposal
+    parts = [f"<h2>Candidate prompts</h2><p>{_e(outcome.message)}.</p>"]
+    if outcome.rejected:
+        rows = "".join(
+            f"<tr><td><pre>{_e(t)}</pre></td><td>{_e(r)}</td></tr>" for t, r in outcome.rejected
+        )
+        parts.append(
+            f"<details><summary>{len(outcome.rejected)} rejected proposal(s)</summary>"
+            f"<table><tr><th>proposal</th><th>why rejected</th></tr>{rows}</table></details>"
+        )
+    if outcome.errors:
+        parts.append("<ul>" + "".join(f"<li>{_e(e)}</li>" for e in outcome.errors) + "</ul>")
+    return "".join(parts)
+
+
+def _examples_section(result: DemoResult) -> str:
+    if not result.examples:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(ex.arm)}</td><td>{_e(', '.join(ex.inputs.values()))}</td>"
+        f"<td><pre>{_e(ex.output)}</pre></td><td class='num'>{ex.rating:+.1f}</td>"
+        f"<td>{_e('; '.join(ex.reasons) or 'no rule broken')}</td></tr>"
+        for ex in result.examples
+    )
+    return (
+        "<h2>Examples (best and worst rated output per prompt)</h2>"
+        "<table><tr><th>arm</th><th>input</th><th>output</th><th>rating</th>"
+        f"<th>rubric</th></tr>{rows}</table>"
+    )
+
+
+def _timings_section(result: DemoResult) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(k)}</td><td class='num'>{v:.1f} s</td></tr>"
+        for k, v in result.timings.items()
+    )
+    notes = "".join(f"<li>{_e(n)}</li>" for n in result.notes)
+    return (
+        f"<h2>Timings</h2><table><tr><th>phase</th><th>time</th></tr>{rows}</table>"
+        + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "")
+    )
+
+
+# -- terminal ----------------------------------------------------------------------------------
+def rich_summary(result: DemoResult) -> RenderableType:
+    """The terminal summary: the arms table, the recommendation, regret and report paths."""
+    table = Table(title=f"prefloop demo — {result.task} ({result.requests} requests)")
+    for column, justify in (
+        ("arm", "left"),
+        ("by", "left"),
+        ("rated", "right"),
+        ("failed", "right"),
+        ("mean", "right"),
+        ("95% interval", "right"),
+        ("share", "right"),
+        ("P(best)", "right"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for arm in result.arms:
+        interval = (
+            "–" if arm.interval is None else f"[{arm.interval[0]:+.2f}, {arm.interval[1]:+.2f}]"
+        )
+        style = "bold green" if arm.name == result.recommended else None
+        table.add_row(
+            arm.name,
+            arm.created_by,
+            str(arm.rated),
+            str(arm.failed),
+            _num(arm.mean),
+            interval,
+            f"{arm.share:.0%}",
+            _num(arm.p_best, ".3f"),
+            style=style,
+        )
+    lines: list[RenderableType] = [table]
+    if result.recommended is not None:
+        verdict = "confident" if result.confident else "not yet confident"
+        lines.append(
+            Text.assemble(
+                ("recommended: ", "bold"),
+                (result.recommended, "bold green"),
+                f"  P(best) = {result.confidence:.3f} ({verdict} at {result.threshold:g})",
+            )
+        )
+        lines.append(Text(f"template: {result.arm(result.recommended).template}"))
+    lines.append(
+        Text(
+            f"regret: bandit {result.regret_policy:.2f} vs uniform allocation "
+            f"{result.regret_uniform:.2f} (against the best arm's estimated mean)"
+        )
+    )
+    lines.append(Text(f"candidates: {result.proposal.message}"))
+    model = result.reward_model
+    if model is not None:
+        if model.skipped:
+            lines.append(Text(f"reward model: not fitted ({model.skipped})"))
+        else:
+            lines.append(Text(f"reward model ({model.kind}): " + _metrics_line(model.metrics)))
+    for note in result.notes:
+        lines.append(Text(f"note: {note}", style="yellow"))
+    for name, file in result.files.items():
+        lines.append(Text(f"{name}: {file}", style="dim"))
+    total = sum(result.timings.values())
+    lines.append(
+        Text(
+            "time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items())
+            + f" (total {total:.0f}s)",
+            style="dim",
+        )
+    )
+    return Group(*lines)
+
+
+def _metrics_line(metrics: dict[str, float], keys: Sequence[str] = ()) -> str:
+    shown = keys or list(metrics)
+    return ", ".join(f"{k} {metrics[k]:.3f}" for k in shown if k in metrics)

@@ -1,0 +1,85 @@
+"""Feedback: events, recording them once, rewards derived from them, pairs, rater agreement."""
+
+from prefloop.feedback.agreement import (
+    Agreement,
+    krippendorff_alpha,
+    pair_agreement,
+    task_agreement,
+)
+from prefloop.feedback.events import (
+    KINDS,
+    SOURCES,
+    EditEvent,
+    FeedbackEvent,
+    PairwiseEvent,
+    RankingEvent,
+    RatingEvent,
+    RegenerateEvent,
+    Source,
+    ThumbsEvent,
+)
+from prefloop.feedback.pairs import (
+    HUMAN_SOURCES,
+    PreferencePair,
+    RankedPair,
+    expand_ranking,
+    preference_pairs,
+    prompt_text,
+    rating_pairs,
+)
+from prefloop.feedback.record import (
+    EDIT_MODEL,
+    RecordResult,
+    RewardChange,
+    record_feedback,
+    refresh_rewards,
+    reward_rules_for,
+)
+from prefloop.feedback.rewards import (
+    REWARD_KINDS,
+    EditRatingCurve,
+    RewardRules,
+    check_rating,
+    derive_reward,
+    text_similarity,
+)
+from prefloop.feedback.stats import TaskStats, level_key, task_stats
+
+__all__ = [
+    "EDIT_MODEL",
+    "HUMAN_SOURCES",
+    "KINDS",
+    "REWARD_KINDS",
+    "SOURCES",
+    "Agreement",
+    "EditEvent",
+    "EditRatingCurve",
+    "FeedbackEvent",
+    "PairwiseEvent",
+    "PreferencePair",
+    "RankedPair",
+    "RankingEvent",
+    "RatingEvent",
+    "RecordResult",
+    "RegenerateEvent",
+    "RewardChange",
+    "RewardRules",
+    "Source",
+    "TaskStats",
+    "ThumbsEvent",
+    "check_rating",
+    "derive_reward",
+    "expand_ranking",
+    "krippendorff_alpha",
+    "level_key",
+    "pair_agreement",
+    "preference_pairs",
+    "prompt_text",
+    "rating_pairs",
+    "record_feedback",
+    "refresh_rewards",
+    "reward_rules_for",
+    "task_agreement",
+    "task_stats",
+    "text_similarity",
+]

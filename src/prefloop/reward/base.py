@@ -1,0 +1,896 @@
+"""The shared parts of every reward model: training data, the model interface, saved folders.
+
+Two kinds of reward model exist:
+
+``rating``
+    learns from :class:`RatingData` (texts with a number on the task's scale) and predicts that
+    number for new text; :meth:`RewardModel.score_unit` maps it linearly from the scale to [0, 1].
+``pairwise``
+    learns from :class:`PairData` (a prompt with a chosen and a rejected reply) and gives each
+    text a real-valued reward r such that P(a ≻ b) = σ(r(a) − r(b)) (Bradley & Terry, 1952);
+    :meth:`RewardModel.score_unit` squashes r with a sigmoid.
+
+A model is saved as a folder holding ``prefloop-reward.json`` (what it is, how it was trained,
+its metrics and the library versions) next to the model's own files (joblib, safetensors, …).
+:meth:`RewardModel.save` writes a temporary folder and renames it at the end, so a failed save
+leaves nothing half-written; :func:`load_reward_model` finds the class through a registry of
+names filled by :func:`register_model`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import os
+import platform
+import shutil
+import tempfile
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from prefloop.errors import ImportFileError, InvalidInputError, PrefloopError
+from prefloop.io import PairRecord, RatingRecord, iter_pairs, iter_rankings, iter_ratings
+from prefloop.io.readers import iter_json_lines
+from prefloop.store.models import DEFAULT_SCALE
+
+if TYPE_CHECKING:
+    from prefloop.store import Store
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_NAME",
+    "Featurizer",
+    "IncompatibleModelError",
+    "Kind",
+    "ModelInfo",
+    "PairData",
+    "ProgressCallback",
+    "RatingData",
+    "RewardModel",
+    "TrainSummary",
+    "TruncationWarning",
+    "library_versions",
+    "load_pair_data",
+    "load_rating_data",
+    "load_reward_model",
+    "pair_data_from_store",
+    "rating_data_from_store",
+    "read_model_info",
+    "register_model",
+    "registered_models",
+]
+
+Kind = Literal["rating", "pairwise"]
+KINDS: tuple[Kind, ...] = ("rating", "pairwise")
+MANIFEST_NAME = "prefloop-reward.json"
+FORMAT_VERSION = 1
+"""Version of the saved-folder layout; a folder with another version is refused on load."""
+
+ProgressCallback = Callable[[str, int, int], None]
+"""``progress(what, done, total)``: called during long work (embedding, CV folds)."""
+
+Array = NDArray[np.float64]
+
+
+class IncompatibleModelError(PrefloopError):
+    """A model folder holds another kind of model, another format version, or no model."""
+
+
+class TruncationWarning(UserWarning):
+    """Some texts were longer than a featurizer or model takes and were cut."""
+
+
+# --------------------------------------------------------------------------------------------
+# Training data
+# --------------------------------------------------------------------------------------------
+
+
+def _sha256(payload: Any) -> str:
+    blob = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class RatingData:
+    """Texts with a rating on ``scale``; ``prompts[i]`` is what text i answered (or None).
+
+    ``scale`` lists the allowed levels in increasing order (the task's scale); ratings must lie
+    within ``[scale[0], scale[-1]]``.
+    """
+
+    texts: list[str]
+    ratings: Array
+    prompts: list[str | None]
+    scale: tuple[float, ...] = DEFAULT_SCALE
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        ratings = np.asarray(self.ratings, dtype=np.float64).reshape(-1)
+        object.__setattr__(self, "ratings", ratings)
+        object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
+        where = f" in {self.source}" if self.source else ""
+        if len(self.texts) != len(ratings) or len(self.prompts) != len(ratings):
+            raise InvalidInputError(
+                f"rating data{where}: {len(self.texts)} texts, {len(ratings)} ratings and "
+                f"{len(self.prompts)} prompts; they must have the same length"
+            )
+        if len(self.scale) < 2 or list(self.scale) != sorted(set(self.scale)):
+            raise InvalidInputError(
+                f"a rating scale needs at least two increasing levels, got {list(self.scale)}"
+            )
+        if not np.all(np.isfinite(ratings)):
+            raise InvalidInputError(f"rating data{where} holds a rating that is not a number")
+        lo, hi = self.scale[0], self.scale[-1]
+        outside = np.flatnonzero((ratings < lo) | (ratings > hi))
+        if outside.size:
+            i = int(outside[0])
+            raise InvalidInputError(
+                f"rating {ratings[i]:g} of item {i + 1}{where} is outside the scale "
+                f"{list(self.scale)}; give the task's scale (e.g. --scale) or fix the rating"
+            )
+
+    @classmethod
+    def from_records(
+        cls,
+        records: Iterable[RatingRecord],
+        *,
+        scale: Sequence[float] | None = None,
+        source: str = "",
+    ) -> RatingData:
+        """From :func:`prefloop.io.iter_ratings` records. ``scale=None`` infers it (see
+        :func:`infer_scale`)."""
+        items = list(records)
+        ratings = np.array([r.rating for r in items], dtype=np.float64)
+        chosen_scale = tuple(scale) if scale is not None else infer_scale(ratings)
+        return cls(
+            texts=[r.text for r in items],
+            ratings=ratings,
+            prompts=[r.prompt for r in items],
+            scale=chosen_scale,
+            source=source,
+        )
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, index: Sequence[int] | NDArray[np.int_]) -> RatingData:
+        idx = [int(i) for i in index]
+        return RatingData(
+            texts=[self.texts[i] for i in idx],
+            ratings=self.ratings[idx],
+            prompts=[self.prompts[i] for i in idx],
+            scale=self.scale,
+            source=self.source,
+        )
+
+    def fingerprint(self) -> str:
+        """sha256 of the content (texts, prompts, ratings, scale), independent of the source."""
+        return _sha256(
+            {
+                "kind": "rating",
+                "texts": self.texts,
+                "prompts": self.prompts,
+                "ratings": [float(v) for v in self.ratings],
+                "scale": list(self.scale),
+            }
+        )
+
+    def check_trainable(self) -> None:
+        """Raise a clear error when a model cannot learn from this data."""
+        where = f" in {self.source}" if self.source else ""
+        if len(self) == 0:
+            raise InvalidInputError(f"no ratings{where}: a rating model needs rated texts")
+        levels = np.unique(self.ratings)
+        if levels.size < 2:
+            raise InvalidInputError(
+                f"every rating{where} is {levels[0]:g}: a rating model needs at least two "
+                "different rating levels to learn what makes a text better"
+            )
+        if len(self) < 4:
+            raise InvalidInputError(
+                f"only {len(self)} ratings{where}: a rating model needs at least 4"
+            )
+
+
+def infer_scale(ratings: NDArray[np.float64]) -> tuple[float, ...]:
+    """The default scale (-1 … 1 in halves) when every rating lies on it, else the distinct
+    values seen (at least two; a single value v gives (v, v + 1) so that errors read well)."""
+    values = sorted({float(v) for v in ratings})
+    if all(v in DEFAULT_SCALE for v in values):
+        return DEFAULT_SCALE
+    if len(values) >= 2:
+        return tuple(values)
+    if values:
+        return (values[0], values[0] + 1.0)
+    return DEFAULT_SCALE
+
+
+@dataclass(frozen=True)
+class PairData:
+    """Preferences: ``chosen[i]`` was preferred to ``rejected[i]`` as a reply to ``prompts[i]``.
+
+    ``margins[i]`` says by how much (rank difference for a ranking, 1 when unknown).
+    """
+
+    prompts: list[str]
+    chosen: list[str]
+    rejected: list[str]
+    margins: Array = field(default_factory=lambda: np.zeros(0))
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.chosen)
+        margins = np.asarray(self.margins, dtype=np.float64).reshape(-1)
+        if margins.size == 0 and n:
+            margins = np.ones(n)
+        object.__setattr__(self, "margins", margins)
+        where = f" in {self.source}" if self.source else ""
+        if not (len(self.prompts) == len(self.rejected) == len(margins) == n):
+            raise InvalidInputError(
+                f"pair data{where}: {len(self.prompts)} prompts, {n} chosen, "
+                f"{len(self.rejected)} rejected and {len(margins)} margins; they must match"
+            )
+        for i, (c, r) in enumerate(zip(self.chosen, self.rejected, strict=True)):
+            if c == r:
+                raise InvalidInputError(
+                    f"pair {i + 1}{where}: chosen and rejected are the same text; a preference "
+                    "needs two different replies (drop the pair or fix it)"
+                )
+
+    @classmethod
+    def from_records(cls, records: Iterable[PairRecord], *, source: str = "") -> PairData:
+        items = list(records)
+        return cls(
+            prompts=[r.prompt for r in items],
+            chosen=[r.chosen for r in items],
+            rejected=[r.rejected for r in items],
+            margins=np.array([1.0 if r.margin is None else r.margin for r in items]),
+            source=source,
+        )
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def subset(self, index: Sequence[int] | NDArray[np.int_]) -> PairData:
+        idx = [int(i) for i in index]
+        return PairData(
+            prompts=[self.prompts[i] for i in idx],
+            chosen=[self.chosen[i] for i in idx],
+            rejected=[self.rejected[i] for i in idx],
+            margins=self.margins[idx],
+            source=self.source,
+        )
+
+    def fingerprint(self) -> str:
+        return _sha256(
+            {
+                "kind": "pairwise",
+                "prompts": self.prompts,
+                "chosen": self.chosen,
+                "rejected": self.rejected,
+                "margins": [float(v) for v in self.margins],
+            }
+        )
+
+    def check_trainable(self) -> None:
+        where = f" in {self.source}" if self.source else ""
+        if len(self) == 0:
+            raise InvalidInputError(
+                f"no preference pairs{where}: a pairwise model needs chosen/rejected pairs"
+            )
+        if len(self) < 4:
+            raise InvalidInputError(
+                f"only {len(self)} pairs{where}: a pairwise model needs at least 4"
+            )
+
+
+def _detect_format(path: Path) -> str:
+    """``ratings``, ``pairs`` or ``rankings``, from the keys of the first non-blank line."""
+    for line, obj in iter_json_lines(path):
+        keys = set(obj)
+        if {"chosen", "rejected"} <= keys:
+            return "pairs"
+        if {"responses", "ranking"} <= keys:
+            return "rankings"
+        if {"text", "rating"} <= keys or {"caption", "rate"} <= keys:
+            return "ratings"
+        raise ImportFileError(
+            str(path),
+            line,
+            f"cannot tell what this file holds from its keys {sorted(keys)}: ratings need "
+            '"text"+"rating" (or "caption"+"rate"), pairs "chosen"+"rejected", rankings '
+            '"responses"+"ranking"',
+        )
+    raise InvalidInputError(f"{path} is empty: it holds no ratings, pairs or rankings")
+
+
+def load_rating_data(path: str | Path, scale: Sequence[float] | None = None) -> RatingData:
+    """Ratings from a JSONL file in any format :func:`prefloop.io.iter_ratings` reads."""
+    path = Path(path)
+    found = _detect_format(path)
+    if found != "ratings":
+        raise InvalidInputError(
+            f"{path} holds {found}, not ratings: use --kind pairwise for pairs and rankings"
+        )
+    return RatingData.from_records(iter_ratings(path), scale=scale, source=str(path))
+
+
+def load_pair_data(path: str | Path) -> PairData:
+    """Pairs from a pairs file, or every K(K−1)/2 pair of each ranking in a rankings file."""
+    path = Path(path)
+    found = _detect_format(path)
+    if found == "pairs":
+        return PairData.from_records(iter_pairs(path), source=str(path))
+    if found == "rankings":
+        pairs = [pair for ranking in iter_rankings(path) for pair in ranking.pairs()]
+        return PairData.from_records(pairs, source=str(path))
+    raise InvalidInputError(
+        f"{path} holds ratings, not pairs or rankings: use --kind rating for rated texts"
+    )
+
+
+def _context_text(generation: Any) -> str | None:
+    """What a stored generation answered: its input fields (shared by every arm), else its
+    rendered prompt."""
+    inputs = generation.input or {}
+    if inputs:
+        return "\n".join(f"{key}: {inputs[key]}" for key in sorted(inputs))
+    prompt = generation.prompt
+    return prompt if isinstance(prompt, str) else None
+
+
+def rating_data_from_store(store: Store, task: str) -> RatingData:
+    """Every successful generation of ``task`` with a reward (the value derived from its
+    feedback, cached in ``Generation.reward``), on the task's scale."""
+    from sqlalchemy import select
+
+    from prefloop.store.models import Generation
+    from prefloop.store.repo import get_task
+
+    with store.session(readonly=True) as session:
+        task_row = get_task(session, task)
+        rows = session.scalars(
+            select(Generation)
+            .where(
+                Generation.task_id == task_row.id,
+                Generation.status == "ok",
+                Generation.reward.is_not(None),
+                Generation.output.is_not(None),
+            )
+            .order_by(Generation.created_at, Generation.id)
+        ).all()
+        scale = tuple(float(v) for v in task_row.scale)
+        texts = [str(g.output) for g in rows]
+        prompts = [_context_text(g) for g in rows]
+        ratings = np.array([float(g.reward) for g in rows if g.reward is not None])
+    return RatingData(
+        texts=texts, ratings=ratings, prompts=prompts, scale=scale, source=f"task {task!r}"
+    )
+
+
+def pair_data_from_store(store: Store, task: str) -> PairData:
+    """The preferences of ``task``: pairwise feedback (ties skipped), every pair of each
+    ranking, and each edit (the user's final text over the draft). Pairs whose two texts are
+    identical are skipped with a warning."""
+    from sqlalchemy import select
+
+    from prefloop.store.models import Feedback, Generation
+    from prefloop.store.repo import get_task
+
+    pairs: list[PairRecord] = []
+    with store.session(readonly=True) as session:
+        task_row = get_task(session, task)
+        gens = {
+            g.id: g
+            for g in session.scalars(
+                select(Generation).where(
+                    Generation.task_id == task_row.id, Generation.status == "ok"
+                )
+            )
+        }
+        events = session.scalars(
+            select(Feedback)
+            .where(
+                Feedback.task_id == task_row.id,
+                Feedback.kind.in_(("pairwise", "ranking", "edit")),
+            )
+            .order_by(Feedback.id)
+        ).all()
+        for event in events:
+            if event.kind == "pairwise":
+                a, b = (
+                    gens.get(event.generation_id or ""),
+                    gens.get(event.other_generation_id or ""),
+                )
+                if a is None or b is None or not event.value:
+                    continue  # a tie, or a generation that failed
+                win, lose = (a, b) if event.value > 0 else (b, a)
+                pairs.append(
+                    PairRecord(
+                        prompt=_context_text(win) or "",
+                        chosen=str(win.output or ""),
+                        rejected=str(lose.output or ""),
+                    )
+                )
+            elif event.kind == "ranking":
+                ids = list(event.payload.get("generation_ids", []))
+                ranks = list(event.payload.get("ranks", []))
+                ranked = [(gens[i], r) for i, r in zip(ids, ranks, strict=False) if i in gens]
+                for x, (gx, rx) in enumerate(ranked):
+                    for gy, ry in ranked[x + 1 :]:
+                        if rx == ry:
+                            continue
+                        win, lose = (gx, gy) if rx < ry else (gy, gx)
+                        pairs.append(
+                            PairRecord(
+                                prompt=_context_text(win) or "",
+                                chosen=str(win.output or ""),
+                                rejected=str(lose.output or ""),
+                                margin=float(abs(rx - ry)),
+                            )
+                        )
+            else:
+                draft = gens.get(event.generation_id or "")
+                final = event.payload.get("final_text")
+                if draft is not None and isinstance(final, str):
+                    pairs.append(
+                        PairRecord(
+                            prompt=_context_text(draft) or "",
+                            chosen=final,
+                            rejected=str(draft.output or ""),
+                        )
+                    )
+    kept = [p for p in pairs if p.chosen != p.rejected]
+    if len(kept) < len(pairs):
+        warnings.warn(
+            f"task {task!r}: skipped {len(pairs) - len(kept)} preference(s) between identical "
+            "texts",
+            stacklevel=2,
+        )
+    return PairData.from_records(kept, source=f"task {task!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Featurizers
+# --------------------------------------------------------------------------------------------
+
+
+class Featurizer(ABC):
+    """Turns texts (and the prompts they answer) into a numeric matrix, one row per text.
+
+    ``fit`` learns anything data-dependent (most featurizers learn nothing); ``transform`` must
+    give the same columns for any input once fitted. Featurizers combine with ``+`` into a
+    concatenation (:class:`prefloop.reward.featurizers.Concat`). A featurizer is pickled with
+    the model that uses it, so heavy objects (an embedding network) must be dropped in
+    ``__getstate__`` and reloaded lazily.
+    """
+
+    name: ClassVar[str] = "featurizer"
+
+    def fit(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> Self:
+        return self
+
+    @abstractmethod
+    def transform(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> Array:
+        """An array of shape (len(texts), n_features)."""
+
+    def fit_transform(
+        self, texts: Sequence[str], prompts: Sequence[str | None] | None = None
+    ) -> Array:
+        return self.fit(texts, prompts).transform(texts, prompts)
+
+    def feature_names(self) -> list[str]:
+        """Names of the columns (``name[i]`` when the featurizer has no better names)."""
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description for the model's manifest."""
+        return {"name": self.name}
+
+    def __add__(self, other: Featurizer) -> Featurizer:
+        from prefloop.reward.featurizers import Concat
+
+        left = list(self.parts) if isinstance(self, Concat) else [self]
+        right = list(other.parts) if isinstance(other, Concat) else [other]
+        return Concat([*left, *right])
+
+
+# --------------------------------------------------------------------------------------------
+# Reward models and their saved folders
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What a model was trained on: enough to compute baselines on new data later."""
+
+    n: int
+    fingerprint: str
+    source: str = ""
+    mean: float | None = None  # training mean of the ratings (rating models)
+    scale: tuple[float, ...] | None = None  # the rating scale (rating models)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["scale"] = None if self.scale is None else list(self.scale)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> TrainSummary:
+        scale = obj.get("scale")
+        return cls(
+            n=int(obj["n"]),
+            fingerprint=str(obj["fingerprint"]),
+            source=str(obj.get("source", "")),
+            mean=None if obj.get("mean") is None else float(obj["mean"]),
+            scale=None if scale is None else tuple(float(v) for v in scale),
+        )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """The content of a saved folder's ``prefloop-reward.json``."""
+
+    kind: Kind
+    model_class: str  # registry name
+    module: str
+    config: dict[str, Any]
+    train: TrainSummary | None
+    metrics: dict[str, Any]
+    versions: dict[str, str]
+    created_at: str
+    format: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "kind": self.kind,
+            "class": self.model_class,
+            "module": self.module,
+            "config": self.config,
+            "train": None if self.train is None else self.train.to_json(),
+            "data_fingerprint": None if self.train is None else self.train.fingerprint,
+            "metrics": self.metrics,
+            "versions": self.versions,
+            "created_at": self.created_at,
+        }
+
+
+_REGISTRY: dict[str, type[RewardModel]] = {}
+# Built-in classes by registry name, imported on first use so that loading a folder does not
+# need the caller to have imported the module that defines its class.
+_BUILTIN_MODULES: dict[str, str] = {
+    "sklearn-rating": "prefloop.reward.rating",
+    "bradley-terry": "prefloop.reward.pairwise",
+}
+
+M = TypeVar("M", bound="type[RewardModel]")
+
+
+def register_model(cls: M) -> M:
+    """Class decorator: make ``cls`` loadable from folders by its ``name``."""
+    name = cls.name
+    if not name or name == RewardModel.name:
+        raise TypeError(f"{cls.__qualname__} needs its own class attribute `name`")
+    existing = _REGISTRY.get(name)
+    if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
+        raise TypeError(f"reward model name {name!r} is taken by {existing.__qualname__}")
+    _REGISTRY[name] = cls
+    return cls
+
+
+def registered_models() -> dict[str, type[RewardModel]]:
+    """Registry name → class, for the classes imported so far and the built-ins."""
+    for module in sorted(set(_BUILTIN_MODULES.values())):
+        importlib.import_module(module)
+    return dict(_REGISTRY)
+
+
+def _model_class(name: str, module: str, folder: Path) -> type[RewardModel]:
+    if name not in _REGISTRY:
+        candidate = _BUILTIN_MODULES.get(name) or module
+        # Only prefloop's own modules are imported from a manifest.
+        if candidate.startswith("prefloop."):
+            try:
+                importlib.import_module(candidate)
+            except ImportError as exc:
+                raise IncompatibleModelError(
+                    f"{folder} holds a {name!r} reward model whose code ({candidate}) cannot be "
+                    f"imported: {exc}. Install the extra it needs (e.g. pip install "
+                    "'prefloop[local]')"
+                ) from exc
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        known = ", ".join(sorted(registered_models()))
+        raise IncompatibleModelError(
+            f"{folder} holds a reward model of class {name!r}, which this prefloop does not "
+            f"know (known: {known}); it was probably saved by a newer prefloop"
+        )
+    return cls
+
+
+def library_versions(extra: Sequence[str] = ()) -> dict[str, str]:
+    """Versions of python, prefloop, numpy, scikit-learn and ``extra`` distributions."""
+    out = {"python": platform.python_version()}
+    for dist in ("prefloop", "numpy", "scikit-learn", "joblib", *extra):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class RewardModel(ABC):
+    """A learned reward: ``fit`` on data, then ``score`` new texts.
+
+    Subclasses set ``name`` (the registry name) and ``kind``, keep their settings in a typed
+    dataclass ``config`` (class attribute ``config_type``), and implement four hooks:
+    ``_fit``, ``_score``, ``_save_files`` and ``_load_files``. The public methods here check the
+    input and keep the bookkeeping (training summary, metrics, manifest).
+    """
+
+    name: ClassVar[str] = "reward-model"
+    kind: ClassVar[Kind]
+    config_type: ClassVar[type[Any]]
+    extra_versions: ClassVar[tuple[str, ...]] = ()
+    """Distributions whose versions go into the manifest besides the defaults (e.g. torch)."""
+
+    def __init__(self, config: Any | None = None) -> None:
+        self.config = config if config is not None else self.config_type()
+        self.train_: TrainSummary | None = None
+        self.metrics: dict[str, Any] = {}
+
+    # ---- hooks -------------------------------------------------------------------------------
+    @abstractmethod
+    def _fit(self, data: Any, progress: ProgressCallback | None) -> None:
+        """Learn from ``data`` (RatingData or PairData, already checked)."""
+
+    @abstractmethod
+    def _score(self, texts: list[str], prompts: list[str | None]) -> Array:
+        """Raw rewards for ``texts``, shape (n,)."""
+
+    @abstractmethod
+    def _save_files(self, folder: Path) -> None:
+        """Write the model's own files into ``folder`` (which exists and is empty)."""
+
+    @abstractmethod
+    def _load_files(self, folder: Path) -> None:
+        """Read what ``_save_files`` wrote; ``self.config`` is already set."""
+
+    # ---- public API --------------------------------------------------------------------------
+    @property
+    def is_fitted(self) -> bool:
+        return self.train_ is not None
+
+    def fit(self, data: RatingData | PairData, progress: ProgressCallback | None = None) -> Self:
+        expected = RatingData if self.kind == "rating" else PairData
+        if not isinstance(data, expected):
+            raise InvalidInputError(
+                f"a {self.kind} reward model ({self.name}) trains on {expected.__name__}, "
+                f"not {type(data).__name__}"
+            )
+        data.check_trainable()
+        self._fit(data, progress)
+        if isinstance(data, RatingData):
+            self.train_ = TrainSummary(
+                n=len(data),
+                fingerprint=data.fingerprint(),
+                source=data.source,
+                mean=float(np.mean(data.ratings)),
+                scale=data.scale,
+            )
+        else:
+            self.train_ = TrainSummary(
+                n=len(data), fingerprint=data.fingerprint(), source=data.source
+            )
+        return self
+
+    def score(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> Array:
+        """The raw reward of each text (on the rating scale, or a Bradley–Terry logit)."""
+        if not self.is_fitted:
+            raise InvalidInputError(f"this {self.name} reward model is not fitted; call fit first")
+        if isinstance(texts, str):
+            raise InvalidInputError("score takes a list of texts, not one string")
+        text_list = list(texts)
+        prompt_list: list[str | None] = (
+            [None] * len(text_list) if prompts is None else list(prompts)
+        )
+        if len(prompt_list) != len(text_list):
+            raise InvalidInputError(
+                f"{len(text_list)} texts but {len(prompt_list)} prompts; give one prompt per "
+                "text (or None)"
+            )
+        if not text_list:
+            return np.zeros(0)
+        return np.asarray(self._score(text_list, prompt_list), dtype=np.float64).reshape(-1)
+
+    def score_unit(
+        self, texts: Sequence[str], prompts: Sequence[str | None] | None = None
+    ) -> Array:
+        """Rewards in [0, 1]: the scale mapped linearly (rating) or σ(reward) (pairwise)."""
+        raw = self.score(texts, prompts)
+        if self.kind == "pairwise":
+            return np.asarray(1.0 / (1.0 + np.exp(-raw)), dtype=np.float64)
+        assert self.train_ is not None and self.train_.scale is not None
+        lo, hi = self.train_.scale[0], self.train_.scale[-1]
+        return np.clip((raw - lo) / (hi - lo), 0.0, 1.0)
+
+    def preference_probability(self, data: PairData) -> Array:
+        """P(chosen ≻ rejected) = σ(r(chosen) − r(rejected)) for each pair (Bradley–Terry)."""
+        diff = self.score(data.chosen, data.prompts) - self.score(data.rejected, data.prompts)
+        return np.asarray(1.0 / (1.0 + np.exp(-diff)), dtype=np.float64)
+
+    def config_dict(self) -> dict[str, Any]:
+        return dict(_jsonable(self.config))
+
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            kind=self.kind,
+            model_class=self.name,
+            module=type(self).__module__,
+            config=self.config_dict(),
+            train=self.train_,
+            metrics=_jsonable(self.metrics),
+            versions=library_versions(self.extra_versions),
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
+
+    def save(self, folder: str | Path) -> Path:
+        """Save into ``folder`` (created; an existing reward-model folder is replaced).
+
+        Files go to a temporary folder beside it that is renamed at the end, so an error leaves
+        the old folder (or nothing) in place.
+        """
+        if not self.is_fitted:
+            raise InvalidInputError(f"cannot save an unfitted {self.name} model; fit it first")
+        target = Path(folder)
+        if target.exists() and not target.is_dir():
+            raise InvalidInputError(f"{target} is a file; give a folder for the model")
+        if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).exists():
+            raise InvalidInputError(
+                f"{target} exists and is not a prefloop reward-model folder; give a new or empty "
+                "folder so nothing of yours is overwritten"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            self._save_files(staging)
+            manifest = self.info().to_json()
+            (staging / MANIFEST_NAME).write_text(
+                json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+            )
+            if target.exists():
+                old = target.with_name(f".{target.name}.old-{os.getpid()}")
+                os.replace(target, old)
+                os.replace(staging, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return target
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Self:
+        """Load a folder saved by :meth:`save`; called on a subclass, the folder must hold that
+        class (or, on RewardModel itself, any registered class)."""
+        folder = Path(folder)
+        info = read_model_info(folder)
+        model_cls = _model_class(info.model_class, info.module, folder)
+        if cls is not RewardModel and not issubclass(model_cls, cls):
+            raise IncompatibleModelError(
+                f"{folder} holds a {info.kind} reward model of class {info.model_class!r}; "
+                f"expected {cls.name!r} ({cls.__name__})"
+            )
+        config = _build_config(model_cls, info.config, folder)
+        model = model_cls(config)
+        model._load_files(folder)
+        model.train_ = info.train
+        model.metrics = dict(info.metrics)
+        return model  # type: ignore[return-value]
+
+
+def _build_config(model_cls: type[RewardModel], raw: dict[str, Any], folder: Path) -> Any:
+    config_type = model_cls.config_type
+    if not is_dataclass(config_type):
+        return config_type(**raw)
+    known = {f.name for f in fields(config_type)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise IncompatibleModelError(
+            f"{folder}: the saved config of {model_cls.name!r} has settings this prefloop does "
+            f"not know ({', '.join(unknown)}); it was saved by a newer prefloop"
+        )
+    values = {}
+    for f in fields(config_type):
+        if f.name in raw:
+            value = raw[f.name]
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+    return config_type(**values)
+
+
+def read_model_info(folder: str | Path) -> ModelInfo:
+    """Read and check a folder's ``prefloop-reward.json`` (without loading the model)."""
+    folder = Path(folder)
+    manifest = folder / MANIFEST_NAME
+    if not folder.is_dir():
+        raise IncompatibleModelError(f"{folder} is not a folder; give a saved reward-model folder")
+    if not manifest.exists():
+        raise IncompatibleModelError(
+            f"{folder} is not a prefloop reward model: it has no {MANIFEST_NAME} "
+            "(make one with `prefloop reward fit ... --out DIR`)"
+        )
+    try:
+        raw = json.loads(manifest.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise IncompatibleModelError(f"{manifest} is not valid JSON: {exc}") from None
+    if not isinstance(raw, dict) or "format" not in raw:
+        raise IncompatibleModelError(f"{manifest} is not a prefloop reward-model manifest")
+    if raw["format"] != FORMAT_VERSION:
+        raise IncompatibleModelError(
+            f"{folder} was saved in reward-model format {raw['format']!r}, but this prefloop "
+            f"reads format {FORMAT_VERSION}; retrain it with this prefloop (prefloop reward fit) "
+            "or use the prefloop version that saved it "
+            f"({raw.get('versions', {}).get('prefloop', 'unknown')})"
+        )
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise IncompatibleModelError(f"{manifest}: unknown kind {kind!r}, expected rating/pairwise")
+    train = raw.get("train")
+    return ModelInfo(
+        kind=kind,
+        model_class=str(raw.get("class", "")),
+        module=str(raw.get("module", "")),
+        config=dict(raw.get("config") or {}),
+        train=None if train is None else TrainSummary.from_json(train),
+        metrics=dict(raw.get("metrics") or {}),
+        versions=dict(raw.get("versions") or {}),
+        created_at=str(raw.get("created_at", "")),
+        format=int(raw["format"]),
+    )
+
+
+def load_reward_model(folder: str | Path, kind: Kind | None = None) -> RewardModel:
+    """Load any saved reward model; with ``kind``, refuse a folder holding the other kind."""
+    folder = Path(folder)
+    info = read_model_info(folder)
+    if kind is not None and info.kind != kind:
+        raise IncompatibleModelError(
+            f"{folder} holds a {info.kind} reward model ({info.model_class}), but a {kind} "
+            f"model is needed here; train one with `prefloop reward fit --kind {kind}`"
+        )
+    saved = info.versions.get("scikit-learn")
+    current = library_versions().get("scikit-learn")
+    if saved and current and saved.split(".")[:2] != current.split(".")[:2]:
+        warnings.warn(
+            f"{folder} was saved with scikit-learn {saved}, this is {current}; its predictions "
+            "may differ. Retrain it to be sure.",
+            stacklevel=2,
+        )
+    return RewardModel.load(folder)

@@ -1,0 +1,238 @@
+"""The FastAPI application: :func:`create_app` wires settings, store, auth, metrics and routes."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from prefloop.errors import ConflictError, InvalidInputError, NotFoundError, PrefloopError
+from prefloop.llm.base import ChatBackend
+from prefloop.serve.auth import Authenticator, count_active_keys
+from prefloop.serve.metrics import Metrics
+from prefloop.serve.middleware import BodyLimitMiddleware, MetricsMiddleware
+from prefloop.serve.settings import ServeSettings
+from prefloop.store import Store
+
+log = logging.getLogger("prefloop.serve")
+T = TypeVar("T")
+
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock (PostgreSQL)
+
+
+class ServeConfigError(PrefloopError):
+    """The server cannot start as configured (e.g. no API key and no --insecure-no-auth)."""
+
+
+@dataclass
+class ServiceContext:
+    """What the routes share: one per app, kept on ``app.state.prefloop``."""
+
+    settings: ServeSettings
+    store: Store
+    metrics: Metrics
+    authenticator: Authenticator
+    backend_factory: Callable[[], ChatBackend]
+    _backend: ChatBackend | None = field(default=None, repr=False)
+    _backend_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _write_lock: threading.Lock | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # SQLite runs one write transaction at a time (BEGIN IMMEDIATE). Left to SQLite, the
+        # waiting threads poll with growing sleeps (its busy handler), so the lock sits idle
+        # while they sleep and latency piles up; queueing them here hands it over at once.
+        # Other processes (more workers, the CLI) still meet SQLite's busy timeout.
+        if self.store.dialect == "sqlite":
+            self._write_lock = threading.Lock()
+
+    def backend(self) -> ChatBackend:
+        """The LLM backend of /v1/generate, made on first use (a local model loads slowly)."""
+        with self._backend_lock:
+            if self._backend is None:
+                try:
+                    self._backend = self.backend_factory()
+                except InvalidInputError as exc:  # e.g. PREFLOOP_LLM_API_KEY is not set
+                    raise ServeConfigError(
+                        f"the LLM backend of /v1/generate is not configured: {exc}; or use "
+                        "/v1/select and call your own LLM"
+                    ) from exc
+            return self._backend
+
+    def transaction(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in one transaction; retry it after a lost race (nothing half-kept).
+
+        A concurrent insert of the same unique value (two requests with one idempotency key)
+        or a PostgreSQL serialization failure rolls the whole attempt back and runs it again,
+        at most ``transaction_retries`` times; the retry then sees the winner's row.
+        """
+        attempts = self.settings.transaction_retries + 1
+        for attempt in range(attempts):
+            try:
+                with self._writing(), self.store.session() as session:
+                    return work(session)
+            except (IntegrityError, OperationalError) as exc:
+                if attempt + 1 == attempts or not _retryable(exc):
+                    raise
+                log.info("retrying a transaction after %s", type(exc.orig).__name__)
+        raise AssertionError("unreachable")
+
+    def _writing(self) -> AbstractContextManager[object]:
+        return self._write_lock if self._write_lock is not None else nullcontext()
+
+    def read(self, work: Callable[[Session], T]) -> T:
+        with self.store.session(readonly=True) as session:
+            return work(session)
+
+
+def _retryable(exc: IntegrityError | OperationalError) -> bool:
+    if isinstance(exc, IntegrityError):
+        return True
+    return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
+
+
+def _backend_factory(kind: str) -> Callable[[], ChatBackend]:
+    """The backend of ``PREFLOOP_LLM_BACKEND`` configured by ``PREFLOOP_LLM_*``."""
+    from prefloop.llm import make_backend
+
+    return lambda: make_backend(kind)
+
+
+def _check_auth_configured(settings: ServeSettings, store: Store) -> None:
+    if settings.insecure_no_auth:
+        log.warning(
+            "AUTHENTICATION IS OFF (--insecure-no-auth): every request is treated as admin. "
+            "Use this only on a machine no one else can reach."
+        )
+        return
+    if settings.admin_key is not None:
+        return
+    with store.session(readonly=True) as session:
+        if count_active_keys(session) > 0:
+            return
+    raise ServeConfigError(
+        "no API key is configured: create one with `prefloop keys create --role admin --name "
+        "me`, or set PREFLOOP_ADMIN_KEY; for local development only, pass --insecure-no-auth "
+        "(PREFLOOP_INSECURE_NO_AUTH=1)"
+    )
+
+
+def _error(status: int, kind: str, detail: str, **extra: Any) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": kind, "detail": detail, **extra})
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotFoundError)
+    async def not_found(_request: Request, exc: NotFoundError) -> JSONResponse:
+        return _error(404, "not_found", str(exc))
+
+    @app.exception_handler(InvalidInputError)
+    async def invalid(_request: Request, exc: InvalidInputError) -> JSONResponse:
+        return _error(422, "invalid", str(exc))
+
+    @app.exception_handler(ConflictError)
+    async def conflict(_request: Request, exc: ConflictError) -> JSONResponse:
+        return _error(409, "conflict", str(exc))
+
+    @app.exception_handler(ServeConfigError)
+    async def not_configured(_request: Request, exc: ServeConfigError) -> JSONResponse:
+        return _error(503, "not_configured", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "loc": [str(part) for part in err.get("loc", ())],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+            for err in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
+        return _error(422, "invalid", detail or "the request is malformed", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kinds = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method"}
+        response = _error(exc.status_code, kinds.get(exc.status_code, "http"), str(exc.detail))
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+
+def create_app(
+    settings: ServeSettings | None = None,
+    *,
+    store: Store | None = None,
+    backend: ChatBackend | Callable[[], ChatBackend] | None = None,
+) -> FastAPI:
+    """The prefloop web service.
+
+    ``settings`` default to the environment (``PREFLOOP_*``). ``store`` defaults to opening
+    ``settings.database_url`` (and is closed with the app); ``backend`` (a backend or a
+    factory) defaults to the OpenAI-compatible backend configured by ``PREFLOOP_LLM_*``.
+    Raises :class:`ServeConfigError` when no API key is configured and auth is not switched off.
+    """
+    from prefloop.serve.routes import router
+
+    settings = settings or ServeSettings()
+    owns_store = store is None
+    opened = store or Store.open(settings.database_url)
+    try:
+        _check_auth_configured(settings, opened)
+    except Exception:
+        if owns_store:
+            opened.close()
+        raise
+    if backend is None:
+        backend_factory = _backend_factory(settings.llm_backend)
+    elif isinstance(backend, ChatBackend):
+        fixed = backend
+        backend_factory = lambda: fixed  # noqa: E731
+    else:
+        backend_factory = backend
+    admin_key = settings.admin_key.get_secret_value() if settings.admin_key else None
+    metrics = Metrics()
+    context = ServiceContext(
+        settings=settings,
+        store=opened,
+        metrics=metrics,
+        authenticator=Authenticator(
+            opened, admin_key=admin_key, cache_seconds=settings.key_cache_seconds
+        ),
+        backend_factory=backend_factory,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_store:
+            opened.close()
+
+    app = FastAPI(
+        title="prefloop",
+        summary="Serve prompts as bandit arms, collect human feedback, see which arm wins.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.prefloop = context
+    _install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The factory ``prefloop serve`` hands uvicorn (``--factory``): settings from the env."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    return create_app(ServeSettings())

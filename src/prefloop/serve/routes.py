@@ -1,0 +1,429 @@
+"""The HTTP routes. Each one authenticates, runs one :mod:`prefloop.serve.ops` function in one
+transaction, and turns the result into a response schema; errors become HTTP statuses only here
+(and in the handlers :func:`prefloop.serve.app.create_app` installs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from prefloop.errors import InvalidInputError
+from prefloop.llm.base import GenerationParams
+from prefloop.serve import ops
+from prefloop.serve.app import ServiceContext
+from prefloop.serve.auth import Permission, Principal
+from prefloop.serve.metrics import CONTENT_TYPE
+from prefloop.serve.schemas import (
+    ArmCreate,
+    ArmOut,
+    ArmRef,
+    ArmStatsOut,
+    ErrorBody,
+    FeedbackRequest,
+    FeedbackResponse,
+    GenerateFailure,
+    GenerateRequest,
+    GenerationOut,
+    GenerationOutput,
+    Health,
+    LabelsUpdate,
+    RewardChangeOut,
+    SelectRequest,
+    SelectResponse,
+    StatsResponse,
+    TaskCreate,
+    TaskOut,
+)
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="<API key>")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No API key, or an unknown or revoked one."},
+    403: {"model": ErrorBody, "description": "The key's role may not do this."},
+    413: {"model": ErrorBody, "description": "The body is over PREFLOOP_MAX_BODY_BYTES."},
+    422: {"model": ErrorBody, "description": "A value is invalid; the message names it."},
+}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "An unknown task, arm or generation."}
+}
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorBody, "description": "Contradicts what the store holds."}
+}
+
+router = APIRouter()
+
+
+def _context(request: Request) -> ServiceContext:
+    context: ServiceContext = request.app.state.prefloop
+    return context
+
+
+Ctx = Annotated[ServiceContext, Depends(_context)]
+
+
+def _require(permission: Permission) -> Callable[..., Principal]:
+    def dependency(
+        request: Request,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        api_key: Annotated[str | None, Depends(_api_key_header)],
+    ) -> Principal:
+        context = _context(request)
+        if context.settings.insecure_no_auth:
+            return Principal(name="insecure-no-auth", role="admin", key_prefix="none")
+        key = bearer.credentials if bearer is not None else api_key
+        if not key:
+            raise HTTPException(
+                401,
+                "no API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        principal = context.authenticator.authenticate(key)
+        if principal is None:
+            raise HTTPException(
+                401,
+                f"unknown or revoked API key {key[:12]!r}…",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not principal.may(permission):
+            raise HTTPException(
+                403,
+                f"a {principal.role} key may not {permission.value}; ask an admin for a key "
+                "with the right role",
+            )
+        return principal
+
+    return dependency
+
+
+Admin = Annotated[Principal, Depends(_require(Permission.ADMIN))]
+Reader = Annotated[Principal, Depends(_require(Permission.READ))]
+Selector = Annotated[Principal, Depends(_require(Permission.SELECT))]
+FeedbackSender = Annotated[Principal, Depends(_require(Permission.FEEDBACK))]
+
+
+# -- service ----------------------------------------------------------------------------------
+@router.get("/healthz", tags=["service"], responses={503: {"model": ErrorBody}})
+def healthz(ctx: Ctx) -> Any:
+    """Liveness and database reachability (no key needed)."""
+    try:
+        ctx.read(lambda s: s.execute(text("SELECT 1")).scalar_one())
+    except Exception as exc:
+        return JSONResponse(
+            status_code=503,
+            content={"error": "unavailable", "detail": f"the database does not answer: {exc}"},
+        )
+    return Health(status="ok", database=ctx.store.dialect)
+
+
+@router.get(
+    "/metrics",
+    tags=["service"],
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+def metrics(ctx: Ctx) -> PlainTextResponse:
+    """Prometheus text format: requests, latency, feedback events, decisions (no key needed)."""
+    return PlainTextResponse(ctx.metrics.render(), media_type=CONTENT_TYPE)
+
+
+# -- tasks and arms ---------------------------------------------------------------------------
+@router.post("/v1/tasks", status_code=201, tags=["tasks"], responses={**_ERRORS, **_CONFLICT})
+def create_task(body: TaskCreate, ctx: Ctx, _who: Admin) -> TaskOut:
+    def work(session: Session) -> TaskOut:
+        task = ops.create_task(
+            session,
+            body.name,
+            description=body.description,
+            input_fields=body.input_fields,
+            scale=body.scale,
+            rubric=body.rubric,
+        )
+        return TaskOut.of(task)
+
+    return ctx.transaction(work)
+
+
+@router.get("/v1/tasks", tags=["tasks"], responses=_ERRORS)
+def list_tasks(ctx: Ctx, _who: Reader) -> list[TaskOut]:
+    return ctx.read(lambda s: [TaskOut.of(t) for t in ops.list_tasks(s)])
+
+
+@router.get("/v1/tasks/{task}", tags=["tasks"], responses={**_ERRORS, **_NOT_FOUND})
+def get_task(task: str, ctx: Ctx, _who: Reader) -> TaskOut:
+    return ctx.read(lambda s: TaskOut.of(ops.get_task(s, task)))
+
+
+@router.post(
+    "/v1/tasks/{task}/arms",
+    status_code=201,
+    tags=["tasks"],
+    responses={**_ERRORS, **_NOT_FOUND, **_CONFLICT},
+)
+def create_arm(task: str, body: ArmCreate, ctx: Ctx, _who: Admin) -> ArmOut:
+    def work(session: Session) -> ArmOut:
+        arm = ops.create_arm(
+            session,
+            task,
+            body.name,
+            template=body.template,
+            model_ref=body.model_ref,
+            params=body.params,
+            labels=body.labels,
+            parent=body.parent,
+        )
+        return ArmOut.of(arm, ops.get_task(session, task))
+
+    return ctx.transaction(work)
+
+
+@router.get("/v1/tasks/{task}/arms", tags=["tasks"], responses={**_ERRORS, **_NOT_FOUND})
+def list_arms(task: str, ctx: Ctx, _who: Reader) -> list[ArmOut]:
+    def work(session: Session) -> list[ArmOut]:
+        owner = ops.get_task(session, task)
+        return [ArmOut.of(arm, owner) for arm in ops.list_arms(session, task)]
+
+    return ctx.read(work)
+
+
+@router.put(
+    "/v1/tasks/{task}/arms/{arm}/labels", tags=["tasks"], responses={**_ERRORS, **_NOT_FOUND}
+)
+def set_labels(task: str, arm: str, body: LabelsUpdate, ctx: Ctx, _who: Admin) -> ArmOut:
+    """Replace an arm's labels (e.g. promote a candidate to ``production``)."""
+
+    def work(session: Session) -> ArmOut:
+        changed = ops.set_arm_labels(session, task, arm, body.labels)
+        return ArmOut.of(changed, ops.get_task(session, task))
+
+    return ctx.transaction(work)
+
+
+@router.post(
+    "/v1/tasks/{task}/arms/{arm}/retire", tags=["tasks"], responses={**_ERRORS, **_NOT_FOUND}
+)
+def retire_arm(task: str, arm: str, ctx: Ctx, _who: Admin) -> ArmOut:
+    """Stop choosing this arm; its generations and feedback stay."""
+
+    def work(session: Session) -> ArmOut:
+        return ArmOut.of(ops.retire_arm(session, task, arm), ops.get_task(session, task))
+
+    return ctx.transaction(work)
+
+
+# -- select, generate, generations ------------------------------------------------------------
+@router.post("/v1/select", tags=["loop"], responses={**_ERRORS, **_NOT_FOUND})
+def select_arm(body: SelectRequest, ctx: Ctx, _who: Selector) -> SelectResponse:
+    """Choose an arm for an end user and return its rendered prompt, for clients that call
+    their own LLM. The decision and a *pending* generation are logged: complete it with
+    ``POST /v1/generations/{id}/output`` and/or send feedback against ``generation_id``."""
+    policy = body.policy or ctx.settings.default_policy
+
+    def work(session: Session) -> tuple[SelectResponse, str]:
+        chosen = ops.select_arm(
+            session,
+            body.task,
+            inputs=body.inputs,
+            end_user=body.end_user,
+            context=body.context,
+            policy=policy,
+            seed=body.seed,
+        )
+        response = SelectResponse(
+            decision_id=chosen.decision.id,
+            generation_id=chosen.generation.id,
+            policy=chosen.decision.policy,
+            arm=ArmRef(id=chosen.arm.id, name=chosen.arm.name),
+            propensity=chosen.decision.propensity,
+            prompt=chosen.prompt,
+            model_ref=chosen.arm.model_ref,
+            params=dict(chosen.arm.params or {}),
+        )
+        return response, chosen.arm.name
+
+    response, arm_name = ctx.transaction(work)
+    ctx.metrics.count_decision(body.task, arm_name)
+    return response
+
+
+@router.post(
+    "/v1/generate",
+    tags=["loop"],
+    responses={
+        **_ERRORS,
+        **_NOT_FOUND,
+        502: {"model": GenerateFailure, "description": "The LLM call failed (stored as failed)."},
+        503: {"model": ErrorBody, "description": "No LLM backend is configured."},
+    },
+)
+def generate(body: GenerateRequest, ctx: Ctx, _who: Selector) -> Any:
+    """Choose an arm, call the server's LLM backend and log the generation. A failed LLM call
+    answers 502 with the error and the id of the stored failed generation (it gets no reward)."""
+    backend = ctx.backend()
+    params = GenerationParams(
+        max_tokens=body.params.max_tokens,
+        temperature=body.params.temperature,
+        top_p=body.params.top_p,
+        seed=body.params.seed,
+        stop=tuple(body.params.stop),
+    )
+    result = ops.generate(
+        ctx.store,
+        body.task,
+        backend,
+        inputs=body.inputs,
+        params=params,
+        end_user=body.end_user,
+        context=body.context,
+        policy=body.policy or ctx.settings.default_policy,
+        seed=body.seed,
+    )
+    ctx.metrics.count_decision(body.task, result.arm.name)
+    generation = result.generation
+    if result.failed:
+        ctx.metrics.count_llm_failure(body.task, (generation.error or "").split(":", 1)[0])
+        failure = GenerateFailure(
+            error="llm_failed",
+            detail=f"the LLM call failed: {generation.error}",
+            generation_id=generation.id,
+            decision_id=result.decision.id,
+        )
+        return JSONResponse(status_code=502, content=failure.model_dump())
+    return GenerationOut.of(generation)
+
+
+@router.get("/v1/generations/{generation_id}", tags=["loop"], responses={**_ERRORS, **_NOT_FOUND})
+def get_generation(generation_id: str, ctx: Ctx, _who: Reader) -> GenerationOut:
+    return ctx.read(lambda s: GenerationOut.of(ops.get_generation(s, generation_id)))
+
+
+@router.post(
+    "/v1/generations/{generation_id}/output",
+    tags=["loop"],
+    responses={**_ERRORS, **_NOT_FOUND, **_CONFLICT},
+)
+def complete_generation(
+    generation_id: str, body: GenerationOutput, ctx: Ctx, _who: Selector
+) -> GenerationOut:
+    """Record what your LLM produced for a selected generation (once), or that it failed."""
+
+    def work(session: Session) -> GenerationOut:
+        generation = ops.complete_generation(
+            session, generation_id, **body.model_dump(exclude_none=True)
+        )
+        return GenerationOut.of(generation)
+
+    return ctx.transaction(work)
+
+
+# -- feedback and stats -----------------------------------------------------------------------
+@router.post(
+    "/v1/feedback",
+    status_code=201,
+    tags=["loop"],
+    responses={
+        **_ERRORS,
+        **_NOT_FOUND,
+        200: {"model": FeedbackResponse, "description": "A repeated idempotency key."},
+    },
+)
+def send_feedback(
+    body: FeedbackRequest,
+    response: Response,
+    ctx: Ctx,
+    who: FeedbackSender,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            description="Same as the event's idempotency_key; a repeat stores nothing new.",
+        ),
+    ] = None,
+) -> FeedbackResponse:
+    """Record one feedback event of any kind (rating, thumbs, regenerate, pairwise, ranking,
+    edit). Idempotent by the ``Idempotency-Key`` header or the event's ``idempotency_key``: a
+    repeat answers 200 with the first result and ``duplicate: true``; a new event answers 201."""
+    event = body.event
+    if idempotency_key is not None:
+        if event.idempotency_key not in (None, idempotency_key):
+            raise InvalidInputError(
+                f"the Idempotency-Key header ({idempotency_key!r}) and the event's "
+                f"idempotency_key ({event.idempotency_key!r}) differ; send one of them"
+            )
+        event = event.model_copy(update={"idempotency_key": idempotency_key})
+    if who.role == "labeler":
+        defaults = {"author": who.name, "source": "labeler"}
+        event = event.model_copy(
+            update={k: v for k, v in defaults.items() if k not in event.model_fields_set}
+        )
+
+    def work(session: Session) -> FeedbackResponse:
+        result = ops.submit_feedback(session, body.task, event)
+        return FeedbackResponse(
+            feedback_id=result.feedback_id,
+            duplicate=result.duplicate,
+            derived_ids=list(result.derived_ids),
+            reward_changes=[
+                RewardChangeOut(
+                    generation_id=c.generation_id,
+                    decision_id=c.decision_id,
+                    arm_id=c.arm_id,
+                    old=c.old,
+                    new=c.new,
+                )
+                for c in result.reward_changes
+            ],
+        )
+
+    answer = ctx.transaction(work)
+    ctx.metrics.count_feedback(body.task, event.kind, duplicate=answer.duplicate)
+    if answer.duplicate:
+        response.status_code = 200
+    return answer
+
+
+@router.get("/v1/stats", tags=["loop"], responses={**_ERRORS, **_NOT_FOUND})
+def stats(
+    ctx: Ctx,
+    _who: Reader,
+    task: Annotated[str, Query(min_length=1, description="The task's name.")],
+    policy: Annotated[
+        str | None, Query(min_length=1, description="Count only this policy's decisions.")
+    ] = None,
+) -> StatsResponse:
+    """Per arm: rewarded count, mean reward and its 95% interval, share of decisions, the
+    probability of being best; the current best arm and that probability."""
+
+    def work(session: Session) -> StatsResponse:
+        summary = ops.task_stats(session, task, policy)
+        return StatsResponse(
+            task=summary.task,
+            policy=policy,
+            arms=[
+                ArmStatsOut(
+                    arm_id=arm.arm_id,
+                    arm=arm.arm,
+                    count=arm.count,
+                    mean_reward=arm.mean_reward,
+                    interval=arm.interval,
+                    share=arm.share,
+                    p_best=arm.p_best,
+                    retired=arm.retired,
+                )
+                for arm in summary.arms
+            ],
+            best_arm=summary.best_arm,
+            best_probability=summary.best_probability,
+            decisions=summary.decisions,
+            feedbacks=summary.feedbacks,
+        )
+
+    return ctx.read(work)

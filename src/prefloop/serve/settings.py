@@ -1,0 +1,62 @@
+"""The service's settings, read from the environment (prefix ``PREFLOOP_``).
+
+No secret has a default: the admin key comes from ``PREFLOOP_ADMIN_KEY`` or not at all, and a
+server with neither that nor a key in the store refuses to start unless it is told
+``insecure_no_auth`` (local development only).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from prefloop.store.db import DEFAULT_DATABASE_URL
+
+
+class ServeSettings(BaseSettings):
+    """How ``prefloop serve`` runs. Every field is also ``PREFLOOP_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="PREFLOOP_", extra="ignore", frozen=True)
+
+    database_url: str = Field(
+        default=DEFAULT_DATABASE_URL,
+        description="The store: sqlite:///FILE or postgresql+psycopg://user:pass@host/db.",
+    )
+    admin_key: SecretStr | None = Field(
+        default=None,
+        description="An admin API key accepted besides the keys in the store (no default).",
+    )
+    insecure_no_auth: bool = Field(
+        default=False,
+        description="Accept every request as admin without a key. Local development only.",
+    )
+    max_body_bytes: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Requests with a larger body are answered 413 before any work is done.",
+    )
+    llm_backend: Literal["openai", "local"] = Field(
+        default="openai",
+        description="The backend of /v1/generate: openai (any OpenAI-compatible server, "
+        "configured by PREFLOOP_LLM_BASE_URL, PREFLOOP_LLM_API_KEY, PREFLOOP_LLM_MODEL) or "
+        "local (a transformers model, PREFLOOP_LLM_LOCAL_MODEL; default SmolLM2-135M).",
+    )
+    default_policy: str = Field(
+        default="default",
+        min_length=1,
+        description="The bandit policy used when a request names none.",
+    )
+    key_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a verified store key is remembered (a revoked key stops working "
+        "after at most this long). 0 looks every key up on every request.",
+    )
+    transaction_retries: int = Field(
+        default=3,
+        ge=0,
+        description="How often a request is retried after a serialization failure or a "
+        "concurrent duplicate (nothing of the failed attempt is kept).",
+    )

@@ -1,0 +1,129 @@
+"""Rejected requests: 404, 409, 413, 422 with a message naming the problem, nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.serve.conftest import Api, AppFactory, row_counts
+
+
+def _rejected(api: Api, answer: object, status: int, *needles: str) -> None:
+    assert answer.status_code == status, answer.text  # type: ignore[attr-defined]
+    body = answer.json()  # type: ignore[attr-defined]
+    assert set(body) >= {"error", "detail"}
+    for needle in needles:
+        assert needle in body["detail"], (needle, body)
+
+
+@pytest.fixture
+def seeded(api: Api) -> Api:
+    api.seed()
+    return api
+
+
+def test_unknown_ids_are_404_and_write_nothing(seeded: Api) -> None:
+    api = seeded
+    before = row_counts(api.store)
+    select = api.call("POST", "/v1/select", "client", json={"task": "nope", "inputs": {}})
+    _rejected(api, select, 404, "'nope'", "diary")
+    _rejected(api, api.rate("gen_missing", 1), 404, "gen_missing")
+    _rejected(api, api.call("GET", "/v1/generations/gen_missing"), 404, "gen_missing")
+    output = api.call("POST", "/v1/generations/gen_x/output", "client", json={"output": "t"})
+    _rejected(api, output, 404, "gen_x")
+    _rejected(api, api.call("POST", "/v1/tasks/diary/arms/ghost/retire"), 404, "ghost")
+    _rejected(api, api.call("GET", "/v1/stats?task=nope"), 404, "nope")
+    assert row_counts(api.store) == before
+
+
+def test_invalid_values_are_422_and_write_nothing(seeded: Api) -> None:
+    api = seeded
+    chosen = api.select()
+    api.complete(chosen["generation_id"])
+    before = row_counts(api.store)
+    _rejected(api, api.rate(chosen["generation_id"], 0.3), 422, "0.3")
+    missing_input = api.call(
+        "POST", "/v1/select", "client", json={"task": "diary", "inputs": {"place": "Jeju"}}
+    )
+    _rejected(api, missing_input, 422, "company")
+    malformed = api.call(
+        "POST", "/v1/feedback", "client", json={"task": "diary", "event": {"kind": "stars"}}
+    )
+    _rejected(api, malformed, 422, "event")
+    assert malformed.json()["errors"], "a malformed body lists its wrong fields"
+    bad_scale = api.call("POST", "/v1/tasks", json={"name": "t2", "scale": [1, 0]})
+    _rejected(api, bad_scale, 422, "increasing")
+    both = api.call(
+        "POST", "/v1/tasks/diary/arms", json={"name": "x", "template": "a", "model_ref": "m"}
+    )
+    _rejected(api, both, 422, "not both")
+    assert row_counts(api.store) == before
+
+
+def test_feedback_about_a_pending_generation_says_to_report_the_output(seeded: Api) -> None:
+    api = seeded
+    chosen = api.select()
+    before = row_counts(api.store)
+    _rejected(api, api.rate(chosen["generation_id"], 1), 422, "pending", "/output")
+    assert row_counts(api.store) == before
+
+
+def test_conflicts_are_409(seeded: Api) -> None:
+    api = seeded
+    _rejected(api, api.call("POST", "/v1/tasks", json={"name": "diary"}), 409, "diary")
+    again = api.call("POST", "/v1/tasks/diary/arms", json={"name": "terse", "template": "t"})
+    _rejected(api, again, 409, "terse")
+    chosen = api.select()
+    api.complete(chosen["generation_id"])
+    before = row_counts(api.store)
+    twice = api.call(
+        "POST", f"/v1/generations/{chosen['generation_id']}/output", "client", json={"output": "b"}
+    )
+    _rejected(api, twice, 409, "already ok")
+    reused = api.rate(chosen["generation_id"], 1, **{"Idempotency-Key": "k1"})
+    assert reused.status_code == 201
+    other = api.rate(chosen["generation_id"], -1, **{"Idempotency-Key": "k1"})
+    _rejected(api, other, 409, "k1")
+    assert row_counts(api.store) == {**before, "feedback": before["feedback"] + 1}
+
+
+def test_idempotency_header_and_field_must_agree(seeded: Api) -> None:
+    api = seeded
+    chosen = api.select()
+    api.complete(chosen["generation_id"])
+    body = {
+        "task": "diary",
+        "event": {"kind": "rating", "generation_id": chosen["generation_id"], "value": 1,
+                  "idempotency_key": "field-key"},
+    }  # fmt: skip
+    answer = api.call(
+        "POST", "/v1/feedback", "client", json=body, headers={"Idempotency-Key": "hdr"}
+    )
+    _rejected(api, answer, 422, "hdr", "field-key")
+
+
+def test_bodies_over_the_limit_are_413_and_write_nothing(make_api: AppFactory) -> None:
+    api = make_api(max_body_bytes=2048)
+    api.seed()
+    before = row_counts(api.store)
+    big = {"task": "diary", "inputs": {"place": "x" * 3000, "company": "y"}}
+    answer = api.call("POST", "/v1/select", "client", json=big)
+    _rejected(api, answer, 413, "2048", "PREFLOOP_MAX_BODY_BYTES")
+
+    def chunks():  # no Content-Length: the limit must hold for a streamed body too
+        for _ in range(10):
+            yield b'{"task": "diary", "inputs": {"place": "' + b"z" * 400
+
+    streamed = api.client.post(
+        "/v1/select",
+        content=chunks(),
+        headers={**api.auth("client"), "Content-Type": "application/json"},
+    )
+    _rejected(api, streamed, 413, "2048")
+    small = api.call(
+        "POST",
+        "/v1/select",
+        "client",
+        json={"task": "diary", "inputs": {"place": "a", "company": "b"}},
+    )
+    assert small.status_code == 200
+    assert row_counts(api.store)["generations"] == before["generations"] + 1
