@@ -45,6 +45,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-tokens", type=int, default=None)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
+    )
     args = parser.parse_args()
     n_prompts = args.prompts or (8 if args.quick else 16)
     batch_size = args.batch_size or n_prompts
@@ -53,7 +56,7 @@ def main() -> None:
     import torch
 
     started = time.perf_counter()
-    backend = LocalChatBackend.smollm2(batch_size=batch_size)
+    backend = LocalChatBackend.smollm2(batch_size=batch_size, num_threads=args.threads)
     load_s = time.perf_counter() - started
     params = GenerationParams(max_tokens=max_tokens, temperature=0.0)
     conversations = prompts(n_prompts)
@@ -83,7 +86,7 @@ def main() -> None:
                 "prompts": n_prompts,
                 "batch_size": batch_size,
                 "max_tokens": max_tokens,
-                "torch_threads": torch.get_num_threads(),
+                "torch_threads": args.threads or torch.get_num_threads(),
                 "machine": platform.machine(),
                 "load_s": round(load_s, 2),
                 "baseline_single_stream": {

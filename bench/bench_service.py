@@ -394,10 +394,16 @@ def stop(process: subprocess.Popen[bytes], *, hard: bool = False) -> None:
 
 
 # -- databases and checks ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Db:
+    url: str
+    server_pid: int | None  # PostgreSQL's postmaster (its backends are its children)
+
+
 @contextlib.contextmanager
-def database(kind: str, folder: Path) -> Iterator[str]:
+def database(kind: str, folder: Path) -> Iterator[Db]:
     if kind == "sqlite":
-        yield f"sqlite:///{folder / 'bench.db'}"
+        yield Db(f"sqlite:///{folder / 'bench.db'}", None)
         return
     from sqlalchemy import create_engine, text
     from tests.support import postgres
@@ -408,9 +414,58 @@ def database(kind: str, folder: Path) -> Iterator[str]:
         with engine.connect() as conn:
             conn.execute(text('CREATE DATABASE "bench"'))
         engine.dispose()
-        yield cluster.url("bench")
+        postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+        yield Db(cluster.url("bench"), postmaster)
     finally:
         cluster.stop()
+
+
+# -- CPU accounting (robust to other load on the machine, unlike wall-clock throughput) ----------
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return raw[raw.rindex(")") + 2 :].split()  # from field 3 (state) on
+
+
+def cpu_seconds(*, pgid: int | None = None, parent: int | None = None) -> float:
+    """CPU time (user + system, reaped children included) of a process group, or of a process
+    and its children."""
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(int(entry))
+        if fields is None:
+            continue
+        mine = (pgid is not None and int(fields[2]) == pgid) or (
+            parent is not None and (int(entry) == parent or int(fields[1]) == parent)
+        )
+        if mine:
+            ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measured(
+    coroutine: Any, *, server: subprocess.Popen[bytes], db: Db, seconds: float
+) -> tuple[Record, dict[str, Any]]:
+    """Run a load and report it with the CPU each party spent per request."""
+    before = (cpu_seconds(pgid=server.pid), _db_cpu(db), time.process_time())
+    record = asyncio.run(coroutine)
+    after = (cpu_seconds(pgid=server.pid), _db_cpu(db), time.process_time())
+    report = summary(record, seconds)
+    requests = max(1, report["requests"])
+    report["cpu_ms_per_request"] = {
+        name: round((b - a) * 1000 / requests, 3)
+        for name, a, b in zip(("server", "database", "clients"), before, after, strict=True)
+        if name != "database" or db.server_pid is not None
+    }
+    return record, report
+
+
+def _db_cpu(db: Db) -> float:
+    return cpu_seconds(parent=db.server_pid) if db.server_pid is not None else 0.0
 
 
 def prepare(url: str) -> str:
@@ -462,72 +517,191 @@ def verify(url: str, record: Record) -> dict[str, Any]:
     }
 
 
+# -- where the time goes: the loop's steps, serial and in-process -------------------------------
+class _Steps:
+    """CPU (this process) and wall milliseconds per named step."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = {}
+        self.wall: dict[str, float] = {}
+        self._cpu = time.process_time()
+        self._wall = time.perf_counter()
+
+    def restart(self) -> None:
+        self._cpu, self._wall = time.process_time(), time.perf_counter()
+
+    def mark(self, step: str) -> None:
+        cpu, wall = time.process_time(), time.perf_counter()
+        self.cpu[step] = self.cpu.get(step, 0.0) + cpu - self._cpu
+        self.wall[step] = self.wall.get(step, 0.0) + wall - self._wall
+        self._cpu, self._wall = cpu, wall
+
+
+def breakdown(url: str, iterations: int, *, warmup: int = 30) -> dict[str, Any]:
+    """One client's loop without HTTP, timed step by step with the functions the service calls.
+
+    Also times a what-if: the decision made from an in-memory copy of the policy (no state row
+    read, locked or written) and only the BanditDecision row appended — what a service would
+    pay per decision if decisions were append-only and the state were folded in later.
+    """
+    from prefloop import bandit, feedback
+    from prefloop.feedback import RatingEvent
+    from prefloop.llm import render_template
+    from prefloop.store import Arm, BanditDecision, Generation, repo
+
+    rng = random.Random(7)
+    steps = _Steps()
+    with Store.open(url) as store:
+        for n in range(warmup + iterations):
+            if n == warmup:
+                steps = _Steps()
+            steps.restart()
+            with store.session() as s:
+                task = repo.get_task(s, TASK)
+                steps.mark("select: task look-up")
+                decision = bandit.decide(s, task, end_user=f"u{n % 64}")
+                steps.mark("select: bandit.decide (reads, locks, writes the state row)")
+                arm = s.get(Arm, decision.arm_id)
+                assert arm is not None and arm.template is not None
+                generation = Generation(
+                    task_id=task.id, arm_id=arm.id, input={"topic": "x"}, status="pending",
+                    prompt=render_template(arm.template, {"topic": "x"}),
+                    decision_id=decision.id, policy=decision.policy,
+                    propensity=decision.propensity,
+                )  # fmt: skip
+                s.add(generation)
+                s.flush()
+                steps.mark("select: render + insert generation")
+            steps.mark("select: commit")
+            with store.session() as s:
+                ops.complete_generation(s, generation.id, output="text")
+                steps.mark("output: load + update generation")
+            steps.mark("output: commit")
+            with store.session() as s:
+                task = repo.get_task(s, TASK)
+                steps.mark("feedback: task look-up")
+                value = 1.0 if rng.random() < ARM_QUALITY[arm.name] else -1.0
+                event = RatingEvent(
+                    generation_id=generation.id, value=value, idempotency_key=uuid.uuid4().hex
+                )
+                result = feedback.record_feedback(s, task, event)
+                steps.mark("feedback: feedback.record_feedback")
+                for change in result.reward_changes:
+                    changed = s.get(Generation, change.generation_id)
+                    assert changed is not None
+                    bandit.apply_reward(s, changed, change.old, change.new)
+                steps.mark("feedback: bandit.apply_reward (locks, writes the state row)")
+            steps.mark("feedback: commit")
+        # the what-if: decisions from a cached policy, appended without touching the state row
+        with store.session(readonly=True) as s:
+            task = repo.get_task(s, TASK)
+            row = s.scalars(select_policy_state(task.id)).one()
+            live = bandit.policy_from_state({**row.state, "config": row.config}, seed=1)
+            arms = {a.name: a.id for a in repo.active_arms(s, task)}
+        what_if = _Steps()
+        for n in range(iterations):
+            what_if.restart()
+            choice = live.select(end_user=f"u{n % 64}")
+            what_if.mark("policy.select on a cached policy (no database)")
+            with store.session() as s:
+                s.add(
+                    BanditDecision(
+                        task_id=task.id, policy="default", arm_id=arms[choice.arm],
+                        propensity=choice.propensity, probabilities=choice.probabilities,
+                        end_user=f"u{n % 64}",
+                    )
+                )  # fmt: skip
+                s.flush()
+                what_if.mark("append the BanditDecision row")
+            what_if.mark("commit")
+
+    def per_iteration(values: dict[str, float], count: int) -> dict[str, float]:
+        return {step: round(v * 1000 / count, 3) for step, v in values.items()}
+
+    return {
+        "iterations": iterations,
+        "cpu_ms": per_iteration(steps.cpu, iterations),
+        "wall_ms": per_iteration(steps.wall, iterations),
+        "cpu_ms_total": round(sum(steps.cpu.values()) * 1000 / iterations, 3),
+        "what_if_append_only_decision_cpu_ms": per_iteration(what_if.cpu, iterations),
+        "what_if_append_only_decision_wall_ms": per_iteration(what_if.wall, iterations),
+    }
+
+
+def select_policy_state(task_id: int) -> Any:
+    from sqlalchemy import select
+
+    return select(PolicyState).where(
+        PolicyState.task_id == task_id, PolicyState.policy == "default"
+    )
+
+
 # -- the runs ----------------------------------------------------------------------------------
 def run_database(kind: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with database(kind, _mk(folder / kind)) as url:
-        key = prepare(url)
+    clients, seconds = args.clients, args.duration
+    with database(kind, _mk(folder / kind)) as db:
+        key = prepare(db.url)
         log = folder / f"{kind}-server.log"
-        bare_port = free_port()
-        with server("bare", bare_port, url=url, workers=args.workers, log=log):
+        port = free_port()
+        with server("bare", port, url=db.url, workers=args.workers, log=log) as bare:
             for name, path in (
                 ("bare_saturation", "/echo"),
                 ("bare_async_saturation", "/echo-async"),
             ):
-                bare = asyncio.run(
-                    run_load(
-                        bare_port, target=path, key=key, clients=args.clients, seconds=args.duration
-                    )
-                )
-                out[name] = summary(bare, args.duration)
+                load = run_load(port, target=path, key=key, clients=clients, seconds=seconds)
+                _, out[name] = measured(load, server=bare, db=db, seconds=seconds)
         port = free_port()
-        with server("prefloop", port, url=url, workers=args.workers, log=log):
-            loaded = asyncio.run(
-                run_load(
-                    port, target="prefloop", key=key, clients=args.clients, seconds=args.duration
-                )
+        with server("prefloop", port, url=db.url, workers=args.workers, log=log) as service:
+            load = run_load(port, target="prefloop", key=key, clients=clients, seconds=seconds)
+            loaded, out["prefloop_saturation"] = measured(
+                load, server=service, db=db, seconds=seconds
             )
-            out["prefloop_saturation"] = summary(loaded, args.duration)
-            rate = 0.5 * loaded.iterations / args.duration
-            paced = asyncio.run(
-                run_load(
-                    port, target="prefloop", key=key, clients=args.clients, seconds=args.duration,
-                    rate=rate, record=Record(), seed=1,
-                )
-            )  # fmt: skip
+            rate = 0.5 * loaded.iterations / seconds
+            load = run_load(
+                port,
+                target="prefloop",
+                key=key,
+                clients=clients,
+                seconds=seconds,
+                rate=rate,
+                seed=1,
+            )
+            paced, report = measured(load, server=service, db=db, seconds=seconds)
             out["prefloop_paced"] = {
                 "offered_iterations_per_s": round(rate, 1),
-                **summary(paced, args.duration),
+                **report,
                 "late_starts": len(paced.lateness),
             }
         merged = Record(
             acked=loaded.acked | paced.acked, unacked={**loaded.unacked, **paced.unacked}
         )
-        out["integrity"] = verify(url, merged)
-        sat, base = out["prefloop_saturation"], out["bare_saturation"]
-        out["throughput_vs_bare"] = round(sat["requests_per_s"] / base["requests_per_s"], 3)
-        out["throughput_vs_bare_async"] = round(
-            sat["requests_per_s"] / out["bare_async_saturation"]["requests_per_s"], 3
-        )
-        paced_out = out["prefloop_paced"]
-        out["targets"] = {
-            "throughput_at_least_half_of_bare": out["throughput_vs_bare"] >= 0.5,
-            "paced_p99_at_most_25ms": (paced_out["latency_ms"]["p99"] or 1e9) <= 25,
-            "zero_5xx": sat["server_errors_5xx"] == 0 and paced_out["server_errors_5xx"] == 0,
-            "feedback_exactly_once": out["integrity"]["exactly_once"],
-            "state_equals_recomputation": not out["integrity"][
-                "policy_states_differing_from_recomputation"
-            ],
-        }
+        out["integrity"] = verify(db.url, merged)
+        out["breakdown"] = breakdown(db.url, 60 if args.quick else 300)
+    sat, base = out["prefloop_saturation"], out["bare_saturation"]
+    out["throughput_vs_bare"] = round(sat["requests_per_s"] / base["requests_per_s"], 3)
+    out["throughput_vs_bare_async"] = round(
+        sat["requests_per_s"] / out["bare_async_saturation"]["requests_per_s"], 3
+    )
+    paced_out = out["prefloop_paced"]
+    out["targets"] = {
+        "throughput_at_least_half_of_bare": out["throughput_vs_bare"] >= 0.5,
+        "paced_p99_at_most_25ms": (paced_out["latency_ms"]["p99"] or 1e9) <= 25,
+        "zero_5xx": sat["server_errors_5xx"] == 0 and paced_out["server_errors_5xx"] == 0,
+        "feedback_exactly_once": out["integrity"]["exactly_once"],
+        "state_equals_recomputation": not out["integrity"][
+            "policy_states_differing_from_recomputation"
+        ],
+    }
     return out
 
 
 def run_crash(kind: str, args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """The kill -9 run on a fresh database of ``kind``."""
     crash_folder = _mk(folder / f"{kind}-crash")
-    with database(kind, crash_folder) as url:
+    with database(kind, crash_folder) as db:
         return crash_run(
-            url,
+            db.url,
             clients=args.clients,
             seconds=args.duration,
             workers=args.workers,

@@ -100,7 +100,9 @@ def test_task_agreement_from_the_store(store: Store) -> None:
         record_feedback(s, task, PairwiseEvent(a=b, b=a, winner="b", author="y"))  # agrees
         record_feedback(s, task, PairwiseEvent(a=a, b=b, winner="b", author="z"))  # disagrees
         # ranking by x: c > a = b → pairs (a,c): c wins, (b,c): c wins, (a,b): tie
-        record_feedback(s, task, RankingEvent(generation_ids=[a, b, c], ranks=[2, 2, 1], author="x"))
+        record_feedback(
+            s, task, RankingEvent(generation_ids=[a, b, c], ranks=[2, 2, 1], author="x")
+        )
         record_feedback(s, task, PairwiseEvent(a=c, b=a, winner="a", author="y"))  # agrees
     with store.session(readonly=True) as s:
         result = task_agreement(s, task)

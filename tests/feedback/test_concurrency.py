@@ -33,19 +33,29 @@ LEVELS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 pytestmark = pytest.mark.slow
 
 
-def _event(key: str, n: int, generation_ids: list[str]) -> RatingEvent | ThumbsEvent | PairwiseEvent:
+def _event(
+    key: str, n: int, generation_ids: list[str]
+) -> RatingEvent | ThumbsEvent | PairwiseEvent:
     """The event for a key: always the same content, so any process may repeat it."""
     gid = generation_ids[n % len(generation_ids)]
     author = f"author-{n % 7}"
     if n % 3 == 0:
-        return RatingEvent(generation_id=gid, value=LEVELS[n % 5], author=author, idempotency_key=key)
+        return RatingEvent(
+            generation_id=gid, value=LEVELS[n % 5], author=author, idempotency_key=key
+        )
     if n % 3 == 1:
         return ThumbsEvent(generation_id=gid, up=n % 2 == 0, author=author, idempotency_key=key)
     other = generation_ids[(n + 1) % len(generation_ids)]
     return PairwiseEvent(a=gid, b=other, winner="a", author=author, idempotency_key=key)
 
 
-def _send(url: str, task_name: str, keys: list[tuple[str, int]], generation_ids: list[str], start_at: float) -> list[tuple[str, int, bool]]:
+def _send(
+    url: str,
+    task_name: str,
+    keys: list[tuple[str, int]],
+    generation_ids: list[str],
+    start_at: float,
+) -> list[tuple[str, int, bool]]:
     """Runs in a child process: record each event in its own transaction."""
     store = Store.open(url, upgrade=False)
     try:

@@ -45,7 +45,7 @@ def test_ties_give_no_pair_or_a_tie_pair() -> None:
     skipped = expand_ranking(items, ranks)
     assert [(p.better, p.worse, p.tie) for p in skipped] == [("a", "b", False), ("a", "c", False)]
     kept = expand_ranking(items, ranks, ties="tie")
-    assert len(kept) == 3 and [p for p in kept if p.tie][0].rank_gap == 0
+    assert len(kept) == 3 and next(p for p in kept if p.tie).rank_gap == 0
     assert expand_ranking(items, [1, 1, 1]) == []
     with pytest.raises(ValueError, match="3 items but 2 ranks"):
         expand_ranking(items, [1, 2])
@@ -60,7 +60,9 @@ def test_ranking_records_use_the_same_expansion() -> None:
     ]
 
 
-def _generations(store: Store, name: str, outputs: list[str], **fields: object) -> tuple[Task, list[str]]:
+def _generations(
+    store: Store, name: str, outputs: list[str], **fields: object
+) -> tuple[Task, list[str]]:
     with store.session() as s:
         task = get_or_create_task(s, name)
         ids = [add_generation(s, task, output=o, **fields).id for o in outputs]

@@ -110,7 +110,7 @@ def test_a_task_with_its_own_scale(store: Store) -> None:
 
 def test_unknown_generations_and_other_tasks_generations_are_not_found(store: Store) -> None:
     task, (g1, g2, _) = make_task(store)
-    other, (foreign, *_) = make_task(store, "other")
+    _, (foreign, *_) = make_task(store, "other")
     with pytest.raises(NotFoundError, match="gen_missing"):
         record(store, task, RatingEvent(generation_id="gen_missing", value=1))
     with pytest.raises(NotFoundError, match=foreign):
@@ -289,7 +289,9 @@ def test_cached_rewards_equal_derive_reward_of_the_events(store: Store) -> None:
         elif i % 5 == 0:
             event = RegenerateEvent(generation_id=gid, author=author)
         else:
-            event = RatingEvent(generation_id=gid, value=[-1, -0.5, 0, 0.5, 1][i % 5], author=author)
+            event = RatingEvent(
+                generation_id=gid, value=[-1, -0.5, 0, 0.5, 1][i % 5], author=author
+            )
         record(store, task, event)
     with store.session(readonly=True) as s:
         for gid in ids:

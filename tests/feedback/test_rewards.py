@@ -62,7 +62,10 @@ def test_latest_judgement_per_author_wins() -> None:
     ]
     assert derive_reward(events) == -1.0
     # the same instant: the later id wins; no timestamps: the later position
-    tie = [Event("rating", 0.5, created_at=at(1), id=7), Event("rating", 0.0, created_at=at(1), id=3)]
+    tie = [
+        Event("rating", 0.5, created_at=at(1), id=7),
+        Event("rating", 0.0, created_at=at(1), id=3),
+    ]
     assert derive_reward(tie) == 0.5
     assert derive_reward([Event("thumbs", 1.0), Event("thumbs", -1.0)]) == -1.0
 

@@ -30,7 +30,9 @@ from tests.conftest import shared_data
 
 def write(path: Path, rows: list[Any]) -> Path:
     path.write_text(
-        "".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows),
+        "".join(
+            (r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows
+        ),
         encoding="utf-8",
     )
     return path
@@ -48,7 +50,9 @@ def row_counts(store: Store) -> dict[str, int]:
         }
 
 
-def export(store: Store, name: str, make_rows: Any, path: Path, **options: Any) -> list[dict[str, Any]]:
+def export(
+    store: Store, name: str, make_rows: Any, path: Path, **options: Any
+) -> list[dict[str, Any]]:
     with store.session(readonly=True) as s:
         write_jsonl(path, make_rows(s, get_task(s, name), **options))
     return read(path)
@@ -93,9 +97,18 @@ def test_a_rating_off_the_task_scale_fails_with_its_line(store: Store, tmp_path:
     path = write(tmp_path / "r.jsonl", [{"text": "a", "rating": 1}, {"text": "b", "rating": 0.7}])
     with pytest.raises(ImportFileError) as info, store.session() as s:
         import_ratings(s, path, "diary")
-    assert info.value.line == 2 and "0.7" in str(info.value) and "-1, -0.5, 0, 0.5, 1" in str(info.value)
+    assert (
+        info.value.line == 2
+        and "0.7" in str(info.value)
+        and "-1, -0.5, 0, 0.5, 1" in str(info.value)
+    )
     with store.session() as s:
-        result = import_ratings(s, write(tmp_path / "s.jsonl", [{"text": "b", "rating": 4}]), "stars", scale=[1, 2, 3, 4, 5])
+        result = import_ratings(
+            s,
+            write(tmp_path / "s.jsonl", [{"text": "b", "rating": 4}]),
+            "stars",
+            scale=[1, 2, 3, 4, 5],
+        )
         assert result.created_task
         assert get_task(s, "stars").scale == [1, 2, 3, 4, 5]
     with pytest.raises(InvalidInputError, match="already exists with scale"), store.session() as s:
@@ -135,7 +148,12 @@ def test_ratings_round_trip(store: Store, tmp_path: Path) -> None:
     path = write(
         tmp_path / "r.jsonl",
         [
-            {"text": "오늘은 맑았다.", "rating": 0.5, "prompt": "diary", "input": {"place": "Busan"}},
+            {
+                "text": "오늘은 맑았다.",
+                "rating": 0.5,
+                "prompt": "diary",
+                "input": {"place": "Busan"},
+            },
             {"text": "plain", "rating": -1, "author": "ann"},
             {"image_id": "002.jpg", "caption": "사진", "rate": 1},
         ],
@@ -152,12 +170,20 @@ def test_ratings_round_trip(store: Store, tmp_path: Path) -> None:
 
     assert content(first) == content(second)
     assert content(first) == [
-        {"text": "오늘은 맑았다.", "rating": 0.5, "prompt": "diary", "input": {"place": "Busan"}, "author": "bob"},
+        {
+            "text": "오늘은 맑았다.",
+            "rating": 0.5,
+            "prompt": "diary",
+            "input": {"place": "Busan"},
+            "author": "bob",
+        },
         {"text": "plain", "rating": -1.0, "author": "ann"},
         {"text": "사진", "rating": 1.0, "input": {"image_id": "002.jpg"}, "author": "bob"},
     ]
     with store.session(readonly=True) as s:
-        ids = set(s.scalars(select(Generation.id).where(Generation.task_id == get_task(s, "one").id)))
+        ids = set(
+            s.scalars(select(Generation.id).where(Generation.task_id == get_task(s, "one").id))
+        )
     assert {r["id"] for r in first} == ids
 
 
@@ -200,7 +226,10 @@ def test_rankings_export_as_pairs(store: Store, tmp_path: Path) -> None:
     assert (result.generations, result.feedback) == (7, 2)
     rows = export(store, "ranked", preference_rows, tmp_path / "out.jsonl")
     assert len(rows) == 6 + 2  # 4·3/2, and 3·2/2 less the tie
-    assert {(r["chosen"], r["rejected"]) for r in rows if r["prompt"] == "R"} == {("x", "z"), ("y", "z")}
+    assert {(r["chosen"], r["rejected"]) for r in rows if r["prompt"] == "R"} == {
+        ("x", "z"),
+        ("y", "z"),
+    }
     assert ("b", "a") in {(r["chosen"], r["rejected"]) for r in rows}
 
 
@@ -223,7 +252,9 @@ def test_sft_keeps_well_rewarded_generations_and_edits(store: Store, tmp_path: P
     rows = export(store, "mixed", sft_rows, tmp_path / "sft.jsonl")
     assert [r["completion"] for r in rows] == ["top", "good", "meh, but better"]
     assert rows[0] == {"prompt": "P", "completion": "top"}
-    strict = export(store, "mixed", sft_rows, tmp_path / "s.jsonl", min_reward=1.0, include_edits=False)
+    strict = export(
+        store, "mixed", sft_rows, tmp_path / "s.jsonl", min_reward=1.0, include_edits=False
+    )
     assert [r["completion"] for r in strict] == ["top"]
     messages = export(store, "mixed", sft_rows, tmp_path / "m.jsonl", format="conversational")
     assert messages[0] == {

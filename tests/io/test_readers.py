@@ -44,7 +44,12 @@ def test_ratings_in_both_formats(tmp_path: Path) -> None:
         "7",
         1,
     )
-    assert (diary.text, diary.rating, diary.input, diary.line) == ("부산 바다", -1.0, {"image_id": "001.jpg"}, 3)
+    assert (diary.text, diary.rating, diary.input, diary.line) == (
+        "부산 바다",
+        -1.0,
+        {"image_id": "001.jpg"},
+        3,
+    )
     assert (last.author, last.prompt, last.input) == ("ann", None, {})
 
 
@@ -137,7 +142,9 @@ def test_split_hh_dialogue_cuts_after_the_last_shared_assistant_cue() -> None:
 def test_the_shared_hh_file() -> None:
     pairs = list(iter_pairs(shared_data("hh-harmless-train.jsonl")))
     assert len(pairs) == 1500
-    assert all(p.prompt.startswith("\n\nHuman:") and p.prompt.endswith("\n\nAssistant:") for p in pairs)
+    assert all(
+        p.prompt.startswith("\n\nHuman:") and p.prompt.endswith("\n\nAssistant:") for p in pairs
+    )
     assert all(p.chosen != p.rejected for p in pairs)
     assert sorted(p.line for p in pairs if p.chosen == "") == [1160, 1204]
     assert any("\n\nAssistant:" in p.chosen for p in pairs)  # a reply spanning two turns
@@ -151,7 +158,9 @@ def test_hh_messages() -> None:
         {"role": "user", "content": "help me"},
     ]
     assert hh_messages("Write a diary") == [{"role": "user", "content": "Write a diary"}]
-    assert hh_messages("preface\n\nHuman: x") == [{"role": "user", "content": "preface\n\nHuman: x"}]
+    assert hh_messages("preface\n\nHuman: x") == [
+        {"role": "user", "content": "preface\n\nHuman: x"}
+    ]
 
 
 def test_rankings(tmp_path: Path) -> None:

@@ -250,6 +250,16 @@ def test_a_batch_stores_successes_and_failures_in_order(
     assert len(chat_server.chat_requests) == 4  # a 400 is not retried
 
 
+def test_bad_sampling_params_on_an_arm_are_named(store: Store, chat_server: ChatServer) -> None:
+    setup_task(store)
+    with store.session() as s:
+        task = get_or_create_task(s, "diary")
+        arm = create_arm(s, task, "c", template="{place}", params={"max_tokens": "many"})
+        with pytest.raises(InvalidInputError, match="arm 'c' has bad sampling params"):
+            generate_for_arm(s, task, arm, INPUTS, backend_for(chat_server), GenerationParams())
+    assert chat_server.chat_requests == []
+
+
 def test_a_batch_with_one_bad_input_stores_nothing(store: Store, chat_server: ChatServer) -> None:
     setup_task(store)
     with store.session() as s:

@@ -144,6 +144,23 @@ def test_a_prompt_longer_than_the_context_fails_alone(tiny: LocalChatBackend) ->
         tiny.complete(conversations([too_long])[0], GenerationParams(max_tokens=4))
 
 
+def test_num_threads_applies_only_while_generating(tiny_model_dir: Path) -> None:
+    import torch
+
+    backend = LocalChatBackend.from_pretrained(tiny_model_dir, num_threads=1)
+    seen: list[int] = []
+    hook = backend.model.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        backend.complete(conversations()[0], GenerationParams(max_tokens=3, temperature=0))
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+    with pytest.raises(InvalidInputError, match="num_threads"):
+        LocalChatBackend(model=backend.model, tokenizer=backend.tokenizer, num_threads=0)
+
+
 def test_a_tokenizer_without_chat_template_is_refused(tiny_model_dir: Path) -> None:
     backend = LocalChatBackend.from_pretrained(tiny_model_dir)
     backend.tokenizer.chat_template = None
@@ -218,7 +235,8 @@ def test_the_cache_root_follows_the_environment(
 def test_smollm2_from_the_package_writes_a_sensible_english_sentence() -> None:
     folder = smollm2_folder()  # converted once into the user cache, then reused
     assert (folder / "config.json").exists()
-    backend = LocalChatBackend.smollm2()
+    # One torch thread: on a shared 2-core machine it is several times faster than two.
+    backend = LocalChatBackend.smollm2(num_threads=1)
     completion = backend.complete(
         [{"role": "user", "content": "Write one short sentence about the sea."}],
         GenerationParams(max_tokens=40, temperature=0.0),

@@ -23,7 +23,24 @@ from prefloop.reward.finetune import (
     bradley_terry_loss,
 )
 
-WORDS = "the a cat dog runs sleeps today park house tree river blue green red walks eats".split()
+WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "runs",
+    "sleeps",
+    "today",
+    "park",
+    "house",
+    "tree",
+    "river",
+    "blue",
+    "green",
+    "red",
+    "walks",
+    "eats",
+]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = [*SPECIAL, "question", ":", "thanks", *WORDS]
 
@@ -134,9 +151,7 @@ def test_score_unit_is_the_sigmoid_of_the_reward(trained: FinetunedRewardModel) 
     assert np.allclose(trained.score_unit(texts), 1.0 / (1.0 + np.exp(-raw)))
 
 
-def test_save_and_load_give_the_same_scores(
-    trained: FinetunedRewardModel, tmp_path: Path
-) -> None:
+def test_save_and_load_give_the_same_scores(trained: FinetunedRewardModel, tmp_path: Path) -> None:
     data = synthetic_pairs(20, seed=5)
     folder = trained.save(tmp_path / "rm")
 
@@ -297,7 +312,9 @@ def test_a_decoder_backbone_trains_and_round_trips(tmp_path: Path) -> None:
     words = [w for w in LLAMA_WORDS if w != "good"]
     base = [" ".join(rng.choice(words) for _ in range(5)) for _ in range(48)]
     data = PairData(
-        prompts=["today"] * 48, chosen=[b + " good" for b in base], rejected=[b + " bad" for b in base]
+        prompts=["today"] * 48,
+        chosen=[b + " good" for b in base],
+        rejected=[b + " bad" for b in base],
     )
     model = FinetunedRewardModel(tiny_config(folder, epochs=3)).fit(data)
     assert accuracy(model, data) >= 0.9

@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tests.support.chat_server import ChatServer, Fail, Garbage, Reply
 
 from prefloop.errors import InvalidInputError
 from prefloop.llm import OpenAIChatBackend, RetryPolicy
 from prefloop.reward import RatingData, load_reward_model
 from prefloop.reward.judge import JudgeConfig, LLMJudge, parse_level, parse_winner
-from tests.support.chat_server import ChatServer, Fail, Garbage, Reply
 
 SCALE = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
@@ -220,7 +220,7 @@ def test_missing_usage_is_counted_apart(server: ChatServer) -> None:
     assert judge.stats.calls_without_usage == 0
 
 
-# ---- few-shot examples ----------------------------------------------------------------------------
+# ---- few-shot examples ---------------------------------------------------------------------
 def test_fit_picks_examples_per_level_deterministically(server: ChatServer) -> None:
     first = judge_on(server, shots_per_level=2, seed=3)
     again = judge_on(server, shots_per_level=2, seed=3)
@@ -279,7 +279,7 @@ def test_save_and_load_round_trip(server: ChatServer, tmp_path: Any) -> None:
     assert loaded.score(["t"]).tolist() == [0.0]
 
 
-# ---- pairwise mode ---------------------------------------------------------------------------------
+# ---- pairwise mode -------------------------------------------------------------------------
 def pair_texts(messages: list[dict[str, Any]]) -> tuple[str, str]:
     a, b = re.findall(r"<<<\n(.*?)\n>>>", messages[-1]["content"], flags=re.S)
     return a, b
@@ -287,8 +287,8 @@ def pair_texts(messages: list[dict[str, Any]]) -> tuple[str, str]:
 
 def test_compare_swaps_positions(server: ChatServer) -> None:
     def prefers_polite(messages: list[dict[str, Any]]) -> str:
-        a, b = pair_texts(messages)
-        return "Winner: A" if "please" in a else "Winner: B"
+        first, _ = pair_texts(messages)
+        return "Winner: A" if "please" in first else "Winner: B"
 
     server.responder = prefers_polite
     judge = judge_on(server)
@@ -315,7 +315,7 @@ def test_compare_failure_is_nan(server: ChatServer) -> None:
     assert judge.stats.failed == 1
 
 
-# ---- bad input ---------------------------------------------------------------------------------------
+# ---- bad input -----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "settings",
     [{"max_attempts": 0}, {"shots_per_level": -1}, {"max_tokens": 0}, {"temperature": -0.1}],

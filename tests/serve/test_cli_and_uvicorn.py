@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
@@ -133,3 +134,37 @@ def test_kill_9_under_load_loses_no_acknowledged_feedback(store_url: str, tmp_pa
     assert integrity["policy_states_checked"] >= 1
     assert integrity["policy_states_differing_from_recomputation"] == {}
     assert set(result["load"]["statuses"]) <= {"200", "201"}, result["load"]["statuses"]
+
+
+def test_concurrent_first_selects_and_duplicate_feedback(served: tuple[str, str]) -> None:
+    """Racing requests: the first decisions of a task (its state row does not exist yet) and one
+    idempotency key sent by 12 clients at once — no error, one stored event."""
+    base, key = served
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+        client.post("/v1/tasks", json={"name": "t", "input_fields": ["x"]}).raise_for_status()
+        for name in ("a", "b", "c"):
+            client.post("/v1/tasks/t/arms", json={"name": name, "template": name + " {x}"})
+
+    def post(
+        path: str, body: dict[str, object], extra: dict[str, str] | None = None
+    ) -> httpx.Response:
+        with httpx.Client(base_url=base, headers={**headers, **(extra or {})}, timeout=60) as c:
+            return c.post(path, json=body)
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        selects = list(
+            pool.map(lambda _: post("/v1/select", {"task": "t", "inputs": {"x": "1"}}), range(12))
+        )
+        assert [r.status_code for r in selects] == [200] * 12
+        generation = selects[0].json()["generation_id"]
+        assert post(f"/v1/generations/{generation}/output", {"output": "o"}).status_code == 200
+        event = {"task": "t", "event": {"kind": "rating", "generation_id": generation, "value": 1}}
+        answers = list(
+            pool.map(lambda _: post("/v1/feedback", event, {"Idempotency-Key": "same"}), range(12))
+        )
+    assert sorted(r.status_code for r in answers) == [200] * 11 + [201]
+    assert len({r.json()["feedback_id"] for r in answers}) == 1
+    with httpx.Client(base_url=base, headers=headers) as client:
+        stats = client.get("/v1/stats", params={"task": "t"}).json()
+    assert stats["decisions"] == 12 and stats["feedbacks"] == 1

@@ -61,7 +61,12 @@ def test_arms(store: Store) -> None:
         v1 = create_arm(s, task, "v1", template="Write about {place}", labels=["production"])
         v2 = create_arm(s, task, "v2", template="Write warmly about {place}", parent=v1)
         model = create_arm(s, task, "tuned", model_ref="smollm2@adapter-1")
-        assert (v1.kind, model.kind, v2.parent_id, v2.labels) == ("prompt", "model", v1.id, ["candidate"])
+        assert (v1.kind, model.kind, v2.parent_id, v2.labels) == (
+            "prompt",
+            "model",
+            v1.id,
+            ["candidate"],
+        )
         with pytest.raises(InvalidInputError, match="not both"):
             create_arm(s, task, "x", template="t", model_ref="m")
         with pytest.raises(InvalidInputError, match="not neither"):

@@ -18,7 +18,8 @@ A behaviour is a ``str`` (the reply text) or one of :class:`Reply`, :class:`Fail
 status, e.g. 429/500/503/400, optionally with ``Retry-After``), :class:`Stall` (wait, then
 answer normally — longer than the client's timeout makes it time out), :class:`Garbage` (a 200
 whose body is not a completion: ``not-json``, ``no-choices``, ``empty-choices``,
-``no-message``). Every request is recorded in :attr:`ChatServer.requests`.
+``no-message``). Every request is recorded in :attr:`ChatServer.requests`; a responder that
+raises gets the request a 500 and its exception lands in :attr:`ChatServer.responder_errors`.
 
 Usage::
 
@@ -131,6 +132,7 @@ class ChatServer:
         self.responder = responder
         self.model = model
         self.requests: list[RecordedRequest] = []
+        self.responder_errors: list[BaseException] = []
         self._script: deque[Behaviour] = deque()
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -330,7 +332,13 @@ def _make_handler(server: ChatServer) -> type[BaseHTTPRequestHandler]:
             if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
                 self._error(400, "the body must be JSON with a 'messages' list")
                 return
-            self._answer(body, server._next_behaviour(body["messages"]))
+            try:
+                behaviour = server._next_behaviour(body["messages"])
+            except Exception as exc:  # a bug in a test's responder: answer 500, keep it
+                server.responder_errors.append(exc)
+                self._error(500, f"the test responder raised {exc!r}")
+                return
+            self._answer(body, behaviour)
 
         def _answer(self, request: dict[str, Any], behaviour: Behaviour) -> None:
             if isinstance(behaviour, str):

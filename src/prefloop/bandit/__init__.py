@@ -5,6 +5,7 @@ Policies (``make_policy(name, arms=…, scale=…, seed=…)``; names in :data:`
 ================ ===========================================================================
 default          prefloop's best: multinomial Thompson sampling, Jeffreys Dirichlet(½) prior
 thompson         multinomial Thompson sampling, uniform Dirichlet(1) prior (Riou & Honda 2020)
+eps-thompson     ε-exploring Thompson sampling (Jin et al. 2023), ε = ½, Jeffreys prior
 ucb1             UCB1 on rewards mapped to [0, 1] (Auer et al. 2002)
 ucb1-reference   the reference project's UCB1 exactly: raw [-1, 1] rewards, sqrt(2 ln t / n)
 epsilon-greedy   ε-greedy, ε = 0.1

@@ -12,7 +12,12 @@ from prefloop.bandit._base import DecisionEvent, Policy, PolicyConfig, Seed, rep
 from prefloop.bandit._greedy import EpsilonGreedy, EpsilonGreedyConfig, Softmax, SoftmaxConfig
 from prefloop.bandit._linucb import LinUCB, LinUCBConfig
 from prefloop.bandit._scale import RewardScale
-from prefloop.bandit._thompson import DEFAULT_CONFIG, ThompsonConfig, ThompsonSampling
+from prefloop.bandit._thompson import (
+    DEFAULT_CONFIG,
+    EPSILON_CONFIG,
+    ThompsonConfig,
+    ThompsonSampling,
+)
 from prefloop.bandit._ucb import UCB1, ReferenceUCB1, ReferenceUCB1Config, UCB1Config
 from prefloop.errors import InvalidInputError, NotFoundError
 from prefloop.store.models import DEFAULT_SCALE
@@ -23,6 +28,7 @@ POLICIES: Mapping[str, tuple[type[Policy], PolicyConfig]] = MappingProxyType(
         "ucb1": (UCB1, UCB1Config()),
         "epsilon-greedy": (EpsilonGreedy, EpsilonGreedyConfig()),
         "thompson": (ThompsonSampling, ThompsonConfig()),
+        "eps-thompson": (ThompsonSampling, EPSILON_CONFIG),
         "softmax": (Softmax, SoftmaxConfig()),
         "linucb": (LinUCB, LinUCBConfig()),
         "default": (ThompsonSampling, DEFAULT_CONFIG),

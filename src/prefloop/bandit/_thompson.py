@@ -17,10 +17,16 @@ class ThompsonConfig(PolicyConfig):
     """Dirichlet pseudo-count per scale level (1: uniform; 0.5: Jeffreys, prefloop's default)."""
     draws: int = 1000
     """Posterior draws per decision to estimate the logged selection probabilities."""
+    epsilon: float = 1.0
+    """Chance that an arm's value is a posterior draw rather than its mean reward. 1 is
+    Thompson sampling; below 1 it is ε-exploring Thompson sampling (Jin et al. 2023)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_positive("prior", self.prior)
+        _check_positive("epsilon", self.epsilon)
+        if self.epsilon > 1:
+            raise InvalidInputError(f"epsilon is a probability in (0, 1], got {self.epsilon}")
         if isinstance(self.draws, bool) or not isinstance(self.draws, int) or self.draws < 1:
             raise InvalidInputError(f"draws must be a positive integer, got {self.draws!r}")
 
@@ -35,6 +41,9 @@ class ThompsonSampling(Policy):
     w ~ Dirichlet(prior + counts), and its sampled mean is w · levels. Unlike Beta-Bernoulli
     sampling, this uses the ratings' real spread, which is far below a coin's with the same mean.
 
+    With ``epsilon`` < 1 each arm's value is its posterior draw only with probability ε and its
+    mean reward otherwise (ε-exploring Thompson sampling, Jin, Yang, Xiao & Xu 2023, ICML).
+
     The decision samples an arm from the win frequencies of ``draws`` posterior draws, so the
     logged propensity is exactly the probability used (an estimate of Thompson's own).
     """
@@ -47,9 +56,17 @@ class ThompsonSampling(Policy):
         draws = self.config.draws if view.propensities else 1
         means = posterior_mean_draws(
             view.levels, self.scale.values, prior=self.config.prior, draws=draws, rng=rng
-        )
+        )  # (B, draws, K)
+        if self.config.epsilon < 1:
+            untried_first = 1e9 + rng.random(means.shape)  # untried arms first, ties at random
+            empirical = np.where(view.untried[:, None, :], untried_first, view.mean[:, None, :])
+            drawn = rng.random(means.shape) < self.config.epsilon
+            means = np.where(drawn, means, empirical)
         return win_frequencies(means)
 
 
 DEFAULT_CONFIG = ThompsonConfig(prior=JEFFREYS_PRIOR)
 """prefloop's ``default`` policy: multinomial Thompson sampling with the Jeffreys prior."""
+
+EPSILON_CONFIG = ThompsonConfig(prior=JEFFREYS_PRIOR, epsilon=0.5)
+"""``eps-thompson``: ε-exploring Thompson sampling, half the arms' values drawn per decision."""

@@ -134,9 +134,12 @@ def _run_import(
     json_output: bool,
     **options: Any,
 ) -> None:
-    with _open_store(db, create=True) as store, _progress(file, quiet=json_output) as advance:
-        with store.session() as session:
-            result = importer(session, file, task, progress=advance, **options)
+    with (
+        _open_store(db, create=True) as store,
+        _progress(file, quiet=json_output) as advance,
+        store.session() as session,
+    ):
+        result = importer(session, file, task, progress=advance, **options)
     if json_output:
         print_json(result.to_dict())
         return
@@ -345,9 +348,7 @@ def export_ratings(
     event; `prefloop import ratings` reads them back."""
     from prefloop.io import rating_rows
 
-    _run_export(
-        "rating", rating_rows, task, output, db, json_output, sources=_sources(source)
-    )
+    _run_export("rating", rating_rows, task, output, db, json_output, sources=_sources(source))
 
 
 def stats(task: TaskOption, db: DbOption = None, json_output: JsonOption = False) -> None:

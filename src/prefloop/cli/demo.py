@@ -146,4 +146,3 @@ def _progress(*, quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
 
     with bars:
         yield update
-

@@ -96,7 +96,7 @@ def plot_arm_means(result: DemoResult, path: Path) -> Path:
             arm.mean,
             row,
             xerr=[[arm.mean - low], [high - arm.mean]],
-            fmt="o" if recommended else "o",
+            fmt="o",
             color=_color(k),
             markerfacecolor=_color(k) if recommended else "white",
             markersize=9,
@@ -179,7 +179,8 @@ def plot_allocation(result: DemoResult, path: Path) -> Path:
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;max-width:980px;margin:2em auto;
 padding:0 1em;color:#1b1b1b;line-height:1.45}
-h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd}
+h1{font-size:1.6em;margin-bottom:.2em}
+h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;width:100%;font-size:.92em}
 th,td{border-bottom:1px solid #e4e4e4;padding:.35em .5em;text-align:left;vertical-align:top}
 th{background:#f6f6f6}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
@@ -286,8 +287,7 @@ def _reward_model_section(result: DemoResult) -> str:
     )
     where = f"<p class='muted'>Saved in <code>{_e(model.path)}</code>.</p>" if model.path else ""
     return (
-        head
-        + "<p>Cross-validated on the run's ratings, next to the baseline that predicts the "
+        head + "<p>Cross-validated on the run's ratings, next to the baseline that predicts the "
         "training mean for every text.</p>"
         + f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>{where}"
     )
@@ -331,9 +331,8 @@ def _timings_section(result: DemoResult) -> str:
         for k, v in result.timings.items()
     )
     notes = "".join(f"<li>{_e(n)}</li>" for n in result.notes)
-    return (
-        f"<h2>Timings</h2><table><tr><th>phase</th><th>time</th></tr>{rows}</table>"
-        + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "")
+    return f"<h2>Timings</h2><table><tr><th>phase</th><th>time</th></tr>{rows}</table>" + (
+        f"<h2>Notes</h2><ul>{notes}</ul>" if notes else ""
     )
 
 
@@ -399,7 +398,8 @@ def rich_summary(result: DemoResult) -> RenderableType:
     total = sum(result.timings.values())
     lines.append(
         Text(
-            "time: " + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items())
+            "time: "
+            + ", ".join(f"{k} {v:.0f}s" for k, v in result.timings.items())
             + f" (total {total:.0f}s)",
             style="dim",
         )

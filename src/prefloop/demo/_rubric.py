@@ -124,7 +124,9 @@ class RubricScorer:
                 f"a rating scale needs at least two increasing levels, got {levels}"
             )
         self.scale: tuple[float, ...] = tuple(levels)
-        self._meta = [re.compile(p, re.IGNORECASE | re.MULTILINE) for p in self.config.meta_patterns]
+        self._meta = [
+            re.compile(p, re.IGNORECASE | re.MULTILINE) for p in self.config.meta_patterns
+        ]
 
     def score(self, text: str, facts: Mapping[str, Sequence[str]]) -> RubricVerdict:
         """Rate ``text``; ``facts`` maps each given fact's name to the words that mention it."""

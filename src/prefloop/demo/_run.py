@@ -102,8 +102,9 @@ class DemoConfig:
     def __post_init__(self) -> None:
         for name in ("requests", "batch_size", "max_tokens"):
             if getattr(self, name) < 1:
-                raise InvalidInputError(f"--{name.replace('_', '-')} must be >= 1, got "
-                                        f"{getattr(self, name)}")
+                raise InvalidInputError(
+                    f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
+                )
         if self.warmup < 0:
             raise InvalidInputError(f"warmup must be >= 0, got {self.warmup}")
         if not 0 <= self.candidates <= len(self.task.fallback_prompts):
@@ -122,9 +123,14 @@ class DemoConfig:
 
     def fast(self) -> DemoConfig:
         """A smaller run (about a third of the time): fewer requests, shorter outputs."""
-        return replace(self, requests=min(self.requests, 40), warmup=min(self.warmup, 4),
-                       max_tokens=min(self.max_tokens, 72), proposer_max_tokens=240,
-                       proposer_calls=1)
+        return replace(
+            self,
+            requests=min(self.requests, 40),
+            warmup=min(self.warmup, 4),
+            max_tokens=min(self.max_tokens, 72),
+            proposer_max_tokens=240,
+            proposer_calls=1,
+        )
 
 
 class _Clock:
@@ -204,8 +210,13 @@ def run_demo(
         with clock.phase("reward model"):
             report("reward model", 0, 1)
             model = (
-                fit_reward_model(store, spec.name, config.out_dir / "reward-model",
-                                 folds=config.cv_folds, seed=config.seed)
+                fit_reward_model(
+                    store,
+                    spec.name,
+                    config.out_dir / "reward-model",
+                    folds=config.cv_folds,
+                    seed=config.seed,
+                )
                 if config.reward_model
                 else None
             )
@@ -429,9 +440,7 @@ def _summarise(
     with store.session(readonly=True) as session:
         task = get_task(session, spec.name)
         stats = arm_stats(session, task, policy=config.policy, seed=config.seed)
-        recommendation = recommend_arm(
-            session, task, threshold=config.threshold, seed=config.seed
-        )
+        recommendation = recommend_arm(session, task, threshold=config.threshold, seed=config.seed)
         arms = {arm.id: arm for arm in session.scalars(select(Arm).where(Arm.task_id == task.id))}
         failed = dict(
             session.execute(

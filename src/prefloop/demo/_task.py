@@ -143,7 +143,7 @@ DIARY = DemoTask(
         "Rated by the demo's rubric scorer (a stand-in for people): +1 minus 0.5 for each of "
         "place, company and mood that the entry does not mention, 0.5 (or 1) for repeated "
         "sentences, 0.5 for a length outside 40–160 words and 0.5 for a cut-off last sentence; "
-        "meta text (\"Here is your diary\", \"Note:\", several versions) is -1."
+        'meta text ("Here is your diary", "Note:", several versions) is -1.'
     ),
 )
 """The diary task of ``prefloop demo``."""

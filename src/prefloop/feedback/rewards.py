@@ -258,6 +258,4 @@ def check_rating(value: float, scale: Sequence[float]) -> float:
         if math.isclose(value, level, rel_tol=0.0, abs_tol=1e-9):
             return float(level)
     levels = ", ".join(f"{float(level):g}" for level in scale)
-    raise InvalidInputError(
-        f"rating {value:g} is not on the task's scale; use one of {levels}"
-    )
+    raise InvalidInputError(f"rating {value:g} is not on the task's scale; use one of {levels}")

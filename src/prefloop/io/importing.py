@@ -6,13 +6,15 @@ record against the task as it goes and inserts in batches. Run it inside one
 transaction rolls back, the task too if the import created it.
 
 Importing a file twice stores its records twice (files carry no ids prefloop could trust).
+The rows of one import get consecutive microsecond timestamps from the time of the import, so
+ordering by ``created_at`` follows the file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,10 +68,16 @@ class _BulkWriter:
         if source not in SOURCES:
             raise InvalidInputError(f"unknown feedback source {source!r}; use one of {SOURCES}")
         self.session, self.task, self.source, self.author = session, task, source, author
-        self.now = utcnow()
+        self.started = utcnow()
+        self.rows = 0
         self.generations: list[dict[str, Any]] = []
         self.feedback: list[dict[str, Any]] = []
         self.total_generations = self.total_feedback = 0
+
+    def now(self) -> datetime:
+        """The import's start plus one microsecond per row so far (keeps the file order)."""
+        self.rows += 1
+        return self.started + timedelta(microseconds=self.rows)
 
     def generation(
         self,
@@ -91,7 +99,7 @@ class _BulkWriter:
                 "input": dict(input or {}),
                 "context": dict(context or {}),
                 "reward": reward,
-                "created_at": self.now,
+                "created_at": self.now(),
             }
         )
         return generation_id
@@ -116,7 +124,7 @@ class _BulkWriter:
                 "other_generation_id": other_generation_id,
                 "value": value,
                 "payload": dict(payload or {}),
-                "created_at": self.now,
+                "created_at": self.now(),
             }
         )
         if len(self.feedback) >= _BATCH:
@@ -136,7 +144,8 @@ class _BulkWriter:
 def _task(session: Session, name: str, scale: Sequence[float] | None) -> tuple[Task, bool]:
     existing = session.scalar(select(Task).where(Task.name == name))
     if existing is None:
-        return get_or_create_task(session, name, scale=DEFAULT_SCALE if scale is None else scale), True
+        levels = DEFAULT_SCALE if scale is None else scale
+        return get_or_create_task(session, name, scale=levels), True
     if scale is not None and validate_scale(scale) != [float(v) for v in existing.scale]:
         raise InvalidInputError(
             f"task {name!r} already exists with scale {existing.scale}, not {list(scale)}; "
@@ -190,7 +199,7 @@ def import_ratings(
             value = check_rating(record.rating, task.scale)
         except InvalidInputError as exc:
             raise ImportFileError(str(path), record.line, str(exc)) from None
-        rating = _Rating("rating", source, record.author or author, value, writer.now)
+        rating = _Rating("rating", source, record.author or author, value, writer.started)
         generation_id = writer.generation(
             record.text,
             prompt=record.prompt,
@@ -198,7 +207,9 @@ def import_ratings(
             context={"source_id": record.id} if record.id is not None else None,
             reward=derive_reward([rating], rules),
         )
-        writer.add_feedback("rating", generation_id=generation_id, value=value, author=rating.author)
+        writer.add_feedback(
+            "rating", generation_id=generation_id, value=value, author=rating.author
+        )
         records += 1
         if progress is not None:
             progress(record.line)

@@ -26,8 +26,12 @@ def make_backend(kind: str) -> ChatBackend:
     if kind == "local":
         settings = load_local_settings()
         if settings.model is not None:
-            return LocalChatBackend.from_pretrained(settings.model, batch_size=settings.batch_size)
-        return LocalChatBackend.smollm2(batch_size=settings.batch_size)
+            return LocalChatBackend.from_pretrained(
+                settings.model, batch_size=settings.batch_size, num_threads=settings.threads
+            )
+        return LocalChatBackend.smollm2(
+            batch_size=settings.batch_size, num_threads=settings.threads
+        )
     raise InvalidInputError(
         f"unknown LLM backend {kind!r}; choose one of {', '.join(BACKEND_KINDS)}"
     )

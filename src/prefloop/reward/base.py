@@ -551,6 +551,8 @@ class ModelInfo:
     versions: dict[str, str]
     created_at: str
     format: int = FORMAT_VERSION
+    details: dict[str, Any] = field(default_factory=dict)
+    """What the model says about itself (e.g. which candidate ``auto`` chose)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -564,6 +566,7 @@ class ModelInfo:
             "metrics": self.metrics,
             "versions": self.versions,
             "created_at": self.created_at,
+            "details": self.details,
         }
 
 
@@ -748,6 +751,10 @@ class RewardModel(ABC):
     def config_dict(self) -> dict[str, Any]:
         return dict(_jsonable(self.config))
 
+    def details(self) -> dict[str, Any]:
+        """Anything worth recording in the manifest besides the config (JSON-able)."""
+        return {}
+
     def info(self) -> ModelInfo:
         return ModelInfo(
             kind=self.kind,
@@ -758,6 +765,7 @@ class RewardModel(ABC):
             metrics=_jsonable(self.metrics),
             versions=library_versions(self.extra_versions),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            details=_jsonable(self.details()),
         )
 
     def save(self, folder: str | Path) -> Path:
@@ -873,6 +881,7 @@ def read_model_info(folder: str | Path) -> ModelInfo:
         versions=dict(raw.get("versions") or {}),
         created_at=str(raw.get("created_at", "")),
         format=int(raw["format"]),
+        details=dict(raw.get("details") or {}),
     )
 
 

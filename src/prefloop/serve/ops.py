@@ -46,6 +46,7 @@ __all__ = [
     "create_arm",
     "create_task",
     "generate",
+    "get_arm",
     "get_generation",
     "get_task",
     "list_arms",
@@ -211,8 +212,9 @@ def select_arm(
 ) -> Selection:
     """Choose an arm, render its prompt, and log the decision and a pending generation.
 
-    The client calls its own LLM with ``prompt`` and then either completes the generation
-    (:func:`complete_generation`) or sends feedback against ``generation_id`` directly.
+    The client calls its own LLM with ``prompt`` and reports the result with
+    :func:`complete_generation` (its output, or the error); feedback about the generation is
+    accepted once it has an output. A selection never completed stays pending: no reward.
     """
     task = repo.get_task(session, task_name)
     values = dict(inputs or {})

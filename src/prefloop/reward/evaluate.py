@@ -1,0 +1,420 @@
+"""Evaluation a user can trust: metrics with bootstrap intervals, next to baselines, on folds
+that keep duplicates and prompts on one side.
+
+Rating models report MSE, MAE, Spearman and Pearson against the *training mean* baseline;
+pairwise models report accuracy against "the shorter reply wins" and a length-only
+Bradley–Terry model. Every figure has a percentile-bootstrap 95% interval (Efron & Tibshirani,
+1993), and the model-minus-baseline difference has a *paired* one (the same resampled items for
+both), which is what "beats the baseline" means.
+
+Cross-validation uses one fold assignment (:func:`make_folds`) for every model compared:
+ratings are grouped by text (copies of a text stay together), pairs by prompt (a prompt never
+sits on both sides).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.stats import pearsonr, spearmanr
+
+from prefloop.errors import InvalidInputError
+from prefloop.reward.base import (
+    Array,
+    PairData,
+    ProgressCallback,
+    RatingData,
+    RewardModel,
+)
+
+__all__ = [
+    "CVResult",
+    "Folds",
+    "bootstrap_interval",
+    "bootstrap_intervals",
+    "cross_validate",
+    "evaluate_pairs",
+    "evaluate_ratings",
+    "length_model_probabilities",
+    "make_folds",
+    "pair_report",
+    "rating_report",
+    "shorter_wins_probabilities",
+]
+
+Folds = list[tuple[NDArray[np.int_], NDArray[np.int_]]]
+"""``[(train_index, test_index), …]``, one entry per fold."""
+
+BOOTSTRAP_SAMPLES = 1000
+CONFIDENCE = 0.95
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics and bootstrap intervals
+# ---------------------------------------------------------------------------------------------
+
+
+def _safe_corr(kind: str, a: Array, b: Array) -> float:
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    value = spearmanr(a, b)[0] if kind == "spearman" else pearsonr(a, b)[0]
+    return float(value)
+
+
+def _accuracy(p: Array) -> float:
+    """Share of pairs the model gets right; a probability of exactly 0.5 counts half."""
+    return float(np.mean(np.where(p > 0.5, 1.0, np.where(p < 0.5, 0.0, 0.5))))
+
+
+def _rating_metrics(y: Array, pred: Array) -> dict[str, float]:
+    err = pred - y
+    return {
+        "mse": float(np.mean(err**2)),
+        "mae": float(np.mean(np.abs(err))),
+        "spearman": _safe_corr("spearman", pred, y),
+        "pearson": _safe_corr("pearson", pred, y),
+    }
+
+
+def bootstrap_intervals(
+    statistics: Callable[[NDArray[np.int_]], dict[str, float]],
+    n: int,
+    *,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of each entry of ``statistics(index)`` over ``samples``
+    resamples of the ``n`` items with replacement (NaN resamples, e.g. a constant column, are
+    dropped). All statistics share the resamples, so differences between them are paired."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(samples if n else 0):
+        for key, value in statistics(rng.integers(0, n, n)).items():
+            draws.setdefault(key, []).append(value)
+    tail = (1.0 - confidence) / 2.0
+    out: dict[str, tuple[float, float]] = {}
+    for key in statistics(np.arange(n)) if n else {}:
+        values = np.array(draws.get(key, []), dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            out[key] = (float("nan"), float("nan"))
+            continue
+        lo, hi = np.quantile(values, [tail, 1.0 - tail])
+        out[key] = (float(lo), float(hi))
+    return out
+
+
+def bootstrap_interval(
+    statistic: Callable[[NDArray[np.int_]], float],
+    n: int,
+    *,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of one ``statistic(index)`` (:func:`bootstrap_intervals`)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    out = bootstrap_intervals(
+        lambda i: {"value": statistic(i)}, n, samples=samples, seed=seed, confidence=confidence
+    )
+    return out["value"]
+
+
+def rating_report(
+    y: Array,
+    pred: Array,
+    baseline: Array,
+    *,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``{"n", "mse", "mae", "spearman", "pearson", "baseline": {"mse", "mae"}, "ci": {…},
+    "vs_baseline": {"mse_reduction", "ci", "beats_baseline"}}`` for predictions ``pred`` of
+    labels ``y``; ``baseline`` holds the baseline's predictions (the training mean)."""
+    y, pred, baseline = (np.asarray(a, dtype=np.float64) for a in (y, pred, baseline))
+    n = y.size
+
+    def statistics(i: NDArray[np.int_]) -> dict[str, float]:
+        out = _rating_metrics(y[i], pred[i])
+        out["baseline_mse"] = float(np.mean((baseline[i] - y[i]) ** 2))
+        out["baseline_mae"] = float(np.mean(np.abs(baseline[i] - y[i])))
+        out["mse_reduction"] = out["baseline_mse"] - out["mse"]
+        return out
+
+    point = statistics(np.arange(n))
+    ci = {
+        k: list(v)
+        for k, v in bootstrap_intervals(statistics, n, samples=samples, seed=seed).items()
+    }
+    gain_ci = ci.pop("mse_reduction")
+    return {
+        "n": int(n),
+        **{k: point[k] for k in ("mse", "mae", "spearman", "pearson")},
+        "baseline": {"mse": point["baseline_mse"], "mae": point["baseline_mae"]},
+        "ci": ci,
+        "vs_baseline": {
+            "mse_reduction": point["mse_reduction"],
+            "ci": gain_ci,
+            "beats_baseline": bool(gain_ci[0] > 0),
+        },
+    }
+
+
+def pair_report(
+    p_model: Array,
+    p_shorter: Array,
+    p_length: Array,
+    *,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``{"n", "accuracy", "baseline": {"shorter_wins", "length_model"}, "ci": {…},
+    "vs_baseline": {"accuracy_gain", "ci", "beats_baseline"}}`` from each model's
+    P(chosen ≻ rejected) per pair; the gain is over the better of the two baselines."""
+    p_model, p_shorter, p_length = (
+        np.asarray(a, dtype=np.float64) for a in (p_model, p_shorter, p_length)
+    )
+    n = p_model.size
+    best_baseline = p_length if _accuracy(p_length) >= _accuracy(p_shorter) else p_shorter
+
+    def statistics(i: NDArray[np.int_]) -> dict[str, float]:
+        out = {
+            "accuracy": _accuracy(p_model[i]),
+            "shorter_wins": _accuracy(p_shorter[i]),
+            "length_model": _accuracy(p_length[i]),
+        }
+        out["accuracy_gain"] = out["accuracy"] - _accuracy(best_baseline[i])
+        return out
+
+    point = statistics(np.arange(n))
+    ci = {
+        k: list(v)
+        for k, v in bootstrap_intervals(statistics, n, samples=samples, seed=seed).items()
+    }
+    gain_ci = ci.pop("accuracy_gain")
+    clipped = np.clip(p_model, 1e-6, 1 - 1e-6)
+    return {
+        "n": int(n),
+        "accuracy": point["accuracy"],
+        "log_loss": float(-np.mean(np.log(clipped))),
+        "baseline": {"shorter_wins": point["shorter_wins"], "length_model": point["length_model"]},
+        "ci": ci,
+        "vs_baseline": {
+            "accuracy_gain": point["accuracy_gain"],
+            "ci": gain_ci,
+            "beats_baseline": bool(gain_ci[0] > 0),
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Length baselines for pairs
+# ---------------------------------------------------------------------------------------------
+
+
+def shorter_wins_probabilities(data: PairData) -> Array:
+    """1 where the chosen reply is shorter, 0 where it is longer, 0.5 for equal lengths."""
+    diff = np.array([len(r) - len(c) for c, r in zip(data.chosen, data.rejected, strict=True)])
+    return np.where(diff > 0, 1.0, np.where(diff < 0, 0.0, 0.5))
+
+
+def _length_features(texts: Sequence[str]) -> Array:
+    chars = np.array([len(t) for t in texts], dtype=np.float64)
+    words = np.array([len(t.split()) for t in texts], dtype=np.float64)
+    return np.column_stack([np.log1p(chars), np.log1p(words), chars / 1000.0])
+
+
+def length_model_probabilities(train: PairData, test: PairData) -> Array:
+    """A Bradley–Terry model on length alone, P = σ(w·(ℓ(c) − ℓ(r))) with ℓ = log characters,
+    log words and characters, fitted on ``train`` and applied to ``test``."""
+    from sklearn.linear_model import LogisticRegression
+
+    diff = _length_features(train.chosen) - _length_features(train.rejected)
+    x = np.vstack([diff, -diff])
+    y = np.r_[np.ones(len(diff)), np.zeros(len(diff))]
+    model = LogisticRegression(fit_intercept=False, C=1.0, max_iter=1000).fit(x, y)
+    test_diff = _length_features(test.chosen) - _length_features(test.rejected)
+    return np.asarray(model.predict_proba(test_diff)[:, 1], dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Folds
+# ---------------------------------------------------------------------------------------------
+
+
+def _normalize(text: str | None) -> str:
+    return re.sub(r"\s+", " ", (text or "").strip())
+
+
+def fold_groups(data: RatingData | PairData) -> NDArray[np.int_]:
+    """Group labels for CV: ratings by (whitespace-normalized) text, pairs by prompt."""
+    keys = (
+        [_normalize(t) for t in data.texts]
+        if isinstance(data, RatingData)
+        else [_normalize(p) for p in data.prompts]
+    )
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int_)
+
+
+def make_folds(data: RatingData | PairData, k: int = 5, *, seed: int = 0) -> Folds:
+    """``k`` seeded folds that never split a group (see :func:`fold_groups`); the same data and
+    seed always give the same folds, so every model compared sees identical splits."""
+    from sklearn.model_selection import GroupKFold
+
+    groups = fold_groups(data)
+    n_groups = int(groups.max()) + 1 if groups.size else 0
+    if k < 2:
+        raise InvalidInputError(f"--folds must be at least 2, got {k}")
+    if n_groups < k:
+        what = "distinct texts" if isinstance(data, RatingData) else "distinct prompts"
+        raise InvalidInputError(
+            f"{k}-fold cross-validation needs at least {k} {what}, but the data has {n_groups}; "
+            "use fewer folds or more data"
+        )
+    splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    index = np.arange(len(groups))
+    return [(train, test) for train, test in splitter.split(index, groups=groups)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation of one fitted model, and cross-validation
+# ---------------------------------------------------------------------------------------------
+
+
+def evaluate_ratings(
+    model: RewardModel,
+    data: RatingData,
+    *,
+    baseline_mean: float | None = None,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Report for a fitted rating model on ``data``; the baseline predicts ``baseline_mean``
+    (default: the model's own training mean) for every item."""
+    if len(data) == 0:
+        raise InvalidInputError(f"no ratings to evaluate in {data.source or 'the data'}")
+    if baseline_mean is None:
+        if model.train_ is None or model.train_.mean is None:
+            raise InvalidInputError("the model has no training mean; pass baseline_mean")
+        baseline_mean = model.train_.mean
+    pred = model.score(data.texts, data.prompts)
+    report = rating_report(
+        data.ratings, pred, np.full(len(data), baseline_mean), samples=samples, seed=seed
+    )
+    report["baseline"]["mean"] = float(baseline_mean)
+    return report
+
+
+def evaluate_pairs(
+    model: RewardModel,
+    data: PairData,
+    *,
+    folds: int = 5,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Report for a fitted pairwise model on ``data``. The length-only baseline is
+    cross-fitted on ``data`` itself (``folds`` folds grouped by prompt), so it is measured in
+    the same run on the same pairs."""
+    if len(data) == 0:
+        raise InvalidInputError(f"no pairs to evaluate in {data.source or 'the data'}")
+    p_model = model.preference_probability(data)
+    p_length = _cross_fitted_length(data, folds, seed)
+    return pair_report(
+        p_model, shorter_wins_probabilities(data), p_length, samples=samples, seed=seed
+    )
+
+
+def _cross_fitted_length(data: PairData, folds: int, seed: int) -> Array:
+    groups = fold_groups(data)
+    k = min(folds, int(groups.max()) + 1)
+    if k < 2:
+        return shorter_wins_probabilities(data)
+    out = np.empty(len(data))
+    for train, test in make_folds(data, k, seed=seed):
+        out[test] = length_model_probabilities(data.subset(train), data.subset(test))
+    return out
+
+
+@dataclass
+class CVResult:
+    """Out-of-fold predictions and the report built from them."""
+
+    report: dict[str, Any]
+    predictions: Array  # rating: out-of-fold prediction; pairwise: P(chosen ≻ rejected)
+    folds: Folds
+    seconds: float
+
+
+def cross_validate(
+    make_model: Callable[[], RewardModel],
+    data: RatingData | PairData,
+    folds: Folds,
+    *,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+    label: str = "cross-validation",
+) -> CVResult:
+    """Fit a fresh model on each training part and predict its held-out part.
+
+    The report has the same keys as :func:`evaluate_ratings` / :func:`evaluate_pairs`
+    (computed out of fold; the rating baseline is each training part's mean, the length model
+    is fitted on each training part) plus ``"train"``: the in-sample figures of the same fits,
+    averaged over folds, and ``"gap"``, the train-minus-CV difference of the main metric.
+    """
+    start = time.perf_counter()
+    n = len(data)
+    oof = np.full(n, np.nan)
+    baseline = np.full(n, np.nan)
+    p_length = np.full(n, np.nan)
+    train_figures: list[dict[str, float]] = []
+    for number, (train, test) in enumerate(folds, start=1):
+        if progress is not None:
+            progress(label, number - 1, len(folds))
+        train_data, test_data = data.subset(train), data.subset(test)
+        model = make_model().fit(train_data)
+        if isinstance(data, RatingData):
+            assert isinstance(train_data, RatingData) and isinstance(test_data, RatingData)
+            oof[test] = model.score(test_data.texts, test_data.prompts)
+            baseline[test] = float(np.mean(train_data.ratings))
+            in_sample = model.score(train_data.texts, train_data.prompts)
+            train_figures.append(_rating_metrics(train_data.ratings, in_sample))
+        else:
+            assert isinstance(train_data, PairData) and isinstance(test_data, PairData)
+            oof[test] = model.preference_probability(test_data)
+            p_length[test] = length_model_probabilities(train_data, test_data)
+            train_figures.append({"accuracy": _accuracy(model.preference_probability(train_data))})
+    if progress is not None:
+        progress(label, len(folds), len(folds))
+    if np.isnan(oof).any():
+        raise InvalidInputError(
+            "the folds do not cover every item once; build them with make_folds"
+        )
+    if isinstance(data, RatingData):
+        report = rating_report(data.ratings, oof, baseline, samples=samples, seed=seed)
+        train_means = {
+            key: float(np.nanmean([f[key] for f in train_figures])) for key in train_figures[0]
+        }
+        report["train"] = train_means
+        report["gap"] = {"mse": report["mse"] - train_means["mse"]}
+    else:
+        report = pair_report(
+            oof, shorter_wins_probabilities(data), p_length, samples=samples, seed=seed
+        )
+        train_accuracy = float(np.mean([f["accuracy"] for f in train_figures]))
+        report["train"] = {"accuracy": train_accuracy}
+        report["gap"] = {"accuracy": train_accuracy - report["accuracy"]}
+    report["folds"] = len(folds)
+    return CVResult(
+        report=report, predictions=oof, folds=folds, seconds=time.perf_counter() - start
+    )

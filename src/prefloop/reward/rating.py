@@ -1,0 +1,258 @@
+"""Rating reward model: featurize a text (and its prompt), regress its rating with scikit-learn.
+
+``model`` names a candidate ``REGRESSOR[:FEATURES]`` — a regressor (``ridge``,
+``random-forest``, ``gradient-boosting``) on a feature set (``stats``, ``use``, ``stats+use``, …
+see :func:`prefloop.reward.featurizers.build_featurizer`) — or ``auto``: every candidate of
+``candidates`` is scored by cross-validation *on the training data only*, and the cheapest one
+whose MSE is within one standard error of the best is kept (the one-standard-error rule,
+Breiman et al. 1984; Hastie, Tibshirani & Friedman, ESL §7.10). Evaluated inside an outer CV
+this is nested cross-validation: the held-out fold never influences the choice.
+
+Ridge picks its penalty by efficient leave-one-out on the training data (RidgeCV); the tree
+ensembles use fixed, conservative settings. Predictions are clipped to the scale. Rare rating
+levels can be up-weighted (``balance_levels``): that is oversampling done with sample weights
+on the training data, so no copy of an item can end up on both sides of a split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import joblib
+import numpy as np
+
+from prefloop.errors import InvalidInputError
+from prefloop.reward.base import (
+    Array,
+    Featurizer,
+    ProgressCallback,
+    RatingData,
+    RewardModel,
+    register_model,
+)
+from prefloop.reward.featurizers import Concat, SentenceEmbedding, build_featurizer
+
+__all__ = [
+    "AUTO_CANDIDATES",
+    "REGRESSORS",
+    "RatingModelConfig",
+    "SklearnRatingModel",
+    "parse_candidate",
+]
+
+REGRESSORS: tuple[str, ...] = ("ridge", "random-forest", "gradient-boosting")
+DEFAULT_FEATURES = "stats+use"
+AUTO_CANDIDATES: tuple[str, ...] = (
+    "ridge:stats",
+    "gradient-boosting:stats",
+    "random-forest:stats",
+    "ridge:stats+use",
+    "random-forest:stats+use",
+)
+"""Candidates of ``model="auto"``, cheapest first (the order breaks ties)."""
+
+RIDGE_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-2, 4, 13))
+
+
+def parse_candidate(spec: str) -> tuple[str, str]:
+    """``"ridge:stats+use"`` → ``("ridge", "stats+use")``; a bare regressor gets the default
+    features."""
+    regressor, _, features = spec.partition(":")
+    regressor = regressor.strip()
+    if regressor not in REGRESSORS:
+        raise InvalidInputError(
+            f"unknown rating model {spec!r}; use auto or one of {', '.join(REGRESSORS)}, "
+            "optionally with features, e.g. ridge:stats+use"
+        )
+    features = features.strip() or DEFAULT_FEATURES
+    build_featurizer(features)  # validates the names
+    return regressor, features
+
+
+@dataclass(frozen=True)
+class RatingModelConfig:
+    """Settings of :class:`SklearnRatingModel`."""
+
+    model: str = "auto"
+    """``auto`` or ``REGRESSOR[:FEATURES]`` (e.g. ``ridge``, ``random-forest:stats``)."""
+    candidates: tuple[str, ...] = AUTO_CANDIDATES
+    """What ``auto`` chooses from, cheapest first."""
+    inner_folds: int = 5
+    """Folds of the model-selection CV inside the training data."""
+    balance_levels: bool = False
+    """Up-weight rare rating levels (weights ∝ 1 / count of the level) when fitting."""
+    seed: int = 0
+
+
+def _make_regressor(name: str, seed: int) -> Any:
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+    from sklearn.linear_model import RidgeCV
+
+    if name == "ridge":
+        return RidgeCV(alphas=RIDGE_ALPHAS)
+    if name == "random-forest":
+        return RandomForestRegressor(
+            n_estimators=200, min_samples_leaf=3, max_features=0.3, random_state=seed, n_jobs=1
+        )
+    return GradientBoostingRegressor(
+        n_estimators=200, learning_rate=0.03, max_depth=2, subsample=0.8, random_state=seed
+    )
+
+
+def _standardize_mask(featurizer: Featurizer, widths: Sequence[int]) -> Array:
+    """Which columns to standardize: all but embeddings (unit vectors whose scale already
+    matches each other; standardizing 512 small columns would drown a few strong ones)."""
+    parts = featurizer.parts if isinstance(featurizer, Concat) else [featurizer]
+    mask = [
+        np.full(width, not isinstance(part, SentenceEmbedding))
+        for part, width in zip(parts, widths, strict=True)
+    ]
+    return np.concatenate(mask)
+
+
+class _Candidate:
+    """One featurizer + scaler + regressor, fitted together."""
+
+    def __init__(self, spec: str, seed: int) -> None:
+        self.spec = spec
+        self.regressor_name, self.features = parse_candidate(spec)
+        self.featurizer = build_featurizer(self.features)
+        self.seed = seed
+        self.mean_: Array | None = None
+        self.scale_: Array | None = None
+        self.estimator_: Any = None
+
+    def features_of(self, texts: Sequence[str], prompts: Sequence[str | None]) -> Array:
+        parts = self.featurizer.parts if isinstance(self.featurizer, Concat) else [self.featurizer]
+        blocks = [part.transform(texts, prompts) for part in parts]
+        self._widths = [b.shape[1] for b in blocks]
+        return np.hstack(blocks)
+
+    def fit(self, x: Array, y: Array, weights: Array | None) -> _Candidate:
+        mask = _standardize_mask(self.featurizer, self._widths)
+        mean = np.where(mask, x.mean(axis=0), 0.0)
+        scale = np.where(mask, x.std(axis=0), 1.0)
+        self.mean_, self.scale_ = mean, np.where(scale > 0, scale, 1.0)
+        self.estimator_ = _make_regressor(self.regressor_name, self.seed)
+        self.estimator_.fit((x - self.mean_) / self.scale_, y, sample_weight=weights)
+        return self
+
+    def predict(self, x: Array) -> Array:
+        assert self.mean_ is not None and self.scale_ is not None
+        return np.asarray(self.estimator_.predict((x - self.mean_) / self.scale_), dtype=float)
+
+
+def _level_weights(y: Array) -> Array:
+    """Weights ∝ 1 / (count of the item's level), normalised to mean 1."""
+    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    weights = 1.0 / counts[inverse]
+    return np.asarray(weights / weights.mean(), dtype=np.float64)
+
+
+@register_model
+class SklearnRatingModel(RewardModel):
+    """Featurizer + scikit-learn regressor for ratings; see the module docstring."""
+
+    name: ClassVar[str] = "sklearn-rating"
+    kind = "rating"
+    config_type = RatingModelConfig
+
+    def __init__(self, config: RatingModelConfig | None = None) -> None:
+        super().__init__(config)
+        self.config: RatingModelConfig
+        self.candidate_: _Candidate | None = None
+        self.selection_: dict[str, Any] = {}
+        self.scale_bounds_: tuple[float, float] = (0.0, 1.0)
+
+    # ---- fitting -----------------------------------------------------------------------------
+    def _fit(self, data: RatingData, progress: ProgressCallback | None) -> None:
+        cfg = self.config
+        specs = list(cfg.candidates) if cfg.model == "auto" else [cfg.model]
+        if not specs:
+            raise InvalidInputError("model='auto' needs at least one candidate")
+        for spec in specs:
+            parse_candidate(spec)
+        chosen = specs[0]
+        if len(specs) > 1:
+            chosen = self._select(specs, data, progress)
+        candidate = _Candidate(chosen, cfg.seed)
+        x = candidate.features_of(data.texts, data.prompts)
+        weights = _level_weights(data.ratings) if cfg.balance_levels else None
+        self.candidate_ = candidate.fit(x, data.ratings, weights)
+        self.scale_bounds_ = (data.scale[0], data.scale[-1])
+        if not self.selection_:
+            self.selection_ = {"chosen": chosen}
+
+    def _select(self, specs: list[str], data: RatingData, progress: ProgressCallback | None) -> str:
+        """Inner CV on the training data: the cheapest spec within one SE of the best MSE."""
+        from prefloop.reward.evaluate import make_folds
+
+        cfg = self.config
+        k = max(2, min(cfg.inner_folds, len(set(data.texts))))
+        folds = make_folds(data, k, seed=cfg.seed)
+        lo, hi = data.scale[0], data.scale[-1]
+        results: dict[str, dict[str, float]] = {}
+        total = len(specs) * len(folds)
+        for s, spec in enumerate(specs):
+            candidate = _Candidate(spec, cfg.seed)
+            x = candidate.features_of(data.texts, data.prompts)
+            fold_mse = []
+            for f, (train, test) in enumerate(folds):
+                if progress is not None:
+                    progress("choosing a model", s * len(folds) + f, total)
+                y_train = data.ratings[train]
+                weights = _level_weights(y_train) if cfg.balance_levels else None
+                candidate.fit(x[train], y_train, weights)
+                pred = np.clip(candidate.predict(x[test]), lo, hi)
+                fold_mse.append(float(np.mean((pred - data.ratings[test]) ** 2)))
+            values = np.array(fold_mse)
+            results[spec] = {
+                "mse": float(values.mean()),
+                "se": float(values.std(ddof=1) / np.sqrt(values.size)),
+            }
+        if progress is not None:
+            progress("choosing a model", total, total)
+        best = min(results, key=lambda s: results[s]["mse"])
+        threshold = results[best]["mse"] + results[best]["se"]
+        chosen = next(s for s in specs if results[s]["mse"] <= threshold)
+        self.selection_ = {"inner_folds": k, "candidates": results, "best": best, "chosen": chosen}
+        return chosen
+
+    # ---- scoring -----------------------------------------------------------------------------
+    def _score(self, texts: list[str], prompts: list[str | None]) -> Array:
+        if self.candidate_ is None:
+            raise InvalidInputError("this rating model is not fitted; call fit first")
+        x = self.candidate_.features_of(texts, prompts)
+        lo, hi = self._bounds()
+        return np.clip(self.candidate_.predict(x), lo, hi)
+
+    def _bounds(self) -> tuple[float, float]:
+        if self.train_ is not None and self.train_.scale is not None:
+            return self.train_.scale[0], self.train_.scale[-1]
+        return self.scale_bounds_
+
+    @property
+    def chosen(self) -> str | None:
+        """The ``REGRESSOR:FEATURES`` spec that was fitted."""
+        return None if self.candidate_ is None else self.candidate_.spec
+
+    def details(self) -> dict[str, Any]:
+        return {"chosen": self.chosen, "selection": self.selection_}
+
+    # ---- files -------------------------------------------------------------------------------
+    def _save_files(self, folder: Path) -> None:
+        joblib.dump(
+            {"candidate": self.candidate_, "selection": self.selection_},
+            folder / "model.joblib",
+        )
+
+    def _load_files(self, folder: Path) -> None:
+        path = folder / "model.joblib"
+        if not path.exists():
+            raise InvalidInputError(f"{folder} has no model.joblib; the folder is incomplete")
+        saved = joblib.load(path)
+        self.candidate_ = saved["candidate"]
+        self.selection_ = saved.get("selection", {})
