@@ -27,7 +27,7 @@ from prefloop.store.repo import add_generation, get_or_create_task, get_task
 
 WORKERS = 8
 EVENTS = 1000
-GENERATIONS = 40
+GENERATIONS = 41  # prime: the 8 writers work on different generations at a time
 LEVELS = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
 pytestmark = pytest.mark.slow

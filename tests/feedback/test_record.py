@@ -304,7 +304,9 @@ def test_cached_rewards_equal_derive_reward_of_the_events(store: Store) -> None:
 
 def test_given_created_at_is_kept_and_decides_the_latest(store: Store) -> None:
     task, (g1, *_) = make_task(store)
-    record(store, task, RatingEvent(generation_id=g1, value=1, created_at="2030-01-01T00:00:00Z"))
-    # recorded later, but judged earlier: the 2030 rating stays the latest
+    record(store, task, RatingEvent(generation_id=g1, value=1, created_at="2021-01-01T00:00:00Z"))
+    # recorded later, but judged earlier: the 2021 rating stays the latest
     record(store, task, RatingEvent(generation_id=g1, value=-1, created_at="2020-01-01T00:00:00"))
     assert reward_of(store, g1) == 1.0
+    with pytest.raises(InvalidInputError, match="in the future"):
+        record(store, task, RatingEvent(generation_id=g1, value=0, created_at="2999-01-01T00:00Z"))

@@ -45,3 +45,14 @@ def test_servers_are_independent_and_close_cleanly() -> None:
             client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
         assert len(two.requests) == 0
     assert time.perf_counter() - started < 10.0
+
+
+def test_a_responder_that_raises_answers_500_and_keeps_the_error() -> None:
+    def broken(messages: list[dict[str, object]]) -> str:
+        raise KeyError("oops")
+
+    with ChatServer.start(responder=broken) as server:
+        client = openai.OpenAI(base_url=server.url, api_key="k", max_retries=0)
+        with pytest.raises(openai.InternalServerError, match="responder raised"):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+        assert [type(e) for e in server.responder_errors] == [KeyError]

@@ -35,7 +35,7 @@ def conversations(texts: list[str] = PROMPTS) -> list[list[dict[str, str]]]:
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir: Path) -> LocalChatBackend:
-    return LocalChatBackend.from_pretrained(tiny_model_dir, batch_size=4)
+    return LocalChatBackend.from_pretrained(tiny_model_dir, batch_size=4, num_threads=1)
 
 
 def texts(results: list[Completion | LLMError]) -> list[str]:

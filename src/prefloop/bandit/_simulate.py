@@ -21,14 +21,14 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from prefloop.bandit._identify import JEFFREYS_PRIOR, probability_best
+from prefloop.bandit._identify import JEFFREYS_PRIOR, check_threshold, probability_best
 from prefloop.bandit._mabwiser import MABWISER_POLICIES, MabwiserRuns
 from prefloop.bandit._registry import POLICIES, make_policy
 from prefloop.bandit._scale import FloatArray, RewardScale
@@ -154,6 +154,20 @@ class Checkpoint:
 
 
 @dataclass(frozen=True)
+class Stopping:
+    """The fixed-confidence stopping rule applied to each run: stop at the first check where
+    some arm is best with posterior probability ≥ ``threshold``, and recommend it."""
+
+    threshold: float
+    stopped: float
+    """Share of runs that stopped within the horizon."""
+    median_feedbacks: float | None
+    """Median number of rewards at the stop (None if no run stopped)."""
+    correct: float | None
+    """Share of stopped runs whose recommendation is a best arm (should be ≳ threshold)."""
+
+
+@dataclass(frozen=True)
 class PolicyResult:
     name: str
     regret_curve: FloatArray
@@ -162,6 +176,7 @@ class PolicyResult:
     """(T,) its standard error."""
     checkpoints: dict[int, Checkpoint]
     seconds: float
+    stopping: Stopping | None = None
 
 
 @dataclass(frozen=True)
@@ -194,7 +209,11 @@ class SimulationResult:
             "horizon": at,
             "runs": self.runs,
             "seed": self.seed,
-        }
+        } | self._stopping()
+
+    def _stopping(self) -> dict[str, Any]:
+        rules = {n: r.stopping for n, r in self.policies.items() if r.stopping is not None}
+        return {"stopping": {n: asdict(rule) for n, rule in rules.items()}} if rules else {}
 
 
 class _Runs(Protocol):
@@ -227,15 +246,21 @@ def simulate(
     checkpoints: Sequence[int] = (),
     on_step: Callable[[str, int], None] | None = None,
     recommendation_draws: int = 1000,
+    stop_threshold: float | None = None,
+    stop_every: int = 50,
 ) -> SimulationResult:
     """Run each policy ``runs`` times for ``horizon`` decisions on ``spec``'s arms.
 
     ``checkpoints`` are extra decision counts (besides the horizon) at which regret and the
     recommendation are recorded. ``on_step(policy, step)`` is called after every step (progress).
+    With ``stop_threshold`` the stopping rule is checked every ``stop_every`` decisions.
     """
     names = _check_policies(policies)
     horizon, runs, seed = _positive(horizon, "horizon"), _positive(runs, "runs"), _seed(seed)
     marks = sorted({horizon, *(_positive(c, "checkpoint") for c in checkpoints)})
+    if stop_threshold is not None:
+        check_threshold(stop_threshold)
+        _positive(stop_every, "stop_every")
     if marks[-1] > horizon:
         raise InvalidInputError(f"checkpoints must be ≤ the horizon {horizon}, got {marks[-1]}")
     if runs * len(spec.arms) * horizon > MAX_TABLE:
@@ -246,23 +271,35 @@ def simulate(
     table = _reward_table(spec, runs, horizon, np.random.default_rng([seed, 0]))
     result = SimulationResult(spec, horizon, runs, seed)
     for name in names:
-        rng = np.random.default_rng([seed, 1, zlib.crc32(name.encode())])
+        tag = zlib.crc32(name.encode())
+        rng = np.random.default_rng([seed, 1, tag])  # the policy's own randomness
+        # recommendations and stopping checks draw apart: measuring never changes a choice
+        judge = np.random.default_rng([seed, 2, tag])
         start = time.perf_counter()
         runner: _Runs
         if name in MABWISER_POLICIES:
             runner = MabwiserRuns(name, len(spec.arms), spec.scale, runs, rng)
         else:
             runner = _PolicyRuns(name, spec, runs, rng)
+        stopping = None if stop_threshold is None else _StopRule(stop_threshold, stop_every, runs)
         curve, se, points = _run(
             runner,
             spec,
             table,
             marks,
-            rng,
+            judge,
             recommendation_draws,
             None if on_step is None else functools.partial(on_step, name),
+            stopping,
         )
-        result.policies[name] = PolicyResult(name, curve, se, points, time.perf_counter() - start)
+        result.policies[name] = PolicyResult(
+            name,
+            curve,
+            se,
+            points,
+            time.perf_counter() - start,
+            None if stopping is None else stopping.summary(),
+        )
     return result
 
 
@@ -274,6 +311,7 @@ def _run(
     rng: np.random.Generator,
     draws: int,
     on_step: Callable[[int], None] | None,
+    stopping: _StopRule | None = None,
 ) -> tuple[FloatArray, FloatArray, dict[int, Checkpoint]]:
     runs, n_arms, horizon = table.shape
     scale = spec.scale
@@ -311,9 +349,48 @@ def _run(
                 ),
                 p_best=float(np.mean(gaps[recommended] == 0)),
             )
+        if stopping is not None and (step + 1) % stopping.every == 0:
+            stopping.check(levels, scale, gaps, rng, draws)
         if on_step is not None:
             on_step(step + 1)
     return curve, se, points
+
+
+class _StopRule:
+    """Per run: the feedbacks at the first confident check and whether its arm was best."""
+
+    def __init__(self, threshold: float, every: int, runs: int) -> None:
+        self.threshold, self.every = threshold, every
+        self.at = np.full(runs, np.nan)
+        self.correct = np.zeros(runs, dtype=bool)
+
+    def check(
+        self,
+        levels: FloatArray,
+        scale: RewardScale,
+        gaps: FloatArray,
+        rng: np.random.Generator,
+        draws: int,
+    ) -> None:
+        open_runs = np.flatnonzero(np.isnan(self.at))
+        if not open_runs.size:
+            return
+        p_best = probability_best(
+            levels[open_runs], scale.values, prior=JEFFREYS_PRIOR, draws=draws, rng=rng
+        )
+        confident = p_best.max(-1) >= self.threshold
+        done = open_runs[confident]
+        self.at[done] = levels[done].sum(axis=(1, 2))
+        self.correct[done] = gaps[p_best[confident].argmax(-1)] == 0
+
+    def summary(self) -> Stopping:
+        stopped = ~np.isnan(self.at)
+        return Stopping(
+            threshold=self.threshold,
+            stopped=float(stopped.mean()),
+            median_feedbacks=float(np.median(self.at[stopped])) if stopped.any() else None,
+            correct=float(self.correct[stopped].mean()) if stopped.any() else None,
+        )
 
 
 def _reward_table(

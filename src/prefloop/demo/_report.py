@@ -73,6 +73,9 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
             handle.close()
             temporary.unlink(missing_ok=True)
             raise
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a report is for reading
     os.replace(temporary, path)
 
 
@@ -92,16 +95,18 @@ def plot_arm_means(result: DemoResult, path: Path) -> Path:
             continue
         low, high = arm.interval
         recommended = arm.name == result.recommended
-        axes.errorbar(
-            arm.mean,
-            row,
-            xerr=[[arm.mean - low], [high - arm.mean]],
-            fmt="o",
+        # The interval is a posterior one (Jeffreys prior, shrunk toward the middle of the
+        # scale); with few ratings the raw mean can sit at or beyond its edge, so both are drawn
+        # as they are rather than as offsets from the mean.
+        axes.hlines(row, low, high, color=_color(k), linewidth=2)
+        axes.vlines([low, high], row - 0.12, row + 0.12, color=_color(k), linewidth=2)
+        axes.plot(
+            [arm.mean],
+            [row],
+            "o",
             color=_color(k),
             markerfacecolor=_color(k) if recommended else "white",
             markersize=9,
-            capsize=5,
-            linewidth=2,
         )
         axes.annotate(
             f"{arm.mean:+.2f}  (n={arm.rated})",
@@ -114,7 +119,7 @@ def plot_arm_means(result: DemoResult, path: Path) -> Path:
     axes.set_yticks(y, names)
     axes.set_xlim(-1.15, 1.6)
     axes.axvline(0.0, color="grey", linewidth=0.6)
-    axes.set_xlabel("mean reward (rubric rating, −1 … 1) with 95% interval")
+    axes.set_xlabel("mean rating (dot) and 95% credible interval of the mean")
     title = "Reward per prompt"
     if result.recommended is not None:
         title += f": {result.recommended} recommended (P(best) = {result.confidence:.2f})"
@@ -337,20 +342,16 @@ def _timings_section(result: DemoResult) -> str:
 
 
 # -- terminal ----------------------------------------------------------------------------------
+_BY = {"proposer": "LLM", "demo-fallback": "fallback"}
+
+
 def rich_summary(result: DemoResult) -> RenderableType:
     """The terminal summary: the arms table, the recommendation, regret and report paths."""
     table = Table(title=f"prefloop demo — {result.task} ({result.requests} requests)")
-    for column, justify in (
-        ("arm", "left"),
-        ("by", "left"),
-        ("rated", "right"),
-        ("failed", "right"),
-        ("mean", "right"),
-        ("95% interval", "right"),
-        ("share", "right"),
-        ("P(best)", "right"),
-    ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("arm", no_wrap=True)
+    table.add_column("by", no_wrap=True)
+    for column in ("rated", "failed", "mean", "95% interval", "share", "P(best)"):
+        table.add_column(column, justify="right", no_wrap=True)
     for arm in result.arms:
         interval = (
             "–" if arm.interval is None else f"[{arm.interval[0]:+.2f}, {arm.interval[1]:+.2f}]"
@@ -358,7 +359,7 @@ def rich_summary(result: DemoResult) -> RenderableType:
         style = "bold green" if arm.name == result.recommended else None
         table.add_row(
             arm.name,
-            arm.created_by,
+            _BY.get(arm.created_by, arm.created_by),
             str(arm.rated),
             str(arm.failed),
             _num(arm.mean),

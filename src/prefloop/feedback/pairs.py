@@ -181,7 +181,8 @@ def _expand_rankings(session: Session, events: list[Feedback]) -> Iterator[Prefe
     for event in events:
         ids, ranks = event.payload["generation_ids"], event.payload["ranks"]
         for pair in expand_ranking(ids, ranks):
-            yield _pair(by_id[pair.better], by_id[pair.worse], "ranking", feedback_id=event.id)
+            if pair.better in by_id and pair.worse in by_id:  # payload ids are not foreign keys
+                yield _pair(by_id[pair.better], by_id[pair.worse], "ranking", feedback_id=event.id)
 
 
 def rating_pairs(session: Session, task: Task) -> Iterator[PreferencePair]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -43,6 +43,7 @@ EDIT_MODEL = "human-edit"
 _PAIRWISE_VALUE = {"a": 1.0, "b": -1.0, "tie": 0.0}
 _COMPARED = ("task_id", "kind", "source", "author", "generation_id", "other_generation_id")
 _CHUNK = 500
+_CLOCK_SKEW = timedelta(minutes=5)
 _REWARD_COLUMNS = (
     Feedback.generation_id,
     Feedback.id,
@@ -146,9 +147,16 @@ def record_feedback(session: Session, task: Task, event: FeedbackEvent) -> Recor
 
 def _fields(task: Task, event: FeedbackEvent) -> dict[str, Any]:
     """The columns of the Feedback row for ``event`` (checks what needs no database)."""
-    created_at = event.created_at or utcnow()
+    now = utcnow()
+    created_at = event.created_at or now
     if created_at.tzinfo is None:
         created_at = created_at.replace(tzinfo=UTC)
+    if created_at > now + _CLOCK_SKEW:
+        # the latest judgement wins: a time in the future would win for ever
+        raise InvalidInputError(
+            f"created_at {created_at.isoformat()} is in the future; leave it out to use the "
+            "time of recording"
+        )
     fields: dict[str, Any] = {
         "task_id": task.id,
         "kind": event.kind,

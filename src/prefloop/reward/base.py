@@ -64,6 +64,7 @@ __all__ = [
     "load_pair_data",
     "load_rating_data",
     "load_reward_model",
+    "model_class",
     "pair_data_from_store",
     "rating_data_from_store",
     "read_model_info",
@@ -576,7 +577,10 @@ _REGISTRY: dict[str, type[RewardModel]] = {}
 _BUILTIN_MODULES: dict[str, str] = {
     "sklearn-rating": "prefloop.reward.rating",
     "bradley-terry": "prefloop.reward.pairwise",
+    "finetuned-transformer": "prefloop.reward.finetune",
+    "llm-judge": "prefloop.reward.judge",
 }
+_LIGHT_MODULES = ("prefloop.reward.rating", "prefloop.reward.pairwise")
 
 M = TypeVar("M", bound="type[RewardModel]")
 
@@ -594,10 +598,16 @@ def register_model(cls: M) -> M:
 
 
 def registered_models() -> dict[str, type[RewardModel]]:
-    """Registry name → class, for the classes imported so far and the built-ins."""
-    for module in sorted(set(_BUILTIN_MODULES.values())):
+    """Registry name → class, for the classes imported so far and the light built-ins (the
+    scikit-learn models; the torch-based ones appear once imported, see :func:`model_class`)."""
+    for module in _LIGHT_MODULES:
         importlib.import_module(module)
     return dict(_REGISTRY)
+
+
+def model_class(name: str) -> type[RewardModel]:
+    """The class registered as ``name``, importing its built-in module if needed."""
+    return _model_class(name, _BUILTIN_MODULES.get(name, ""), Path("."))
 
 
 def _model_class(name: str, module: str, folder: Path) -> type[RewardModel]:
@@ -615,10 +625,12 @@ def _model_class(name: str, module: str, folder: Path) -> type[RewardModel]:
                 ) from exc
     cls = _REGISTRY.get(name)
     if cls is None:
-        known = ", ".join(sorted(registered_models()))
+        known = ", ".join(sorted(set(registered_models()) | set(_BUILTIN_MODULES)))
         raise IncompatibleModelError(
             f"{folder} holds a reward model of class {name!r}, which this prefloop does not "
             f"know (known: {known}); it was probably saved by a newer prefloop"
+            if folder != Path(".")
+            else f"no reward model class {name!r}; known: {known}"
         )
     return cls
 

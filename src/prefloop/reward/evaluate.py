@@ -38,6 +38,7 @@ __all__ = [
     "Folds",
     "bootstrap_interval",
     "bootstrap_intervals",
+    "cross_fitted_length_probabilities",
     "cross_validate",
     "evaluate_pairs",
     "evaluate_ratings",
@@ -328,13 +329,13 @@ def evaluate_pairs(
     if len(data) == 0:
         raise InvalidInputError(f"no pairs to evaluate in {data.source or 'the data'}")
     p_model = model.preference_probability(data)
-    p_length = _cross_fitted_length(data, folds, seed)
+    p_length = cross_fitted_length_probabilities(data, folds, seed)
     return pair_report(
         p_model, shorter_wins_probabilities(data), p_length, samples=samples, seed=seed
     )
 
 
-def _cross_fitted_length(data: PairData, folds: int, seed: int) -> Array:
+def cross_fitted_length_probabilities(data: PairData, folds: int, seed: int) -> Array:
     groups = fold_groups(data)
     k = min(folds, int(groups.max()) + 1)
     if k < 2:

@@ -68,7 +68,7 @@ _KO_POLITE = re.compile(
 _KO_META = re.compile(
     r"(일기를|일기는|작성|버전|수정|정보|결과물|예시|참고|사용자|제공|다음과 같|위와 같)"
 )
-_KO_PLAIN_END = re.compile(r"다(?=[.!~…\s]|$)")
+_KO_PLAIN_END = re.compile(r"(?<!니)다(?=[.!~…\s]|$)")
 
 
 def _sentences(text: str) -> list[str]:

@@ -1,0 +1,200 @@
+"""The demo end to end: on a tiny local model (SQLite and PostgreSQL) and, through the CLI, over
+an OpenAI-compatible server on 127.0.0.1 whose answers make one prompt clearly best."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from prefloop.bandit import recompute_state, states_match, stored_state
+from prefloop.cli import app
+from prefloop.demo import (
+    DIARY,
+    RUBRIC_AUTHOR,
+    DemoConfig,
+    RubricScorer,
+    cumulative_regret,
+    run_demo,
+    uniform_regret,
+)
+from prefloop.errors import InvalidInputError
+from prefloop.llm import LocalChatBackend
+from prefloop.store import Store
+from prefloop.store.models import Arm, BanditDecision, Feedback, Generation, Task
+from tests.demo.conftest import BEST_MARK
+from tests.support.chat_server import ChatServer
+
+SUMMARY_KEYS = {
+    "arms",
+    "recommended",
+    "confidence",
+    "regret_policy",
+    "regret_uniform",
+    "report_files",
+    "timings",
+    "proposal",
+    "reward_model",
+}
+
+
+def _check_report(files: dict[str, str | Path], arm_names: list[str]) -> None:
+    for key in ("arm_means_png", "regret_png", "allocation_png"):
+        data = Path(files[key]).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{key} is not a PNG"
+        assert len(data) > 5_000, f"{key} looks empty"
+    page = Path(files["html"]).read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 3  # self-contained: plots embedded
+    for name in arm_names:
+        assert name in page
+    assert "rubric scorer" in page
+
+
+def test_demo_on_a_tiny_local_model(store_url: str, tmp_path: Path, tiny_backend: LocalChatBackend):
+    config = DemoConfig(
+        out_dir=tmp_path / "out",
+        database_url=store_url,
+        requests=16,
+        batch_size=8,
+        warmup=4,
+        max_tokens=16,  # the tiny model's context is 128 tokens
+        cv_folds=3,
+    )
+    phases: list[str] = []
+    result = run_demo(config, backend=tiny_backend, progress=lambda p, d, t: phases.append(p))
+
+    assert {"load model", "warm-up", "propose", "requests", "reward model", "report"} <= set(
+        phases
+    )
+    summary = result.to_json()
+    assert SUMMARY_KEYS <= set(summary)
+    json.dumps(summary)  # plain JSON
+    # The tiny model cannot propose (the meta-prompt overflows its context): the fallback
+    # variants are used, and the result says so instead of hiding it.
+    assert summary["proposal"]["errors"], "the failed proposer calls are reported"
+    assert summary["proposal"]["fallbacks"] == [p.name for p in DIARY.fallback_prompts]
+    assert "hand-written variant" in summary["proposal"]["message"]
+
+    with Store.open(store_url) as store, store.session(readonly=True) as session:
+        task = session.scalar(select(Task).where(Task.name == "diary"))
+        assert task is not None
+        arms = {a.id: a for a in session.scalars(select(Arm).where(Arm.task_id == task.id))}
+        assert len(arms) == 4
+        generations = session.scalars(select(Generation).where(Generation.task_id == task.id)).all()
+        assert len(generations) == 4 + 16  # warm-up + requests
+        arms_used = {g.arm_id for g in generations if g.decision_id is not None}
+        assert len(arms_used) >= 3, "the bandit spreads its first batches over the arms"
+        decisions = session.scalar(select(func.count()).select_from(BanditDecision))
+        assert decisions == 16
+        ratings = session.scalars(select(Feedback).where(Feedback.task_id == task.id)).all()
+        ok = [g for g in generations if g.status == "ok"]
+        assert len(ratings) == len(ok) == result.rated
+        assert {(f.kind, f.source, f.author) for f in ratings} == {
+            ("rating", "auto", RUBRIC_AUTHOR)
+        }
+        # Each cached reward is exactly the rubric's verdict on that output.
+        scorer = RubricScorer()
+        for g in ok:
+            assert g.output is not None
+            assert g.reward == scorer.score(g.output, DIARY.facts(g.input)).value
+        state = stored_state(session, task, "default")
+        assert state is not None
+        assert states_match(state, recompute_state(session, task, "default"))
+
+    # Regret as documented: against the best estimated mean, uniform from the same estimates.
+    means = {a["name"]: a["mean"] for a in summary["arms"] if a["mean"] is not None}
+    chosen = [name for name in result.chosen if name in means]
+    assert result.regret_policy == pytest.approx(cumulative_regret(chosen, means)[-1], abs=1e-3)
+    assert result.regret_uniform == pytest.approx(
+        len(chosen) * (max(means.values()) - np.mean(list(means.values()))), abs=1e-3
+    )
+    assert summary["reward_model"]["ratings"] == len(ok)
+    _check_report(summary["report_files"], [a["name"] for a in summary["arms"]])
+
+
+def test_demo_cli_over_an_openai_compatible_server(
+    diary_server: ChatServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PREFLOOP_LLM_BASE_URL", diary_server.url)
+    monkeypatch.setenv("PREFLOOP_LLM_API_KEY", "test")
+    monkeypatch.setenv("PREFLOOP_LLM_MODEL", diary_server.model)
+    monkeypatch.setenv("PREFLOOP_LLM_MAX_RETRIES", "0")
+    diary_server.fail_next(400, times=2)  # two warm-up requests fail: failed, no reward
+    out = tmp_path / "demo"
+
+    run = CliRunner().invoke(
+        app, ["demo", "--out", str(out), "--backend", "openai", "--requests", "64", "--json"]
+    )
+
+    assert run.exit_code == 0, run.output
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert SUMMARY_KEYS <= set(summary)
+    # One proposal was usable; the missing-placeholder and duplicate ones were rejected with
+    # their reasons, and two hand-written variants made up the difference.
+    proposal = summary["proposal"]
+    assert proposal["accepted"] == ["proposed-1"]
+    reasons = " ".join(r["reason"] for r in proposal["rejected"])
+    assert "{mood}" in reasons and "near-duplicate" in reasons
+    assert proposal["fallbacks"] == ["fallback-simple", "fallback-emotional"]
+    arms = {a["name"]: a for a in summary["arms"]}
+    assert BEST_MARK in arms["proposed-1"]["template"]
+    assert arms["proposed-1"]["created_by"] == "proposer"
+
+    # The server writes perfect diaries only for the proposed prompt: the bandit finds it.
+    assert summary["recommended"] == "proposed-1"
+    assert summary["confidence"] > 0.95 and summary["confident"]
+    assert arms["proposed-1"]["mean"] == 1.0
+    assert arms["proposed-1"]["share"] > 0.5
+    assert summary["regret_policy"] < 0.6 * summary["regret_uniform"]
+
+    assert summary["failed"] == 2 and arms["hand-written"]["failed"] == 2
+    with Store.open(f"sqlite:///{out / 'prefloop.db'}") as store, store.session() as session:
+        failed = session.scalars(select(Generation).where(Generation.status == "failed")).all()
+        assert len(failed) == 2
+        assert all(g.reward is None and g.error for g in failed)
+        rated_failures = session.scalar(
+            select(func.count())
+            .select_from(Feedback)
+            .where(Feedback.generation_id.in_([g.id for g in failed]))
+        )
+        assert rated_failures == 0
+    _check_report(summary["report_files"], list(arms))
+
+
+def test_a_second_run_into_the_same_folder_reuses_the_arms(
+    tmp_path: Path, tiny_backend: LocalChatBackend
+) -> None:
+    config = DemoConfig(
+        out_dir=tmp_path, requests=8, warmup=0, max_tokens=8, propose=False, reward_model=False
+    )
+    first = run_demo(config, backend=tiny_backend)
+    second = run_demo(config, backend=tiny_backend)
+    assert [a.name for a in second.arms] == [a.name for a in first.arms]
+    assert second.proposal.reused and not first.proposal.reused
+    assert len(second.chosen) == 16
+    assert any("reused" in note for note in second.notes)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"requests": 0}, "--requests"),
+        ({"batch_size": 0}, "--batch-size"),
+        ({"candidates": 9}, "candidates"),
+        ({"seed": -1}, "--seed"),
+        ({"warmup": -2}, "warmup"),
+    ],
+)
+def test_bad_settings_are_refused(kwargs: dict[str, int], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        DemoConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_cli_refuses_an_unknown_backend(tmp_path: Path) -> None:
+    run = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--backend", "gpt"])
+    assert run.exit_code != 0
+    assert "gpt" in str(run.exception) or "gpt" in run.output

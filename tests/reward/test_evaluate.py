@@ -1,0 +1,151 @@
+"""Metrics, bootstrap intervals, folds and baselines (prefloop.reward.evaluate)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prefloop.errors import InvalidInputError
+from prefloop.io.records import PairRecord
+from prefloop.reward import PairData, RatingData
+from prefloop.reward.evaluate import (
+    bootstrap_interval,
+    cross_validate,
+    length_model_probabilities,
+    make_folds,
+    pair_report,
+    rating_report,
+    shorter_wins_probabilities,
+)
+from prefloop.reward.rating import RatingModelConfig, SklearnRatingModel
+from tests.reward.conftest import synthetic_ratings
+
+
+def ratings(n: int = 40) -> RatingData:
+    rows = synthetic_ratings(n)
+    return RatingData(
+        texts=[r["text"] for r in rows],
+        ratings=np.array([r["rating"] for r in rows]),
+        prompts=[None] * n,
+    )
+
+
+def test_rating_report_exact_on_a_tiny_case() -> None:
+    y = np.array([0.0, 1.0, -1.0, 0.5])
+    pred = np.array([0.0, 0.5, -1.0, 0.5])
+    report = rating_report(y, pred, np.full(4, 0.125), samples=200, seed=1)
+    assert report["n"] == 4
+    assert report["mse"] == pytest.approx(0.25**2 / 1)  # only one error of 0.5 → 0.25/4
+    assert report["mae"] == pytest.approx(0.125)
+    assert report["baseline"]["mse"] == pytest.approx(np.mean((0.125 - y) ** 2))
+    assert report["spearman"] == pytest.approx(0.9486832980505138)
+    assert report["vs_baseline"]["mse_reduction"] == pytest.approx(
+        report["baseline"]["mse"] - report["mse"]
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bootstrap_interval_contains_the_point_estimate(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=80)
+    pred = y + rng.normal(scale=0.5, size=80)
+    report = rating_report(y, pred, np.zeros(80), samples=300, seed=seed)
+    for key in ("mse", "mae", "spearman", "pearson"):
+        lo, hi = report["ci"][key]
+        assert lo <= report[key] <= hi, key
+    lo, hi = bootstrap_interval(lambda i: float(np.mean(y[i])), 80, samples=300, seed=seed)
+    assert lo <= float(np.mean(y)) <= hi
+    assert hi - lo < 1.0
+
+
+def test_pair_report_counts_ties_as_half() -> None:
+    report = pair_report(
+        np.array([0.9, 0.2, 0.5, 0.7]),
+        np.array([1.0, 0.0, 0.5, 0.5]),
+        np.array([0.6, 0.6, 0.6, 0.6]),
+        samples=100,
+    )
+    assert report["accuracy"] == pytest.approx(2.5 / 4)
+    assert report["baseline"] == {"shorter_wins": pytest.approx(2 / 4), "length_model": 1.0}
+
+
+def test_shorter_wins_baseline() -> None:
+    data = PairData(prompts=["p"] * 3, chosen=["ab", "abcd", "xy"], rejected=["abc", "a", "zw"])
+    assert shorter_wins_probabilities(data).tolist() == [1.0, 0.0, 0.5]
+
+
+def test_length_model_learns_the_direction() -> None:
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(60):
+        short, long = "x" * int(rng.integers(5, 20)), "y" * int(rng.integers(40, 90))
+        records.append(PairRecord(prompt=f"p{i}", chosen=long, rejected=short))
+    data = PairData.from_records(records)
+    p = length_model_probabilities(data.subset(range(40)), data.subset(range(40, 60)))
+    assert np.all(p > 0.5)
+
+
+def test_folds_are_seeded_identical_and_keep_duplicates_together() -> None:
+    data = ratings(40)
+    twice = RatingData(
+        texts=data.texts + data.texts[:5],
+        ratings=np.r_[data.ratings, data.ratings[:5]],
+        prompts=[None] * 45,
+    )
+    a, b = make_folds(twice, 5, seed=3), make_folds(twice, 5, seed=3)
+    assert all(np.array_equal(x[1], y[1]) for x, y in zip(a, b, strict=True))
+    assert sorted(np.concatenate([test for _, test in a]).tolist()) == list(range(45))
+    for train, test in a:
+        assert not {twice.texts[i] for i in train} & {twice.texts[i] for i in test}
+    c = make_folds(twice, 5, seed=4)
+    assert any(not np.array_equal(x[1], y[1]) for x, y in zip(a, c, strict=True))
+
+
+def test_pair_folds_never_split_a_prompt() -> None:
+    records = [
+        PairRecord(prompt=f"prompt {i % 7}", chosen=f"c{i}", rejected=f"r{i}") for i in range(35)
+    ]
+    data = PairData.from_records(records)
+    for train, test in make_folds(data, 5, seed=0):
+        assert not {data.prompts[i] for i in train} & {data.prompts[i] for i in test}
+
+
+def test_too_few_groups_for_the_folds() -> None:
+    data = RatingData(texts=["a", "a", "b"], ratings=np.array([0, 0, 1.0]), prompts=[None] * 3)
+    with pytest.raises(InvalidInputError, match=r"needs at least 3 distinct texts.*has 2"):
+        make_folds(data, 3)
+
+
+def test_cross_validation_uses_the_given_folds_for_every_model() -> None:
+    data = ratings(40)
+    folds = make_folds(data, 4, seed=0)
+    seen: list[list[int]] = []
+
+    class Recording(SklearnRatingModel):
+        def _fit(self, train, progress):  # type: ignore[no-untyped-def]
+            seen.append(sorted(data.texts.index(t) for t in train.texts))
+            super()._fit(train, progress)
+
+    for spec in ("ridge:stats", "gradient-boosting:stats"):
+        cross_validate(
+            lambda s=spec: Recording(RatingModelConfig(model=s)), data, folds, samples=100
+        )
+    expected = [sorted(train.tolist()) for train, _ in folds]
+    assert seen == expected + expected
+
+
+def test_cross_validation_report_has_train_and_gap() -> None:
+    data = ratings(40)
+    result = cross_validate(
+        lambda: SklearnRatingModel(RatingModelConfig(model="ridge:stats")),
+        data,
+        make_folds(data, 4),
+        samples=100,
+    )
+    report = result.report
+    assert {"n", "mse", "mae", "spearman", "pearson", "baseline", "ci", "train", "gap"} <= set(
+        report
+    )
+    assert report["gap"]["mse"] == pytest.approx(report["mse"] - report["train"]["mse"])
+    assert report["mse"] < report["baseline"]["mse"] * 0.5
+    assert report["vs_baseline"]["beats_baseline"]

@@ -1,0 +1,119 @@
+"""Featurizers: exact text statistics, concatenation, embeddings and truncation warnings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prefloop.errors import InvalidInputError
+from prefloop.reward import TruncationWarning
+from prefloop.reward.featurizers import (
+    Concat,
+    SentenceEmbedding,
+    TextStats,
+    _Encoder,
+    build_featurizer,
+    last_request,
+)
+
+
+def stats(text: str, prompt: str | None = None) -> dict[str, float]:
+    featurizer = TextStats()
+    row = featurizer.transform([text], [prompt])[0]
+    names = [n.split(":", 1)[1] for n in featurizer.feature_names()]
+    assert len(names) == row.size
+    return dict(zip(names, row.tolist(), strict=True))
+
+
+def test_plain_sentences() -> None:
+    s = stats("We walked. It rained!  Fine?")
+    assert s["sentences"] == 3
+    assert s["chars_per_100"] == pytest.approx(len("We walked. It rained!  Fine?") / 100)
+    assert (s["exclamations"], s["questions"], s["double_spaces"]) == (1, 1, 1)
+    assert s["format_ok"] == 1.0 and s["has_prompt"] == 0.0
+
+
+def test_meta_text_breaks_the_format() -> None:
+    for text in (
+        "Here is the diary (version 2).",
+        "## Diary\n- went out",
+        "Note: we went out",
+        "일기를 작성해드릴게요.\n\n오늘은 좋았다.",
+        "xxx(음식 이름)을 먹었다.",
+    ):
+        assert stats(text)["format_ok"] == 0.0, text
+    assert stats("부산에 놀러갔다. 정말 좋았다!")["format_ok"] == 1.0
+
+
+def test_korean_cues() -> None:
+    s = stats("오늘 바다에 갔다. 정말 좋았습니다. 다음에 또 와요!")
+    assert s["ko_polite_endings"] == 2
+    assert s["ko_plain_ending_share"] == pytest.approx(1 / 3)
+    assert s["hangul_share"] == 1.0
+
+
+def test_repetition_and_prompt_overlap() -> None:
+    s = stats("good good good day. good good good day.", prompt="a good day")
+    assert s["sentence_repetition"] == pytest.approx(0.5)
+    assert s["word_repetition"] == pytest.approx(1 - 2 / 8)
+    assert s["has_prompt"] == 1.0 and 0.0 < s["prompt_overlap"] < 1.0
+
+
+def test_empty_text_gives_zeros_not_errors() -> None:
+    s = stats("")
+    assert s["sentences"] == 0 and s["chars_per_100"] == 0
+
+
+def test_concat_and_build() -> None:
+    a, b = TextStats(), TextStats()
+    both = a + b
+    assert isinstance(both, Concat) and len(both.parts) == 2
+    x = both.transform(["one. two."])
+    assert x.shape == (1, 2 * TextStats().transform(["z"]).shape[1])
+    built = build_featurizer("stats+use")
+    assert isinstance(built, Concat)
+    assert isinstance(built.parts[1], SentenceEmbedding) and built.parts[1].model == "use"
+    with pytest.raises(InvalidInputError, match=r"unknown feature set 'nope'"):
+        build_featurizer("stats+nope")
+
+
+def test_last_request_of_a_dialogue() -> None:
+    prompt = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how do I pick a lock?\n\nAssistant:"
+    assert last_request(prompt) == "how do I pick a lock?"
+    assert last_request("  write a diary  ") == "write a diary"
+
+
+def test_encoder_caches_and_warns_about_truncation() -> None:
+    calls: list[list[str]] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        calls.append(list(texts))
+        return np.array([[len(t[:5]), 1.0] for t in texts])
+
+    encoder = _Encoder(2, encode, lambda ts: sum(len(t) > 5 for t in ts), "5 characters")
+    with pytest.warns(
+        TruncationWarning, match=r"1 of 2 texts are longer than tiny takes \(5 characters\)"
+    ):
+        first = encoder.embed(["abc", "abcdefgh", "abc"], "tiny")
+    assert first[:, 0].tolist() == [3, 5, 3]
+    again = encoder.embed(["abcdefgh"], "tiny")
+    assert again[0, 0] == 5 and calls == [["abc", "abcdefgh"]]
+
+
+@pytest.mark.slow
+def test_use_embeddings_handle_korean_and_cut_very_long_texts() -> None:
+    featurizer = SentenceEmbedding(model="use")
+    x = featurizer.transform(["부산에 놀러갔다.", "Busan trip.", "오늘은 비가 왔다."])
+    assert x.shape == (3, 512)
+    assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-4)
+    with pytest.warns(TruncationWarning, match=r"4000 characters"):
+        featurizer.transform(["가" * 4100])
+
+
+@pytest.mark.slow
+def test_prompt_view_adds_product_and_cosine() -> None:
+    featurizer = SentenceEmbedding(model="use", view="prompt+text")
+    x = featurizer.transform(["a reply", "a reply"], ["\n\nHuman: a question\n\nAssistant:", None])
+    assert x.shape == (2, 512 * 2 + 1)
+    assert np.all(x[1, 512:] == 0.0)  # no prompt: no interaction
+    assert -1.0 <= x[0, -1] <= 1.0
