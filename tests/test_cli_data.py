@@ -220,6 +220,7 @@ def test_the_other_exports_and_human_output(tmp_path: Path) -> None:
             "unknown feedback source",
         ),
         (["import", "ratings", "r.jsonl", "--task", "t", "--scale", "1,x"], "--scale '1,x'"),
+        (["import", "ratings", "r.jsonl", "--task", "t", "--author", " "], "non-empty name"),
     ],
 )
 def test_bad_input_raises_a_prefloop_error(

@@ -22,8 +22,7 @@ from prefloop.bandit import (
     stored_state,
 )
 from prefloop.errors import ConflictError, InvalidInputError
-from prefloop.store import Store
-from prefloop.store import repo
+from prefloop.store import Store, repo
 from prefloop.store.models import BanditDecision, Generation, PolicyState
 
 

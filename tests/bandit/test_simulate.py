@@ -95,7 +95,7 @@ def test_spec_files(tmp_path: Path) -> None:
         load_spec(tmp_path / "missing.json")
     broken = tmp_path / "broken.json"
     broken.write_text('{"arms": {\n  "A": [}')
-    with pytest.raises(InvalidInputError, match="broken.json:2:9: not valid JSON"):
+    with pytest.raises(InvalidInputError, match=r"broken\.json:2:9: not valid JSON"):
         load_spec(broken)
     good = tmp_path / "good.json"
     good.write_text(json.dumps(_bench_spec()))

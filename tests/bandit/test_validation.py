@@ -47,7 +47,7 @@ def test_bad_config(name: str, options: dict, message: str) -> None:
 
 
 def test_unknown_policy_lists_the_known_ones() -> None:
-    with pytest.raises(NotFoundError, match="no bandit policy named 'ucb2'; choose one of .*ucb1"):
+    with pytest.raises(NotFoundError, match=r"no bandit policy named 'ucb2'; choose one of .*ucb1"):
         make_policy("ucb2")
 
 
@@ -146,10 +146,18 @@ def test_bad_state_shapes() -> None:
 def test_bad_recompute_events_and_recommend_arguments() -> None:
     with pytest.raises(InvalidInputError, match="recompute takes DecisionEvent items"):
         recompute("ucb1", [("A", 1.0)], active_arms=["A"])  # type: ignore[list-item]
-    with pytest.raises(InvalidInputError, match="reward 3.0 lies outside"):
+    with pytest.raises(InvalidInputError, match=r"reward 3\.0 lies outside"):
         recompute("ucb1", [DecisionEvent("A", (3.0,))], active_arms=["A"])
     policy = make_policy("default", arms=["A"])
     with pytest.raises(InvalidInputError, match="strictly between 0 and 1"):
         policy.recommend(threshold=1.0)
     with pytest.raises(InvalidInputError, match="draws must be a positive integer"):
         policy.recommend(draws=0)
+
+
+def test_a_refused_context_changes_nothing() -> None:
+    policy = make_policy("linucb", arms=["A", "B"], seed=0)
+    before = policy.to_state()
+    with pytest.raises(InvalidInputError, match="neither a number, a string nor a list"):
+        policy.select(context={"when": object()})
+    assert policy.to_state() == before

@@ -329,3 +329,21 @@ def test_bad_settings_are_refused_at_fit(server: ChatServer, settings: dict[str,
 def test_unfitted_judge_refuses_to_score(server: ChatServer) -> None:
     with pytest.raises(InvalidInputError, match="fit"):
         LLMJudge(JudgeConfig()).score(["x"])
+
+
+# ---- the real local model --------------------------------------------------------------------
+@pytest.mark.slow
+def test_with_the_local_smollm2_backend() -> None:
+    """SmolLM2-135M through the local transformers backend: every item ends with a level of the
+    scale or NaN, and the counts add up (the model is small; its verdicts are not checked)."""
+    from prefloop.llm import LocalChatBackend
+
+    judge = LLMJudge(JudgeConfig(max_tokens=8, max_attempts=2), backend=LocalChatBackend.smollm2())
+    judge.fit(ratings(1))
+    scores = judge.score(["Today I walked by the river with my sister.", "day good"])
+
+    assert all(math.isnan(s) or s in SCALE for s in scores)
+    assert judge.stats.scored + judge.stats.failed == 2
+    assert judge.stats.scored == int(np.sum(~np.isnan(scores)))
+    assert 2 <= judge.stats.calls <= 4
+    assert judge.stats.prompt_tokens > 100 and judge.stats.completion_tokens > 0

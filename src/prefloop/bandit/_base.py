@@ -298,11 +298,11 @@ class Policy(ABC):
                 "the policy has no active arms to choose from; add one with add_arm()"
             )
         kept = self._user_to_arm.get(end_user) if end_user is not None else None
+        features = self._features(context, end_user)  # may refuse the context: before any change
         self._advance()
         if self.config.sticky and kept is not None and kept in self.arms:
             probabilities = {arm: float(arm == kept) for arm in self.arms}
             return self._record(kept, 1.0, probabilities, end_user, context, sticky=True)
-        features = self._features(context, end_user)
         view = self._view(active, None if features is None else features[None, :], True)
         probs = self._probabilities(view, self._rng)[0]
         chosen = active[_sample(probs[None, :], self._rng)[0]]
@@ -379,7 +379,7 @@ class Policy(ABC):
         sticky: bool = False,
     ) -> Decision:
         self._pulls[0, self._arm_index(arm)] += 1
-        if end_user is not None:
+        if end_user is not None and self.config.sticky:  # only sticky policies keep users
             self._user_to_arm[end_user] = arm
         return Decision(
             arm=arm,

@@ -12,7 +12,7 @@ import base64
 import html
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -386,12 +386,8 @@ def rich_summary(result: DemoResult) -> RenderableType:
         )
     )
     lines.append(Text(f"candidates: {result.proposal.message}"))
-    model = result.reward_model
-    if model is not None:
-        if model.skipped:
-            lines.append(Text(f"reward model: not fitted ({model.skipped})"))
-        else:
-            lines.append(Text(f"reward model ({model.kind}): " + _metrics_line(model.metrics)))
+    if result.reward_model is not None:
+        lines.append(Text(f"reward model: {result.reward_model.summary}"))
     for note in result.notes:
         lines.append(Text(f"note: {note}", style="yellow"))
     for name, file in result.files.items():
@@ -406,8 +402,3 @@ def rich_summary(result: DemoResult) -> RenderableType:
         )
     )
     return Group(*lines)
-
-
-def _metrics_line(metrics: dict[str, float], keys: Sequence[str] = ()) -> str:
-    shown = keys or list(metrics)
-    return ", ".join(f"{k} {metrics[k]:.3f}" for k in shown if k in metrics)

@@ -109,8 +109,22 @@ class RewardModelResult:
     metrics: dict[str, float] = field(default_factory=dict)
     """Cross-validated figures (``cv_mse``, ``cv_mae``, …) and the baseline's."""
     path: Path | None = None
+    beats_baseline: bool | None = None
+    """Whether the bootstrap interval of the MSE reduction over the baseline lies above 0."""
     skipped: str | None = None
     """Why no model was fitted (e.g. every rating is the same)."""
+
+    @property
+    def summary(self) -> str:
+        if self.skipped:
+            return f"not fitted: {self.skipped}"
+        m = self.metrics
+        verdict = "beats" if self.beats_baseline else "does not beat"
+        return (
+            f"{self.kind} on {self.ratings} ratings: cross-validated MSE {m['cv_mse']:.3f} "
+            f"(MAE {m['cv_mae']:.3f}) vs {m['baseline_mse']:.3f} ({m['baseline_mae']:.3f}) for "
+            f"the training mean; it {verdict} the baseline"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +132,7 @@ class RewardModelResult:
             "ratings": self.ratings,
             "metrics": {k: _round(v) for k, v in self.metrics.items()},
             "path": None if self.path is None else str(self.path),
+            "beats_baseline": self.beats_baseline,
             "skipped": self.skipped,
         }
 

@@ -67,6 +67,8 @@ class _BulkWriter:
     def __init__(self, session: Session, task: Task, *, source: str, author: str) -> None:
         if source not in SOURCES:
             raise InvalidInputError(f"unknown feedback source {source!r}; use one of {SOURCES}")
+        if not author.strip():
+            raise InvalidInputError("the author of imported feedback must be a non-empty name")
         self.session, self.task, self.source, self.author = session, task, source, author
         self.started = utcnow()
         self.rows = 0

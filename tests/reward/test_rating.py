@@ -1,0 +1,103 @@
+"""The scikit-learn rating model: candidates, auto selection, weights, clipping, real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from prefloop.errors import InvalidInputError
+from prefloop.reward import RatingData, load_rating_data
+from prefloop.reward.evaluate import cross_validate, make_folds
+from prefloop.reward.rating import (
+    RatingModelConfig,
+    SklearnRatingModel,
+    _level_weights,
+    parse_candidate,
+)
+from tests.conftest import shared_data
+from tests.reward.conftest import synthetic_ratings
+
+
+def data(n: int = 60, seed: int = 0) -> RatingData:
+    rows = synthetic_ratings(n, seed)
+    return RatingData(
+        texts=[r["text"] for r in rows],
+        ratings=np.array([r["rating"] for r in rows]),
+        prompts=[None] * n,
+        source="synthetic",
+    )
+
+
+def test_parse_candidate() -> None:
+    assert parse_candidate("ridge") == ("ridge", "stats+use")
+    assert parse_candidate("random-forest:stats") == ("random-forest", "stats")
+    with pytest.raises(InvalidInputError, match=r"unknown rating model 'lasso'"):
+        parse_candidate("lasso")
+    with pytest.raises(InvalidInputError, match=r"unknown feature set"):
+        parse_candidate("ridge:words")
+
+
+@pytest.mark.parametrize("spec", ["ridge:stats", "random-forest:stats", "gradient-boosting:stats"])
+def test_each_regressor_beats_the_mean_on_a_clear_signal(spec: str) -> None:
+    train, test = data(60, seed=0), data(40, seed=1)
+    model = SklearnRatingModel(RatingModelConfig(model=spec)).fit(train)
+    pred = model.score(test.texts)
+    mse = float(np.mean((pred - test.ratings) ** 2))
+    baseline = float(np.mean((train.ratings.mean() - test.ratings) ** 2))
+    assert mse < 0.5 * baseline, (spec, mse, baseline)
+
+
+def test_predictions_stay_on_the_scale() -> None:
+    model = SklearnRatingModel(RatingModelConfig(model="ridge:stats")).fit(data())
+    extreme = ["Word. " * 400, "x", "Note: (version 9)\n\n## draft\n" * 20]
+    pred = model.score(extreme)
+    assert np.all(pred >= -1.0) and np.all(pred <= 1.0)
+
+
+def test_auto_chooses_inside_the_training_data_with_one_standard_error() -> None:
+    config = RatingModelConfig(
+        model="auto", candidates=("ridge:stats", "gradient-boosting:stats"), inner_folds=3
+    )
+    model = SklearnRatingModel(config).fit(data())
+    selection = model.selection_
+    assert set(selection["candidates"]) == {"ridge:stats", "gradient-boosting:stats"}
+    best = selection["best"]
+    limit = selection["candidates"][best]["mse"] + selection["candidates"][best]["se"]
+    first_within = next(s for s in config.candidates if selection["candidates"][s]["mse"] <= limit)
+    assert model.chosen == selection["chosen"] == first_within
+    assert model.details()["chosen"] == model.chosen
+
+
+def test_level_weights_balance_rare_levels() -> None:
+    y = np.array([0.0, 0.0, 0.0, 1.0])
+    w = _level_weights(y)
+    assert w.mean() == pytest.approx(1.0)
+    assert w[3] == pytest.approx(3 * w[0])
+    assert w[:3].sum() == pytest.approx(w[3])
+
+
+def test_balanced_fit_moves_predictions_towards_rare_levels() -> None:
+    base = data(60)
+    keep = [i for i, y in enumerate(base.ratings) if y != 1.0 or i % 3 == 0]  # make 1.0 rare
+    skewed = base.subset(keep)
+    plain = SklearnRatingModel(RatingModelConfig(model="ridge:stats")).fit(skewed)
+    balanced = SklearnRatingModel(RatingModelConfig(model="ridge:stats", balance_levels=True))
+    balanced.fit(skewed)
+    rare = [t for t, y in zip(skewed.texts, skewed.ratings, strict=True) if y == 1.0]
+    assert balanced.score(rare).mean() > plain.score(rare).mean()
+
+
+@pytest.mark.slow
+def test_memozy_cross_validation_beats_the_mean_with_a_margin() -> None:
+    """Guards the benchmark target on the real data: 5-fold CV of the cheapest candidate."""
+    memozy = load_rating_data(shared_data("memozy-train.jsonl"))
+    result = cross_validate(
+        lambda: SklearnRatingModel(RatingModelConfig(model="ridge:stats")),
+        memozy,
+        make_folds(memozy, 5, seed=0),
+        samples=200,
+    )
+    report = result.report
+    assert report["mse"] < 0.23 < report["baseline"]["mse"]
+    assert report["spearman"] > 0.45
+    assert report["vs_baseline"]["beats_baseline"]
