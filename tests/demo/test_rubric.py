@@ -69,8 +69,10 @@ def test_fact_words_match_the_start_of_words_in_any_case(scorer: RubricScorer) -
     alone = DIARY.facts({"place": "Busan", "company": "alone", "mood": "happy"})
     solo = GOOD.replace("with two old friends from school", "by myself")
     assert scorer.score(solo, alone).value == 1.0
-    assert "company" in scorer.score(GOOD.replace(" with two old friends from school", ""),
-                                     FACTS).reasons[0]
+    assert (
+        "company"
+        in scorer.score(GOOD.replace(" with two old friends from school", ""), FACTS).reasons[0]
+    )
 
 
 def test_a_repeated_sentence_is_penalised(scorer: RubricScorer) -> None:

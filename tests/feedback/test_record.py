@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError
 from prefloop.feedback import (
     EDIT_MODEL,
+    MAX_EDIT_CHARS,
     EditEvent,
     PairwiseEvent,
     RankingEvent,
@@ -310,3 +312,8 @@ def test_given_created_at_is_kept_and_decides_the_latest(store: Store) -> None:
     assert reward_of(store, g1) == 1.0
     with pytest.raises(InvalidInputError, match="in the future"):
         record(store, task, RatingEvent(generation_id=g1, value=0, created_at="2999-01-01T00:00Z"))
+
+
+def test_an_edit_has_a_length_limit() -> None:
+    with pytest.raises(ValidationError, match="100000"):
+        EditEvent(generation_id="gen_x", final_text="가" * (MAX_EDIT_CHARS + 1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +10,7 @@ import pytest
 
 from prefloop.errors import InvalidInputError
 from prefloop.feedback import (
+    CHARACTER_DIFF_LIMIT,
     EditRatingCurve,
     RewardRules,
     check_rating,
@@ -162,9 +164,20 @@ def test_similarity_is_difflib_ratio_and_works_for_korean() -> None:
     assert text_similarity(draft, draft.replace("정말", "너무")) == pytest.approx(
         2 * (len(draft) - 2) / (2 * len(draft))
     )
-    # long texts: autojunk would ignore frequent characters and report far less similarity
+    # autojunk would ignore frequent characters of texts over 200 characters
     long_draft = "가나다라마바사 " * 60
-    assert text_similarity(long_draft, long_draft + "끝") > 0.99
+    assert text_similarity(long_draft, long_draft + "끝") == pytest.approx(960 / 961)
+
+
+def test_long_texts_are_compared_word_by_word() -> None:
+    words = [f"단어{i}" for i in range(1000)]
+    draft = " ".join(words)
+    final = " ".join(words[:900] + ["바뀜"] * 100)
+    assert len(draft) + len(final) > CHARACTER_DIFF_LIMIT
+    assert text_similarity(draft, final) == pytest.approx(2 * 900 / 2000)
+    started = time.perf_counter()
+    text_similarity(draft * 10, final * 10)  # 100,000 characters
+    assert time.perf_counter() - started < 30  # characters: minutes
 
 
 def test_rules_round_trip_through_json_and_partial_overrides() -> None:

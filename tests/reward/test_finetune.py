@@ -187,7 +187,7 @@ def test_same_seed_same_model(tiny_bert: Path) -> None:
 def encoder(folder: Path, max_length: int) -> _Encoder:
     from transformers import AutoTokenizer
 
-    return _Encoder(AutoTokenizer.from_pretrained(str(folder)), max_length)
+    return _Encoder(AutoTokenizer.from_pretrained(str(folder)), max_length, segments=True)
 
 
 def test_truncation_keeps_the_end_of_the_prompt_and_the_start_of_the_reply(

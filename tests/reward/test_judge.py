@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.support.chat_server import ChatServer, Fail, Garbage, Reply
 
 from prefloop.errors import InvalidInputError
 from prefloop.llm import OpenAIChatBackend, RetryPolicy
 from prefloop.reward import RatingData, load_reward_model
 from prefloop.reward.judge import JudgeConfig, LLMJudge, parse_level, parse_winner
+from tests.support.chat_server import ChatServer, Fail, Garbage, Reply
 
 SCALE = (-1.0, -0.5, 0.0, 0.5, 1.0)
 

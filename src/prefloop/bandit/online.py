@@ -136,6 +136,7 @@ def apply_reward(
     row, created = _lock_or_create(session, task, decision.policy, None)
     if created:
         row.state = recompute_state(session, task, decision.policy)
+        row.version += 1
         return True
     live = _load(row, None)
     arm = session.get(Arm, decision.arm_id)

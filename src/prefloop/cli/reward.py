@@ -53,6 +53,15 @@ ModelSpecOption = Annotated[
         "bradley-terry[:FEATURES] (e.g. bradley-terry:minilm-prompt+stats).",
     ),
 ]
+CandidatesOption = Annotated[
+    str | None,
+    typer.Option(
+        "--candidates",
+        help="For --model auto on ratings: the candidates to choose from, comma-separated, "
+        "cheapest first (default: ridge:stats, gradient-boosting:stats, random-forest:stats, "
+        "ridge:stats+use, random-forest:stats+use).",
+    ),
+]
 DbOption = Annotated[
     str | None,
     typer.Option(
@@ -202,7 +211,26 @@ def _load_data(
         return pair_data_from_store(store, task), kind
 
 
-def _model_factory(kind: str, spec: str, seed: int, balance: bool = False) -> Callable[[], Any]:
+def _parse_candidates(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    from prefloop.reward.rating import parse_candidate
+
+    specs = tuple(c.strip() for c in text.split(",") if c.strip())
+    if not specs:
+        raise InvalidInputError("--candidates needs at least one REGRESSOR:FEATURES entry")
+    for spec in specs:
+        parse_candidate(spec)
+    return specs
+
+
+def _model_factory(
+    kind: str,
+    spec: str,
+    seed: int,
+    balance: bool = False,
+    candidates: tuple[str, ...] | None = None,
+) -> Callable[[], Any]:
     from prefloop.reward.base import model_class
     from prefloop.reward.pairwise import BradleyTerryConfig, BradleyTerryModel
     from prefloop.reward.rating import (
@@ -221,6 +249,10 @@ def _model_factory(kind: str, spec: str, seed: int, balance: bool = False) -> Ca
         if spec != "auto":
             parse_candidate(spec)
         config = RatingModelConfig(model=spec, seed=seed, balance_levels=balance)
+        if candidates is not None:
+            config = RatingModelConfig(
+                model=spec, seed=seed, balance_levels=balance, candidates=candidates
+            )
         return lambda: SklearnRatingModel(config)
     name, _, features = spec.partition(":")
     if name in ("auto", "bradley-terry", "bt"):
@@ -241,7 +273,15 @@ def _slug(path: Path | None, task: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", raw).strip("-") or "data"
 
 
+def _clean(obj: Any) -> Any:
+    """JSON-safe: NaN/inf (an undefined correlation) become null, numpy scalars plain numbers."""
+    from prefloop.reward.base import to_jsonable
+
+    return to_jsonable(obj)
+
+
 def _write_json(path: Path, obj: Any) -> None:
+    obj = _clean(obj)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -318,6 +358,7 @@ def _cv_run(
     samples: int,
     progress: Callable[[str, int, int], None],
     balance: bool = False,
+    candidates: tuple[str, ...] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Cross-validate ``spec`` (and, for ``auto`` ratings, each candidate on the same folds)."""
     from prefloop.reward.evaluate import (
@@ -329,7 +370,7 @@ def _cv_run(
 
     folds = make_folds(data, folds_k, seed=seed)
     result = cross_validate(
-        _model_factory(kind, spec, seed, balance),
+        _model_factory(kind, spec, seed, balance, candidates),
         data,
         folds,
         samples=samples,
@@ -343,7 +384,7 @@ def _cv_run(
         figures = {"pred": result.predictions, "baseline_mean": float(np.mean(data.ratings))}
         if spec == "auto":
             models: dict[str, Any] = {}
-            for candidate in RatingModelConfig().candidates:
+            for candidate in candidates or RatingModelConfig().candidates:
                 run = cross_validate(
                     _model_factory(kind, candidate, seed, balance),
                     data,
@@ -400,6 +441,7 @@ def fit(
         bool,
         typer.Option("--balance-levels", help="Up-weight rare rating levels (training only)."),
     ] = False,
+    candidates: CandidatesOption = None,
     seed: SeedOption = 0,
     samples: SamplesOption = 1000,
     json_out: JsonOption = False,
@@ -407,13 +449,22 @@ def fit(
     """Fit a reward model on a file (or a task's feedback) and save it to --out."""
     with _surface_warnings():
         dataset, kind = _load_data(data, task, kind, scale, db)
-        factory = _model_factory(kind, model, seed, balance_levels)
+        chosen_candidates = _parse_candidates(candidates)
+        factory = _model_factory(kind, model, seed, balance_levels, chosen_candidates)
         report: dict[str, Any] | None = None
         figures: dict[str, Any] = {}
         with _progress(not json_out) as progress:
             if cv_folds:
                 report, figures = _cv_run(
-                    kind, dataset, model, cv_folds, seed, samples, progress, balance_levels
+                    kind,
+                    dataset,
+                    model,
+                    cv_folds,
+                    seed,
+                    samples,
+                    progress,
+                    balance_levels,
+                    chosen_candidates,
                 )
             fitted = factory().fit(dataset, progress=progress)
         if report is not None:
@@ -448,7 +499,7 @@ def fit(
         "registered": registered,
     }
     if json_out:
-        print_json(summary)
+        print_json(_clean(summary))
         return
     console.print(f"saved a {kind} reward model ({fitted.name}) to [bold]{escape(str(saved))}[/]")
     if report is not None:
@@ -506,7 +557,7 @@ def evaluate(
         report["report"] = str(json_path)
         _write_json(json_path, report)
     if json_out:
-        print_json(report)
+        print_json(_clean(report))
         return
     _show(report, kind, f"{model.name} on {data.name}")
     console.print(f"report: {escape(str(json_path))}  figure: {escape(report['png'])}")
@@ -527,6 +578,7 @@ def cv(
         bool,
         typer.Option("--balance-levels", help="Up-weight rare rating levels (training only)."),
     ] = False,
+    candidates: CandidatesOption = None,
     seed: SeedOption = 0,
     samples: SamplesOption = 1000,
 ) -> None:
@@ -535,7 +587,15 @@ def cv(
         dataset, kind = _load_data(data, task, kind, scale, db)
         with _progress(not json_out) as progress:
             report, figures = _cv_run(
-                kind, dataset, model, folds, seed, samples, progress, balance_levels
+                kind,
+                dataset,
+                model,
+                folds,
+                seed,
+                samples,
+                progress,
+                balance_levels,
+                _parse_candidates(candidates),
             )
         json_path = report_path or Path("reports") / f"reward-cv-{_slug(data, task)}.json"
         png_path = png or json_path.with_suffix(".png")
@@ -545,7 +605,7 @@ def cv(
         report["report"] = str(json_path)
         _write_json(json_path, report)
     if json_out:
-        print_json(report)
+        print_json(_clean(report))
         return
     _show(report, kind, f"{model}: {folds}-fold cross-validation (out of fold)")
     if "models" in report:

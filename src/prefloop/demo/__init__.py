@@ -5,10 +5,22 @@
   scorer rating (the stand-in for people), a reward model fitted on the ratings, and a report
   (:class:`DemoResult`, :func:`write_report`, :func:`rich_summary`).
 * :class:`RubricScorer` — the transparent rubric that rates the demo's outputs.
-* :func:`simulate_reference` — the reference project's experiment: a simulated user scores real
-  generations of each prompt; bandit policies run over those pools for 200 iterations.
+* :func:`run_reference_experiment` — the reference project's experiment: a simulated user
+  (:data:`SIMULATED_USERS`) rates real generations of each prompt (:func:`reference_pools`);
+  bandit policies run over those pools for 200 iterations (:func:`simulate_reference`).
 """
 
+from prefloop.demo._reference import (
+    SIMULATED_USERS,
+    ArmPool,
+    ReferenceConfig,
+    ReferenceResult,
+    SimulatedUser,
+    plot_reward_distribution,
+    reference_pools,
+    run_reference_experiment,
+    simulate_reference,
+)
 from prefloop.demo._regret import cumulative_regret, uniform_regret
 from prefloop.demo._report import rich_summary, write_report
 from prefloop.demo._result import (
@@ -26,6 +38,8 @@ __all__ = [
     "DIARY",
     "META_PATTERNS",
     "RUBRIC_AUTHOR",
+    "SIMULATED_USERS",
+    "ArmPool",
     "ArmResult",
     "DemoConfig",
     "DemoResult",
@@ -34,13 +48,20 @@ __all__ = [
     "HandWrittenPrompt",
     "ProgressCallback",
     "ProposalOutcome",
+    "ReferenceConfig",
+    "ReferenceResult",
     "RewardModelResult",
     "RubricConfig",
     "RubricScorer",
     "RubricVerdict",
+    "SimulatedUser",
     "cumulative_regret",
+    "plot_reward_distribution",
+    "reference_pools",
     "rich_summary",
     "run_demo",
+    "run_reference_experiment",
+    "simulate_reference",
     "uniform_regret",
     "write_report",
 ]

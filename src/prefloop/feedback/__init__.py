@@ -8,6 +8,7 @@ from prefloop.feedback.agreement import (
 )
 from prefloop.feedback.events import (
     KINDS,
+    MAX_EDIT_CHARS,
     SOURCES,
     EditEvent,
     FeedbackEvent,
@@ -36,6 +37,7 @@ from prefloop.feedback.record import (
     reward_rules_for,
 )
 from prefloop.feedback.rewards import (
+    CHARACTER_DIFF_LIMIT,
     REWARD_KINDS,
     EditRatingCurve,
     RewardRules,
@@ -46,9 +48,11 @@ from prefloop.feedback.rewards import (
 from prefloop.feedback.stats import TaskStats, level_key, task_stats
 
 __all__ = [
+    "CHARACTER_DIFF_LIMIT",
     "EDIT_MODEL",
     "HUMAN_SOURCES",
     "KINDS",
+    "MAX_EDIT_CHARS",
     "REWARD_KINDS",
     "SOURCES",
     "Agreement",

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Source = Literal["end_user", "labeler", "judge", "reward_model", "auto"]
 SOURCES: tuple[str, ...] = ("end_user", "labeler", "judge", "reward_model", "auto")
 KINDS: tuple[str, ...] = ("rating", "thumbs", "regenerate", "pairwise", "ranking", "edit")
+MAX_EDIT_CHARS = 100_000
+"""The longest final text an edit may carry (its similarity to the draft is computed inline)."""
 
 
 class _Event(BaseModel):
@@ -93,7 +95,7 @@ class EditEvent(_Event):
 
     kind: Literal["edit"] = "edit"
     generation_id: str
-    final_text: str = Field(min_length=1)
+    final_text: str = Field(min_length=1, max_length=MAX_EDIT_CHARS)
 
 
 FeedbackEvent = Annotated[

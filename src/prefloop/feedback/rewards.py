@@ -63,13 +63,23 @@ class FeedbackLike(Protocol):
     def created_at(self) -> datetime | None: ...
 
 
+CHARACTER_DIFF_LIMIT = 4000
+"""Texts longer than this together are compared word by word (see :func:`text_similarity`)."""
+
+
 def text_similarity(draft: str, final: str) -> float:
     """Similarity of two texts in [0, 1]: difflib's ``SequenceMatcher`` ratio 2·M/T.
 
-    It compares characters, so it works for any script (Korean included). ``autojunk`` is off:
-    its heuristic would ignore frequent characters in texts over 200 characters.
+    M counts the characters of the matching blocks and T the characters of both texts, so it
+    works for any script (Korean included). ``autojunk`` is off: its heuristic would ignore
+    frequent characters in texts over 200 characters. The comparison is roughly quadratic, so
+    texts longer than :data:`CHARACTER_DIFF_LIMIT` characters together are compared as
+    sequences of whitespace-separated words instead (a second rather than a minute for
+    100,000 characters).
     """
-    return difflib.SequenceMatcher(None, draft, final, autojunk=False).ratio()
+    if len(draft) + len(final) <= CHARACTER_DIFF_LIMIT:
+        return difflib.SequenceMatcher(None, draft, final, autojunk=False).ratio()
+    return difflib.SequenceMatcher(None, draft.split(), final.split(), autojunk=False).ratio()
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,6 +70,7 @@ __all__ = [
     "read_model_info",
     "register_model",
     "registered_models",
+    "to_jsonable",
 ]
 
 Kind = Literal["rating", "pairwise"]
@@ -646,15 +647,16 @@ def library_versions(extra: Sequence[str] = ()) -> dict[str, str]:
     return out
 
 
-def _jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
+    """``value`` with dataclasses, tuples and numpy scalars made plain and NaN/inf as None."""
     if is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(asdict(value))
+        return to_jsonable(asdict(value))
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, np.generic):
-        return _jsonable(value.item())
+        return to_jsonable(value.item())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -761,7 +763,7 @@ class RewardModel(ABC):
         return np.asarray(1.0 / (1.0 + np.exp(-diff)), dtype=np.float64)
 
     def config_dict(self) -> dict[str, Any]:
-        return dict(_jsonable(self.config))
+        return dict(to_jsonable(self.config))
 
     def details(self) -> dict[str, Any]:
         """Anything worth recording in the manifest besides the config (JSON-able)."""
@@ -774,10 +776,10 @@ class RewardModel(ABC):
             module=type(self).__module__,
             config=self.config_dict(),
             train=self.train_,
-            metrics=_jsonable(self.metrics),
+            metrics=to_jsonable(self.metrics),
             versions=library_versions(self.extra_versions),
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-            details=_jsonable(self.details()),
+            details=to_jsonable(self.details()),
         )
 
     def save(self, folder: str | Path) -> Path:

@@ -193,15 +193,19 @@ class _Encoded:
 
 class _Encoder:
     """Token ids of (prompt, reply) within ``max_length``: the prompt keeps its end, the reply
-    its beginning; the reply gets the room it needs but leaves the prompt at least half."""
+    its beginning; the reply gets the room it needs but leaves the prompt at least half.
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+    Encoders with [CLS]/[SEP] get ``[CLS] prompt [SEP] reply [SEP]`` (segment ids 0 then 1 when
+    the model has two segment types); decoders get ``prompt reply``.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int, segments: bool) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
         cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-        self.pair_style = cls_id is not None and sep_id is not None  # BERT-like encoders
-        self.cls_id = int(cls_id) if cls_id is not None else None
-        self.sep_id = int(sep_id) if sep_id is not None else None
+        self.wrap = None if cls_id is None or sep_id is None else (int(cls_id), int(sep_id))
+        self.segments = segments and self.wrap is not None
+        self.fallback_id = int(tokenizer.eos_token_id or tokenizer.pad_token_id or 0)
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         if not texts:
@@ -216,22 +220,24 @@ class _Encoder:
         return [self._one(p, r) for p, r in zip(prompt_ids, reply_ids, strict=True)]
 
     def _one(self, p: list[int], r: list[int]) -> _Encoded:
-        assert self.cls_id is not None or not self.pair_style
-        specials = (3 if p else 2) if self.pair_style else 0
+        specials = 0 if self.wrap is None else (3 if p else 2)
         budget = self.max_length - specials
         reply_keep = min(len(r), budget - min(len(p), budget // 2))
         prompt_keep = min(len(p), budget - reply_keep)
         p_kept, r_kept = p[len(p) - prompt_keep :], r[:reply_keep]
-        if not self.pair_style:
-            return _Encoded(p_kept + r_kept, None, prompt_keep < len(p), reply_keep < len(r))
-        assert self.cls_id is not None and self.sep_id is not None
-        if p:
-            first = [self.cls_id, *p_kept, self.sep_id]
-            ids, types = [*first, *r_kept, self.sep_id], [0] * len(first) + [1] * (reply_keep + 1)
-        else:
-            ids = [self.cls_id, *r_kept, self.sep_id]
-            types = [0] * len(ids)
-        return _Encoded(ids, types, prompt_keep < len(p), reply_keep < len(r))
+        cut = (prompt_keep < len(p), reply_keep < len(r))
+        if self.wrap is None:  # a decoder reads the last token; never give it nothing
+            return _Encoded(p_kept + r_kept or [self.fallback_id], None, *cut)
+        cls_id, sep_id = self.wrap
+        first = [cls_id, *p_kept, sep_id] if p else [cls_id]
+        ids = [*first, *r_kept, sep_id]
+        types = [0] * len(first) + [1 if p else 0] * (reply_keep + 1)
+        return _Encoded(ids, types if self.segments else None, *cut)
+
+
+def _has_segments(model: PreTrainedModel) -> bool:
+    """Whether the model takes segment (token type) ids 0 and 1, as BERT does."""
+    return int(getattr(model.config, "type_vocab_size", 0) or 0) >= 2
 
 
 def _collate(items: Sequence[_Encoded], pad_id: int, device: str) -> dict[str, torch.Tensor]:
@@ -371,7 +377,7 @@ class FinetunedRewardModel(RewardModel):
         import torch
 
         cfg = self.config
-        encoder = _Encoder(tokenizer, cfg.max_length)
+        encoder = _Encoder(tokenizer, cfg.max_length, _has_segments(model))
         chosen = encoder.encode(data.prompts, data.chosen)
         rejected = encoder.encode(data.prompts, data.rejected)
         record = TrainingLog(device=self._device)
@@ -442,7 +448,8 @@ class FinetunedRewardModel(RewardModel):
         if self._model is None or self._tokenizer is None:
             raise InvalidInputError("this fine-tuned reward model holds no weights; fit or load it")
         cfg = self.config
-        encoded = _Encoder(self._tokenizer, cfg.max_length).encode(prompts, texts)
+        encoder = _Encoder(self._tokenizer, cfg.max_length, _has_segments(self._model))
+        encoded = encoder.encode(prompts, texts)
         stats = TrainingLog()
         _count_truncation(stats, encoded, cfg.max_length, "scoring")
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
@@ -470,7 +477,8 @@ class FinetunedRewardModel(RewardModel):
             )
 
     def _load_files(self, folder: Path) -> None:
-        self._device = _resolve_device(self.config.device)
+        # A model trained on a GPU still loads on a machine without one.
+        self._device = _resolve_device("cpu" if self.config.device == "cpu" else "auto")
         self._model, self._tokenizer = _load_backbone(folder / MODEL_SUBDIR, self._device)
         self._model.eval()
         log_file = folder / TRAINING_LOG

@@ -170,6 +170,7 @@ class SklearnRatingModel(RewardModel):
     # ---- fitting -----------------------------------------------------------------------------
     def _fit(self, data: RatingData, progress: ProgressCallback | None) -> None:
         cfg = self.config
+        self.selection_ = {}
         specs = list(cfg.candidates) if cfg.model == "auto" else [cfg.model]
         if not specs:
             raise InvalidInputError("model='auto' needs at least one candidate")
