@@ -37,7 +37,6 @@ POLICIES = [
     "ucb1-reference",
     *MABWISER,
     "thompson",
-    "eps-thompson",
     "ucb1",
     "epsilon-greedy",
     "softmax",
@@ -212,7 +211,7 @@ def main() -> None:
         for name, data in held_out_specs().items():
             other = simulate(
                 parse_spec(data, source=name),
-                ["default", "thompson", "eps-thompson", "ucb1-reference"],
+                ["default", "thompson", "ucb1-reference"],
                 horizon=2000,
                 runs=200,
                 seed=args.seed,

@@ -85,7 +85,8 @@ def bench_writers(url: str, processes: int, events: int) -> dict[str, float]:
     ):
         with Store.open(url) as store, store.session() as s:
             task = get_or_create_task(s, label)
-            ids = [add_generation(s, task, output=f"output {i}").id for i in range(40)]
+            # 41 (prime): the writers rate different generations at a time, as users would
+            ids = [add_generation(s, task, output=f"output {i}").id for i in range(41)]
         with multiprocessing.get_context("spawn").Pool(workers) as pool:
             pool.starmap(time.sleep, [(0.01,)] * workers)  # start-up is not measured
             started = time.perf_counter()

@@ -114,9 +114,8 @@ def test_softmax_probabilities() -> None:
 
 def test_thompson_on_two_levels_matches_the_beta_integral() -> None:
     """On a two-level scale the Dirichlet posterior is a Beta: P(A > B) by quadrature."""
-    policy = make_policy(
-        "thompson", arms=["A", "B"], scale=[0, 1], seed=1, config={"draws": 40_000}
-    )
+    options = {"draws": 40_000, "prior": 1.0}  # uniform Dirichlet: Beta(1, 1) before data
+    policy = make_policy("thompson", arms=["A", "B"], scale=[0, 1], seed=1, config=options)
     _feed(policy, "A", 1, 1, 1, 0, 1)  # Beta(1 + 4, 1 + 1)
     _feed(policy, "B", 1, 0, 0, 1)  # Beta(1 + 2, 1 + 2)
     a, b = stats.beta(5, 2), stats.beta(3, 3)
@@ -134,7 +133,7 @@ def test_thompson_counts_fractional_rewards_on_neighbouring_levels() -> None:
 
 
 def test_thompson_prefers_the_clear_winner_and_explores_the_unknown() -> None:
-    policy = make_policy("default", arms=["A", "B", "C"], seed=2)
+    policy = make_policy("thompson", arms=["A", "B", "C"], seed=2)
     _feed(policy, "A", *([1.0] * 60))
     _feed(policy, "B", *([-1.0] * 60))
     probs = policy.probabilities()
@@ -143,13 +142,19 @@ def test_thompson_prefers_the_clear_winner_and_explores_the_unknown() -> None:
     assert probs["A"] > 0.8
 
 
-def test_eps_thompson_uses_means_more_often_than_thompson() -> None:
-    ts = make_policy("default", arms=["A", "B"], seed=3, config={"draws": 20_000})
-    eps = make_policy("eps-thompson", arms=["A", "B"], seed=3, config={"draws": 20_000})
+def test_the_default_explores_less_than_thompson_and_tries_new_arms_first() -> None:
+    ts = make_policy("thompson", arms=["A", "B"], seed=3, config={"draws": 20_000})
+    eps = make_policy("default", arms=["A", "B"], seed=3, config={"draws": 20_000})
     for policy in (ts, eps):
         _feed(policy, "A", 1, 0.5, 1, 0.5, 0)  # mean 0.6
         _feed(policy, "B", 0.5, 0, 1, 0)  # mean 0.375
-    assert eps.probabilities()["B"] < ts.probabilities()["B"] - 0.03
+    p_ts, p_eps = ts.probabilities()["B"], eps.probabilities()["B"]
+    assert 0 < p_eps < p_ts - 0.03
+    # B wins only if B is drawn (prob ½) and beats A's value: A's own draw or A's mean
+    ratio = p_eps / p_ts
+    assert 0.25 < ratio < 0.75
+    eps.add_arm("C")  # untried: its mean counts as +∞ unless it is drawn
+    assert eps.probabilities()["C"] >= 0.5
 
 
 def test_linucb_against_a_hand_computation() -> None:

@@ -37,8 +37,8 @@ def _value(field: str, prompt: str) -> str:
 def diary_writer(messages: list[dict[str, Any]]) -> str:
     """A deterministic 'LLM': how good its diary is depends on the prompt it was given.
 
-    vivid prompts → a clean diary (+1); cheerful → forgets the mood (+0.5); simple → too short
-    and forgets the company (-0.5 or lower); everything else → meta text (-1).
+    vivid prompts → a clean diary (+1); cheerful → forgets the mood (+0.5); a child's diary →
+    too short and forgets the company and mood (-1); everything else → meta text (-1).
     """
     prompt = str(messages[-1]["content"])
     if "<PROMPT>" in prompt or "prompt engineer" in str(messages[0]["content"]):

@@ -136,7 +136,7 @@ def test_demo_cli_over_an_openai_compatible_server(
     assert proposal["accepted"] == ["proposed-1"]
     reasons = " ".join(r["reason"] for r in proposal["rejected"])
     assert "{mood}" in reasons and "near-duplicate" in reasons
-    assert proposal["fallbacks"] == ["fallback-simple", "fallback-emotional"]
+    assert proposal["fallbacks"] == ["fallback-facts-first", "fallback-cheerful"]
     arms = {a["name"]: a for a in summary["arms"]}
     assert BEST_MARK in arms["proposed-1"]["template"]
     assert arms["proposed-1"]["created_by"] == "proposer"

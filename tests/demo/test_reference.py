@@ -12,11 +12,9 @@ from tests.demo.conftest import diary_writer
 from tests.support.chat_server import ChatServer
 
 from prefloop.demo import (
-    DIARY,
     ArmPool,
     DemoConfig,
     ReferenceConfig,
-    RubricScorer,
     reference_pools,
     run_demo,
     run_reference_experiment,
@@ -60,17 +58,17 @@ def test_rubric_pools_hold_each_arms_outputs_rated_by_the_rubric(demo_store: Sto
     pools, about = reference_pools(demo_store, "diary", user="rubric")
     assert about["kind"] == "rubric"
     by_name = {pool.name: pool for pool in pools}
-    assert set(by_name) == {"hand-written", "proposed-1", "fallback-simple", "fallback-emotional"}
+    assert set(by_name) == {
+        "hand-written",
+        "proposed-1",
+        "fallback-facts-first",
+        "fallback-cheerful",
+    }
     assert sum(len(p.ratings) for p in pools) == about["ratings"] == 48
     # The scripted server writes clean diaries only for the proposed prompt.
     assert set(by_name["proposed-1"].ratings) == {1.0}
     assert set(by_name["hand-written"].ratings) == {-1.0}  # meta text
-    scorer = RubricScorer()
-    facts = DIARY.facts({"place": "Busan", "company": "alone", "mood": "calm"})
-    assert (
-        scorer.score("Here is your diary entry: ...", facts).value
-        in by_name["fallback-emotional"].ratings
-    )
+    assert set(by_name["fallback-cheerful"].ratings) == {0.5}  # forgets the mood
 
 
 def test_reward_model_user_answers_on_the_scale(demo_store: Store) -> None:

@@ -110,7 +110,16 @@ def test_length_bands(scorer: RubricScorer) -> None:
     assert tight.score(medium, FACTS).value == 0.5  # between half the minimum and the minimum
     assert tight.score(medium, FACTS).reasons == ("too short: 47 words (the band is 60+)",)
 
-    long = GOOD + " " + " ".join(f"Then we saw sight number {i} of the city." for i in range(20))
+    extra = (
+        "After lunch we climbed the hill behind the temple and rested under a pine. A cat "
+        "followed us down the stairs, then sat by the gate as if it owned the place. My feet "
+        "ached, yet nobody wanted to go home early. We bought peaches from an old woman at the "
+        "corner, who laughed at our accents. Later the rain came, soft and warm, and we ran "
+        "into a bookshop full of maps. I found a postcard of the harbour painted in 1950. The "
+        "owner told us about the fishing boats his father used to steer. On the bus back, "
+        "everyone fell asleep except me, watching the neon signs blink one after another."
+    )
+    long = GOOD + " " + extra
     verdict = scorer.score(long, FACTS)
     assert verdict.value == 0.5
     assert verdict.reasons[0].startswith("too long")

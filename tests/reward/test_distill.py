@@ -198,3 +198,26 @@ def test_pairwise_distillation_excludes_failures_and_ties(server: ChatServer) ->
     # This teacher always agrees with people where it answers, and so must the student mostly.
     assert report.teacher_vs_people is not None and report.teacher_vs_people.accuracy == 1.0
     assert report.student_vs_people is not None and report.student_vs_people.accuracy >= 0.8
+
+
+def test_distill_from_an_unrated_texts_file(server: ChatServer, tmp_path: Path) -> None:
+    rng = random.Random(4)
+    data = tmp_path / "texts.jsonl"
+    rows = [{"text": diary(rng)[0], "prompt": "Write today's diary."} for _ in range(40)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    calls: list[tuple[str, int, int]] = []
+    report = distill_from_files(
+        judge_on(server), data, student(), progress=lambda *a: calls.append(a)
+    )
+
+    cafes = sum("cafe" in r["text"] for r in rows)
+    assert report.items == 40 and report.student_vs_people is None
+    assert report.teacher_failed == cafes
+    assert calls[-1] == ("judging", 40 - cafes, 40) and len(calls) == 2  # one per round
+    prompts = {m[-1]["content"].split("\n")[1] for m in (r.messages for r in server.chat_requests)}
+    assert prompts == {"Write today's diary."}  # the prompt reached the judge as its input
+
+    (tmp_path / "bad.jsonl").write_text('{"text": ""}\n', encoding="utf-8")
+    with pytest.raises(InvalidInputError, match=r"bad.jsonl:1"):
+        distill_from_files(judge_on(server), tmp_path / "bad.jsonl", student())

@@ -3,9 +3,9 @@
 Policies (``make_policy(name, arms=…, scale=…, seed=…)``; names in :data:`POLICIES`):
 
 ================ ===========================================================================
-default          prefloop's best: multinomial Thompson sampling, Jeffreys Dirichlet(½) prior
-thompson         multinomial Thompson sampling, uniform Dirichlet(1) prior (Riou & Honda 2020)
-eps-thompson     ε-exploring Thompson sampling (Jin et al. 2023), ε = ½, Jeffreys prior
+default          prefloop's best: ε-exploring multinomial Thompson sampling (Jin et al. 2023),
+                 ε = ½, Jeffreys Dirichlet(½) prior on the rating levels
+thompson         multinomial Thompson sampling (Riou & Honda 2020), Jeffreys prior
 ucb1             UCB1 on rewards mapped to [0, 1] (Auer et al. 2002)
 ucb1-reference   the reference project's UCB1 exactly: raw [-1, 1] rewards, sqrt(2 ln t / n)
 epsilon-greedy   ε-greedy, ε = 0.1

@@ -14,7 +14,6 @@ from prefloop.bandit._linucb import LinUCB, LinUCBConfig
 from prefloop.bandit._scale import RewardScale
 from prefloop.bandit._thompson import (
     DEFAULT_CONFIG,
-    EPSILON_CONFIG,
     ThompsonConfig,
     ThompsonSampling,
 )
@@ -28,7 +27,6 @@ POLICIES: Mapping[str, tuple[type[Policy], PolicyConfig]] = MappingProxyType(
         "ucb1": (UCB1, UCB1Config()),
         "epsilon-greedy": (EpsilonGreedy, EpsilonGreedyConfig()),
         "thompson": (ThompsonSampling, ThompsonConfig()),
-        "eps-thompson": (ThompsonSampling, EPSILON_CONFIG),
         "softmax": (Softmax, SoftmaxConfig()),
         "linucb": (LinUCB, LinUCBConfig()),
         "default": (ThompsonSampling, DEFAULT_CONFIG),

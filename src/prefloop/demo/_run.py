@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from prefloop.bandit import apply_reward, arm_stats, decide, recommend_arm
 from prefloop.demo._regret import cumulative_regret, uniform_regret
@@ -48,7 +49,14 @@ from prefloop.llm.base import LLMError
 from prefloop.propose import ProposerConfig, propose_arms
 from prefloop.store import Store
 from prefloop.store.models import Arm, BanditDecision, Generation, Task
-from prefloop.store.repo import active_arms, create_arm, get_or_create_task, get_task
+from prefloop.store.repo import (
+    active_arms,
+    add_generation,
+    create_arm,
+    get_arm,
+    get_or_create_task,
+    get_task,
+)
 
 __all__ = ["RUBRIC_AUTHOR", "DemoConfig", "ProgressCallback", "run_demo"]
 
@@ -89,7 +97,7 @@ class DemoConfig:
     """Candidate prompts next to the hand-written one."""
     propose: bool = True
     """Ask the LLM for the candidates; False uses the hand-written variants directly."""
-    proposer_max_tokens: int = 320
+    proposer_max_tokens: int = 256
     proposer_calls: int = 2
     threshold: float = 0.95
     """P(best) at which the recommendation counts as confident."""
@@ -128,7 +136,7 @@ class DemoConfig:
             requests=min(self.requests, 40),
             warmup=min(self.warmup, 4),
             max_tokens=min(self.max_tokens, 72),
-            proposer_max_tokens=240,
+            proposer_max_tokens=200,
             proposer_calls=1,
         )
 
@@ -162,18 +170,9 @@ def run_demo(
     clock = _Clock()
     config.out_dir.mkdir(parents=True, exist_ok=True)
     spec = config.task
-    scorer = RubricScorer(config.rubric)
     notes: list[str] = []
 
-    with clock.phase("load model"):
-        report("load model", 0, 1)
-        if backend is None:
-            from prefloop.llm import make_backend
-
-            backend = make_backend(config.backend)
-        report("load model", 1, 1)
-
-    store = Store.open(config.url)
+    store = Store.open(config.url)  # first: a bad URL fails before the model loads
     try:
         with store.session() as session:
             task = get_or_create_task(
@@ -193,12 +192,22 @@ def run_demo(
                     labels=("production",),
                     created_by="human",
                 )
+            scorer = RubricScorer(config.rubric, scale=task.scale)
+
+        with clock.phase("load model"):
+            report("load model", 0, 1)
+            if backend is None:
+                from prefloop.llm import make_backend
+
+                backend = make_backend(config.backend)
+            report("load model", 1, 1)
+
         loop = _Loop(store, spec, scorer, backend, config, report)
-        if existing:
+        if len(existing) > 1:
             outcome = ProposalOutcome(reused=True)
             notes.append(
                 f"the store at {config.url} already held task {spec.name!r} with "
-                f"{len(existing)} arm(s); they were reused and this run's requests added"
+                f"{len(existing)} arms; they were reused and this run's requests added"
             )
         else:
             with clock.phase("warm-up"):
@@ -225,7 +234,7 @@ def run_demo(
             report("report", 0, 1)
             result = _summarise(store, spec, scorer, config, backend, outcome, model, loop)
             result.notes.extend(notes)
-            result.timings = clock.timings
+            result.timings = dict(clock.timings)  # the page shows the steps before it
             result.files = write_report(result, config.out_dir)
             report("report", 1, 1)
         result.timings = dict(clock.timings)
@@ -277,7 +286,7 @@ class _Loop:
             inputs = self.spec.sample_inputs(n, self.rng)
             with self.store.session(readonly=True) as session:
                 task = get_task(session, self.spec.name)
-                base = active_arms(session, task)[0]
+                base = get_arm(session, task, self.spec.base_prompt.name)
             self._generate_and_rate(task, [GenerationRequest(base, x) for x in inputs])
             done += n
             self.report("warm-up", done, total)
@@ -399,17 +408,13 @@ class _Loop:
 
 
 def _store_failures(
-    session: object,
+    session: Session,
     task: Task,
     requests: list[GenerationRequest],
     backend: ChatBackend,
     error: LLMError,
 ) -> list[Generation]:
-    from sqlalchemy.orm import Session
-
-    from prefloop.store.repo import add_generation
-
-    assert isinstance(session, Session)
+    """Every request of a batch whose call as a whole raised: failed, with the error."""
     return [
         add_generation(
             session,
@@ -510,12 +515,9 @@ def _summarise(
 
 
 def _examples(
-    session: object, task: Task, arms: dict[int, Arm], spec: DemoTask, scorer: RubricScorer
+    session: Session, task: Task, arms: dict[int, Arm], spec: DemoTask, scorer: RubricScorer
 ) -> list[Example]:
     """The best and the worst rated output of each active arm, with the rubric's reasons."""
-    from sqlalchemy.orm import Session
-
-    assert isinstance(session, Session)
     out: list[Example] = []
     for arm in sorted(arms.values(), key=lambda a: a.id):
         if arm.retired:
@@ -532,6 +534,7 @@ def _examples(
         best = session.scalar(rated.order_by(Generation.reward.desc(), Generation.created_at))
         worst = session.scalar(rated.order_by(Generation.reward.asc(), Generation.created_at))
         for generation in dict.fromkeys(g for g in (best, worst) if g is not None):
+            assert generation.reward is not None, "the query selects rated generations"
             text = generation.output or ""
             verdict = scorer.score(text, spec.facts(generation.input))
             out.append(
@@ -539,7 +542,7 @@ def _examples(
                     arm=arm.name,
                     inputs={k: str(v) for k, v in (generation.input or {}).items()},
                     output=text,
-                    rating=float(generation.reward or 0.0),
+                    rating=float(generation.reward),
                     reasons=verdict.reasons,
                 )
             )

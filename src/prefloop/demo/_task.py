@@ -114,20 +114,14 @@ DIARY = DemoTask(
     ),
     fallback_prompts=(
         HandWrittenPrompt(
-            name="fallback-simple",
+            name="fallback-facts-first",
             template=(
-                "Write a short and simple diary entry, the way a child would, about today. "
-                "I went to {place} {company}. I felt {mood}."
+                'Write a diary entry that starts with the sentence "Today I went to {place} '
+                '{company} and I felt {mood}." Then write three more short sentences about the '
+                "day."
             ),
-            note="the reference project's prompt A: short, simple, child-like",
-        ),
-        HandWrittenPrompt(
-            name="fallback-emotional",
-            template=(
-                "Write an emotional, detailed diary entry about my day at {place} {company}. "
-                "I felt {mood}. Describe what I saw and how it made me feel."
-            ),
-            note="the reference project's prompt B: emotional and delicate",
+            note="puts the given facts in the first sentence, the fix a person would try after "
+            "seeing outputs that forget the mood",
         ),
         HandWrittenPrompt(
             name="fallback-cheerful",
@@ -136,6 +130,14 @@ DIARY = DemoTask(
                 "{company}, and I felt {mood}."
             ),
             note="the reference project's prompt C: fun and cheerful",
+        ),
+        HandWrittenPrompt(
+            name="fallback-simple",
+            template=(
+                "Write a short and simple diary entry, the way a child would, about today. "
+                "I went to {place} {company}. I felt {mood}."
+            ),
+            note="the reference project's prompt A: short, simple, child-like",
         ),
     ),
     values={"place": _PLACES, "company": _COMPANY, "mood": _MOODS},

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from prefloop.errors import InvalidInputError
+from prefloop.errors import ImportFileError, InvalidInputError
+from prefloop.io.readers import iter_json_lines
 from prefloop.reward.base import (
     Array,
     PairData,
@@ -143,8 +144,17 @@ def _check_teacher(teacher: RewardModel) -> None:
         )
 
 
-def _teacher_labels(teacher: RewardModel, texts: list[str], prompts: list[str | None]) -> Array:
+def _teacher_labels(
+    teacher: RewardModel,
+    texts: list[str],
+    prompts: list[str | None],
+    progress: ProgressCallback | None,
+) -> Array:
     """Rating teachers label on their scale; pairwise teachers with σ(r) in [0, 1]."""
+    from prefloop.reward.judge import LLMJudge
+
+    if isinstance(teacher, LLMJudge):  # slow: report progress after each round of calls
+        return teacher.score_with_progress(texts, prompts, progress)
     if teacher.kind == "rating":
         return teacher.score(texts, prompts)
     return teacher.score_unit(texts, prompts)
@@ -189,12 +199,8 @@ def distill_ratings(
         scale = UNIT_SCALE
 
     started = time.perf_counter()
-    if progress is not None:
-        progress("teacher labeling", 0, len(text_list))
-    labels = _teacher_labels(teacher, text_list, prompt_list)
+    labels = _teacher_labels(teacher, text_list, prompt_list, progress)
     teacher_seconds = time.perf_counter() - started
-    if progress is not None:
-        progress("teacher labeling", len(text_list), len(text_list))
 
     labeled = np.flatnonzero(np.isfinite(labels))
     failed = len(text_list) - labeled.size
@@ -252,12 +258,14 @@ def distill_ratings(
     return report
 
 
-def _teacher_preferences(teacher: RewardModel, pairs: PairData) -> Array:
+def _teacher_preferences(
+    teacher: RewardModel, pairs: PairData, progress: ProgressCallback | None
+) -> Array:
     """P(chosen ≻ rejected) by the teacher: its compare mode for a judge, else σ(Δr)."""
     from prefloop.reward.judge import LLMJudge
 
     if isinstance(teacher, LLMJudge):
-        return teacher.compare(pairs.chosen, pairs.rejected, pairs.prompts)
+        return teacher.compare(pairs.chosen, pairs.rejected, pairs.prompts, progress)
     diff = teacher.score(pairs.chosen, pairs.prompts) - teacher.score(pairs.rejected, pairs.prompts)
     return np.asarray(1.0 / (1.0 + np.exp(-diff)), dtype=np.float64)
 
@@ -289,12 +297,8 @@ def distill_pairs(
             "use distill_ratings for a rating student"
         )
     started = time.perf_counter()
-    if progress is not None:
-        progress("teacher labeling", 0, len(pairs))
-    p_first = _teacher_preferences(teacher, pairs)
+    p_first = _teacher_preferences(teacher, pairs, progress)
     teacher_seconds = time.perf_counter() - started
-    if progress is not None:
-        progress("teacher labeling", len(pairs), len(pairs))
 
     failed = int(np.sum(~np.isfinite(p_first)))
     ties = int(np.sum(p_first == 0.5))
@@ -367,20 +371,18 @@ def distill_from_files(
     config: DistillConfig | None = None,
     progress: ProgressCallback | None = None,
 ) -> DistillReport:
-    """What ``prefloop reward distill`` runs: a saved teacher folder (or a model), a JSONL file
-    of ratings (their texts are labeled; their ratings only measure) or of pairs/rankings, a
-    student of the matching kind, and a folder to save the student in."""
+    """What ``prefloop reward distill`` runs: a saved teacher folder (or a model), a JSONL file,
+    a student of the matching kind, and a folder to save the student in.
+
+    For a rating student the file holds texts — ``{"text", "prompt"?}`` lines nobody rated, or
+    ratings in any format prefloop reads, whose ratings then only measure agreement with people.
+    For a pairwise student it holds pairs or rankings (``chosen`` = what people preferred).
+    """
     model = teacher if isinstance(teacher, RewardModel) else _load_teacher(Path(teacher))
     if student.kind == "rating":
-        ratings = load_rating_data(data)
+        texts, prompts, people = _texts_for_rating(Path(data))
         report = distill_ratings(
-            model,
-            student,
-            ratings.texts,
-            ratings.prompts,
-            people=ratings.ratings,
-            config=config,
-            progress=progress,
+            model, student, texts, prompts, people=people, config=config, progress=progress
         )
     else:
         report = distill_pairs(
@@ -389,6 +391,28 @@ def distill_from_files(
     if out is not None:
         student.save(out)
     return report
+
+
+def _texts_for_rating(path: Path) -> tuple[list[str], list[str | None], Array | None]:
+    """Texts, prompts and (when the file is rated) people's ratings from a JSONL file."""
+    first = next(iter_json_lines(path), None)
+    if first is None:
+        raise InvalidInputError(f"{path} is empty: give one JSON object per line")
+    _, obj = first
+    if "text" in obj and "rating" not in obj:
+        texts: list[str] = []
+        prompts: list[str | None] = []
+        for line, obj in iter_json_lines(path):
+            text, prompt = obj.get("text"), obj.get("prompt")
+            if not isinstance(text, str) or not text.strip():
+                raise ImportFileError(str(path), line, '"text" must be a non-empty string')
+            if prompt is not None and not isinstance(prompt, str):
+                raise ImportFileError(str(path), line, '"prompt" must be a string when given')
+            texts.append(text)
+            prompts.append(prompt)
+        return texts, prompts, None
+    ratings = load_rating_data(path)
+    return ratings.texts, ratings.prompts, ratings.ratings
 
 
 def _load_teacher(folder: Path) -> RewardModel:
