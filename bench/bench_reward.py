@@ -155,7 +155,7 @@ def bench_hh(quick: bool, samples: int) -> dict[str, Any]:
         data = data.subset(range(300))
     folds = make_folds(data, 5, seed=0)
     feature_sets = (
-        ("stats", "minilm-prompt+stats")
+        ("stats", "minilm-prompt")
         if quick
         else (
             "stats",

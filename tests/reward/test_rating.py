@@ -37,7 +37,10 @@ def test_parse_candidate() -> None:
         parse_candidate("ridge:words")
 
 
-@pytest.mark.parametrize("spec", ["ridge:stats", "random-forest:stats", "gradient-boosting:stats"])
+@pytest.mark.parametrize(
+    "spec",
+    ["ridge:stats", "random-forest:stats", "gradient-boosting:stats", "ridge+boosting:stats"],
+)
 def test_each_regressor_beats_the_mean_on_a_clear_signal(spec: str) -> None:
     train, test = data(60, seed=0), data(40, seed=1)
     model = SklearnRatingModel(RatingModelConfig(model=spec)).fit(train)
@@ -54,18 +57,28 @@ def test_predictions_stay_on_the_scale() -> None:
     assert np.all(pred >= -1.0) and np.all(pred <= 1.0)
 
 
-def test_auto_chooses_inside_the_training_data_with_one_standard_error() -> None:
+CANDIDATES = ("ridge:stats", "gradient-boosting:stats", "ridge+boosting:stats")
+
+
+def test_auto_chooses_the_best_candidate_inside_the_training_data() -> None:
+    config = RatingModelConfig(model="auto", candidates=CANDIDATES, inner_folds=3)
+    model = SklearnRatingModel(config).fit(data())
+    results = model.selection_["candidates"]
+    assert set(results) == set(CANDIDATES)
+    best = min(CANDIDATES, key=lambda s: results[s]["mse"])
+    assert model.chosen == model.selection_["chosen"] == best
+    assert model.details()["chosen"] == model.chosen
+
+
+def test_auto_with_the_one_standard_error_rule() -> None:
     config = RatingModelConfig(
-        model="auto", candidates=("ridge:stats", "gradient-boosting:stats"), inner_folds=3
+        model="auto", candidates=CANDIDATES, inner_folds=3, one_standard_error=True
     )
     model = SklearnRatingModel(config).fit(data())
-    selection = model.selection_
-    assert set(selection["candidates"]) == {"ridge:stats", "gradient-boosting:stats"}
-    best = selection["best"]
-    limit = selection["candidates"][best]["mse"] + selection["candidates"][best]["se"]
-    first_within = next(s for s in config.candidates if selection["candidates"][s]["mse"] <= limit)
-    assert model.chosen == selection["chosen"] == first_within
-    assert model.details()["chosen"] == model.chosen
+    results = model.selection_["candidates"]
+    best = model.selection_["best"]
+    limit = results[best]["mse"] + results[best]["se"]
+    assert model.chosen == next(s for s in CANDIDATES if results[s]["mse"] <= limit)
 
 
 def test_level_weights_balance_rare_levels() -> None:

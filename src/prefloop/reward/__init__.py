@@ -1,4 +1,14 @@
-"""Reward models learned from feedback: rating regressors and pairwise Bradley–Terry models."""
+"""Reward models learned from feedback.
+
+* :class:`SklearnRatingModel` — featurizers + a scikit-learn regressor for ratings;
+* :class:`BradleyTerryModel` — a pairwise Bradley–Terry model on frozen features;
+* :mod:`prefloop.reward.evaluate` — metrics with bootstrap intervals next to baselines, and
+  cross-validation on folds shared by every model compared;
+* :mod:`prefloop.reward.registry` — the store's ``reward_models`` table and saved folders.
+
+Every model saves to a folder with a ``prefloop-reward.json`` manifest and loads back with
+:func:`load_reward_model`.
+"""
 
 from prefloop.reward.base import (
     FORMAT_VERSION,
@@ -17,16 +27,31 @@ from prefloop.reward.base import (
     load_pair_data,
     load_rating_data,
     load_reward_model,
+    model_class,
     pair_data_from_store,
     rating_data_from_store,
     read_model_info,
     register_model,
     registered_models,
 )
+from prefloop.reward.evaluate import (
+    CVResult,
+    cross_validate,
+    evaluate_pairs,
+    evaluate_ratings,
+    make_folds,
+)
+from prefloop.reward.featurizers import Concat, SentenceEmbedding, TextStats, build_featurizer
+from prefloop.reward.pairwise import BradleyTerryConfig, BradleyTerryModel
+from prefloop.reward.rating import RatingModelConfig, SklearnRatingModel
 
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
+    "BradleyTerryConfig",
+    "BradleyTerryModel",
+    "CVResult",
+    "Concat",
     "Featurizer",
     "IncompatibleModelError",
     "Kind",
@@ -34,13 +59,23 @@ __all__ = [
     "PairData",
     "ProgressCallback",
     "RatingData",
+    "RatingModelConfig",
     "RewardModel",
+    "SentenceEmbedding",
+    "SklearnRatingModel",
+    "TextStats",
     "TrainSummary",
     "TruncationWarning",
+    "build_featurizer",
+    "cross_validate",
+    "evaluate_pairs",
+    "evaluate_ratings",
     "library_versions",
     "load_pair_data",
     "load_rating_data",
     "load_reward_model",
+    "make_folds",
+    "model_class",
     "pair_data_from_store",
     "rating_data_from_store",
     "read_model_info",

@@ -43,7 +43,7 @@ C_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-3, 1, 9))
 class BradleyTerryConfig:
     """Settings of :class:`BradleyTerryModel`."""
 
-    features: str = "minilm-prompt+stats"
+    features: str = "minilm-prompt"
     """Feature sets joined by '+', see :func:`prefloop.reward.featurizers.build_featurizer`."""
     inner_folds: int = 5
     """Folds (grouped by prompt) used to choose the L2 penalty inside the training pairs."""
