@@ -72,7 +72,7 @@ def task_stats(session: Session, task: Task) -> TaskStats:
     generations, failed, rewarded, mean_reward = session.execute(
         select(
             func.count(Generation.id),
-            func.count(Generation.id).filter(Generation.status != "ok"),
+            func.count(Generation.id).filter(Generation.status == "failed"),
             func.count(Generation.reward),
             func.avg(Generation.reward),
         ).where(Generation.task_id == task.id)

