@@ -32,8 +32,10 @@ unit: $(STAMP)
 
 test: lint types unit
 
+# Every benchmark in its quick form (each prints one JSON object); run a file without --quick
+# for the full figures, e.g. .venv/bin/python bench/bench_bandit.py
 bench: $(STAMP)
-	$(VENV)/bin/python -m bench
+	set -e; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b --quick; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

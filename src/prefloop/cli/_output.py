@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from prefloop.errors import PrefloopError
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Database URL (default: $PREFLOOP_DATABASE_URL or sqlite:///prefloop.db).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,3 +44,10 @@ def run_app(app: typer.Typer) -> None:
     except PrefloopError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise SystemExit(2) from None
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit to print: the password hidden."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -7,20 +7,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from prefloop.cli._output import console, err_console, print_json
+from prefloop.cli._output import DbOption, JsonOption, console, err_console, print_json
 
 if TYPE_CHECKING:
     from prefloop.store import Store
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="Database URL (default: $PREFLOOP_DATABASE_URL or sqlite:///prefloop.db).",
-        show_default=False,
-    ),
-]
 TaskOption = Annotated[str, typer.Option("--task", "-t", help="Task name, e.g. diary.")]
 PolicyOption = Annotated[str, typer.Option("--policy", "-p", help="Registered policy name.")]
 

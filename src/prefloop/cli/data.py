@@ -9,22 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from prefloop.cli._output import console, err_console, print_json
+from prefloop.cli._output import DbOption, JsonOption, console, err_console, print_json, redact_url
 
 if TYPE_CHECKING:
     from prefloop.io import ImportResult
     from prefloop.store import Store
 
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="Database URL (default: $PREFLOOP_DATABASE_URL or sqlite:///prefloop.db).",
-        show_default=False,
-    ),
-]
 TaskOption = Annotated[str, typer.Option("--task", "-t", help="Task name, e.g. diary.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object (for scripts).")]
 FileArgument = Annotated[
     Path, typer.Argument(help="JSONL file, one record per line.", show_default=False)
 ]
@@ -53,12 +44,6 @@ SourcesOption = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 def _open_store(db: str | None, *, create: bool) -> Store:
@@ -100,9 +85,9 @@ def init(db: DbOption = None, json_output: JsonOption = False) -> None:
     state = "created" if before is None else "up to date" if before == revision else "upgraded"
     assert revision == head_revision()
     if json_output:
-        print_json({"url": _redact(url), "state": state, "revision": revision})
+        print_json({"url": redact_url(url), "state": state, "revision": revision})
     else:
-        console.print(f"prefloop store {state} at {_redact(url)} (schema {revision})")
+        console.print(f"prefloop store {state} at {redact_url(url)} (schema {revision})")
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from prefloop.cli._output import console, err_console, fail, print_json
+from prefloop.cli._output import DbOption, JsonOption, console, err_console, fail, print_json
 from prefloop.errors import InvalidInputError
 from prefloop.llm import (
     BACKEND_KINDS,
@@ -35,15 +35,6 @@ BackendOption = Annotated[
         "PREFLOOP_LLM_LOCAL_MODEL) on this machine.",
     ),
 ]
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        envvar="PREFLOOP_DATABASE_URL",
-        help="Database URL (default sqlite:///prefloop.db).",
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
 MaxTokens = Annotated[int, typer.Option("--max-tokens", min=1, help="Most tokens to generate.")]
 Temperature = Annotated[
     float, typer.Option("--temperature", min=0.0, help="Sampling temperature; 0 is greedy.")

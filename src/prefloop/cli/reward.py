@@ -359,8 +359,10 @@ def _cv_run(
     progress: Callable[[str, int, int], None],
     balance: bool = False,
     candidates: tuple[str, ...] | None = None,
+    compare: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Cross-validate ``spec`` (and, for ``auto`` ratings, each candidate on the same folds)."""
+    """Cross-validate ``spec`` and, with ``compare`` for ``auto`` ratings, each candidate on
+    the same folds."""
     from prefloop.reward.evaluate import (
         cross_validate,
         make_folds,
@@ -382,7 +384,7 @@ def _cv_run(
     figures: dict[str, Any] = {}
     if kind == "rating":
         figures = {"pred": result.predictions, "baseline_mean": float(np.mean(data.ratings))}
-        if spec == "auto":
+        if spec == "auto" and compare:
             models: dict[str, Any] = {}
             for candidate in candidates or RatingModelConfig().candidates:
                 run = cross_validate(
@@ -465,6 +467,7 @@ def fit(
                     progress,
                     balance_levels,
                     chosen_candidates,
+                    compare=False,
                 )
             fitted = factory().fit(dataset, progress=progress)
         if report is not None:

@@ -7,22 +7,13 @@ from typing import Annotated
 
 import typer
 
-from prefloop.cli._output import console, fail, print_json
+from prefloop.cli._output import DbOption, console, fail, print_json, redact_url
 
 keys_app = typer.Typer(
     name="keys",
     help="API keys of the web service (stored as SHA-256 hashes; a new key is shown once).",
     no_args_is_help=True,
 )
-
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help="Database URL (default: $PREFLOOP_DATABASE_URL or sqlite:///prefloop.db).",
-        show_default=False,
-    ),
-]
 
 
 def serve(
@@ -63,7 +54,7 @@ def serve(
     with Store.open(url) as store:
         _check_auth_configured(settings, store)
     console.print(
-        f"prefloop serve on http://{host}:{port} (store {_redact(url)}, {workers} worker(s))"
+        f"prefloop serve on http://{host}:{port} (store {redact_url(url)}, {workers} worker(s))"
     )
     uvicorn.run(
         "prefloop.serve.app:app_from_env",
@@ -74,12 +65,6 @@ def serve(
         log_level="info",
         access_log=access_log,
     )
-
-
-def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
 
 
 @keys_app.command("create")

@@ -9,10 +9,11 @@
   and store the generation (a failed call is stored as failed, with no reward).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from prefloop.llm._cache import cache_root, cached_folder, smollm2_folder
 from prefloop.llm._factory import BACKEND_KINDS, make_backend
 from prefloop.llm._local import LocalChatBackend
-from prefloop.llm._openai import OpenAIChatBackend
 from prefloop.llm._retry import RetryPolicy
 from prefloop.llm.base import (
     ChatBackend,
@@ -33,6 +34,18 @@ from prefloop.llm.generate import (
     template_fields,
 )
 from prefloop.llm.settings import LocalSettings, OpenAISettings
+
+if TYPE_CHECKING:
+    from prefloop.llm._openai import OpenAIChatBackend
+
+
+def __getattr__(name: str) -> Any:
+    # The openai client takes about a second to import: load it only when it is used.
+    if name == "OpenAIChatBackend":
+        from prefloop.llm._openai import OpenAIChatBackend
+
+        return OpenAIChatBackend
+    raise AttributeError(f"module 'prefloop.llm' has no attribute {name!r}")
 
 __all__ = [
     "BACKEND_KINDS",

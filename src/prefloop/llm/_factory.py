@@ -6,7 +6,6 @@ from typing import Literal, get_args
 
 from prefloop.errors import InvalidInputError
 from prefloop.llm._local import LocalChatBackend
-from prefloop.llm._openai import OpenAIChatBackend
 from prefloop.llm.base import ChatBackend
 from prefloop.llm.settings import load_local_settings
 
@@ -22,6 +21,8 @@ def make_backend(kind: str) -> ChatBackend:
     or, unset, the packaged SmolLM2-135M-Instruct.
     """
     if kind == "openai":
+        from prefloop.llm._openai import OpenAIChatBackend
+
         return OpenAIChatBackend.from_settings()
     if kind == "local":
         settings = load_local_settings()
