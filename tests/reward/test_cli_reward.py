@@ -13,6 +13,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from prefloop.cli import app
+from prefloop.errors import PrefloopError
 from prefloop.store import Store
 from prefloop.store.repo import add_generation, get_or_create_task
 from tests.reward.conftest import synthetic_ratings, write_jsonl
@@ -217,16 +218,27 @@ def test_fit_from_a_task_registers_in_the_store(tmp_path: Path) -> None:
     assert [(m["name"], m["task"]) for m in listed["models"]] == [("rm", "diary")]
 
 
-def test_bad_input_gives_clear_errors(tmp_path: Path, ratings_file: Path) -> None:
+def error_of(*args: str | Path) -> str:
+    """The message of the prefloop error the command raises (in this process)."""
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert isinstance(result.exception, PrefloopError), result.output
+    return " ".join(str(result.exception).split())
+
+
+def test_an_error_exits_with_status_2_and_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("", "utf-8")
     result = prefloop("reward", "fit", "--data", empty, "--out", tmp_path / "m", cwd=tmp_path)
-    assert result.returncode == 2 and "empty.jsonl is empty" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.startswith("error:") and "empty.jsonl is empty" in result.stderr
+    assert not (tmp_path / "m").exists()
 
+
+def test_bad_input_gives_clear_errors(tmp_path: Path, ratings_file: Path) -> None:
     flat = write_jsonl(
         tmp_path / "flat.jsonl", [{"text": f"t{i}", "rating": 0.5} for i in range(8)]
     )
-    result = prefloop(
+    message = error_of(
         "reward",
         "fit",
         "--data",
@@ -237,10 +249,8 @@ def test_bad_input_gives_clear_errors(tmp_path: Path, ratings_file: Path) -> Non
         "0",
         "--model",
         "ridge:stats",
-        cwd=tmp_path,
     )
-    assert result.returncode == 2 and "every rating in" in result.stderr
-    assert "at least two different rating levels" in result.stderr
+    assert "every rating in" in message and "at least two different rating levels" in message
     assert not (tmp_path / "m").exists()
 
     pairs = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"}])
@@ -256,21 +266,19 @@ def test_bad_input_gives_clear_errors(tmp_path: Path, ratings_file: Path) -> Non
         "--cv",
         "0",
     )
-    result = prefloop("reward", "eval", "--model", tmp_path / "rm", "--data", pairs, cwd=tmp_path)
-    assert result.returncode == 2 and "holds pairs, not ratings" in result.stderr
-
-    result = prefloop("reward", "eval", "--model", tmp_path, "--data", ratings_file, cwd=tmp_path)
-    assert result.returncode == 2 and "is not a prefloop reward model" in result.stderr
-
-    result = prefloop(
-        "reward",
-        "fit",
-        "--data",
-        ratings_file,
-        "--model",
-        "lasso",
-        "--out",
-        tmp_path / "x",
-        cwd=tmp_path,
+    message = error_of("reward", "eval", "--model", tmp_path / "rm", "--data", pairs)
+    assert "holds pairs, not ratings" in message
+    message = error_of("reward", "eval", "--model", tmp_path, "--data", ratings_file)
+    assert "is not a prefloop reward model" in message
+    message = error_of(
+        "reward", "fit", "--data", ratings_file, "--model", "lasso", "--out", tmp_path / "x"
     )
-    assert result.returncode == 2 and "lasso" in result.stderr
+    assert "lasso" in message
+    message = error_of(
+        "reward", "fit", "--data", pairs, "--kind", "pairwise", "--out", tmp_path / "x", "--cv", "0"
+    )
+    assert "only 1 pairs" in message
+    message = error_of("reward", "cv", "--data", ratings_file, "--kind", "ranking")
+    assert "--kind must be rating or pairwise" in message
+    message = error_of("reward", "fit", "--out", tmp_path / "x")
+    assert "either --data FILE or --task NAME" in message

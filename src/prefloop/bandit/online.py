@@ -15,7 +15,7 @@ log is the order they were made, which discounting and sticky users depend on.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -74,6 +74,7 @@ def decide(
     context: Mapping[str, Any] | None = None,
     seed: int | None = None,
     config: PolicyConfig | Mapping[str, Any] | None = None,
+    active_arms: Sequence[Arm] | None = None,
 ) -> BanditDecision:
     """Choose one of ``task``'s active arms with ``policy`` and log the decision.
 
@@ -81,8 +82,10 @@ def decide(
     probability (by arm name). ``config`` applies when this (task, policy) has no state yet; a
     different config for an existing state is a :class:`ConflictError`. ``seed`` makes the
     choice reproducible (it is combined with the state's version, so repeated calls differ).
+    ``active_arms`` are the task's active arms when the caller has them (a service's cache);
+    by default they are read from the store.
     """
-    arms = repo.active_arms(session, task)
+    arms = list(repo.active_arms(session, task) if active_arms is None else active_arms)
     if not arms:
         raise ConflictError(
             f"task {task.name!r} has no active arms to choose from; add an arm or remove the "
@@ -110,37 +113,53 @@ def decide(
 
 def apply_reward(
     session: Session,
-    generation: Generation,
+    generation: Generation | str,
     old_reward: float | None,
     new_reward: float | None,
 ) -> bool:
     """Move the state of the policy that chose ``generation``'s arm from its old reward to the new.
 
     Call it after the generation's cached reward changed (first reward: ``old_reward=None``;
-    withdrawn: ``new_reward=None``). Returns False when there is nothing to do (no decision
-    behind the generation, or no change). When the policy's state row is missing it is rebuilt
-    from the log, which already holds the new cached reward.
+    withdrawn: ``new_reward=None``); ``generation`` is the row or its id. Returns False when
+    there is nothing to do (no decision behind the generation, or no change). When the
+    policy's state row is missing it is rebuilt from the log, which already holds the new
+    cached reward.
     """
-    if generation.decision_id is None or old_reward == new_reward:
+    if old_reward == new_reward:
         return False
-    if generation.status != "ok" and new_reward is not None:
-        raise InvalidInputError(
-            f"generation {generation.id!r} failed ({generation.error!r}); a failed LLM call "
-            "has no reward"
+    if isinstance(generation, Generation) and generation.decision_id is None:
+        return False
+    generation_id = generation if isinstance(generation, str) else generation.id
+    # the generation's status, its decision and the decision's arm name in one query
+    found = session.execute(
+        select(
+            Generation.status, Generation.error, Generation.decision_id, BanditDecision, Arm.name
         )
-    decision = session.get(BanditDecision, generation.decision_id)
-    if decision is None:
-        raise NotFoundError(f"generation {generation.id!r} names a missing decision")
-    task = session.get(Task, decision.task_id)
-    assert task is not None, "a decision belongs to a task (foreign key)"
-    row, created = _lock_or_create(session, task, decision.policy, None)
-    if created:
-        row.state = recompute_state(session, task, decision.policy)
-        row.version += 1
-        return True
+        .outerjoin(BanditDecision, BanditDecision.id == Generation.decision_id)
+        .outerjoin(Arm, Arm.id == BanditDecision.arm_id)
+        .where(Generation.id == generation_id)
+    ).first()
+    if found is None:
+        raise NotFoundError(f"no generation {generation_id!r}")
+    status, error, decision_id, decision, arm_name = found
+    if decision_id is None:
+        return False
+    if status != "ok" and new_reward is not None:
+        raise InvalidInputError(
+            f"generation {generation_id!r} failed ({error!r}); a failed LLM call has no reward"
+        )
+    if decision is None or arm_name is None:
+        raise NotFoundError(f"generation {generation_id!r} names a missing decision")
+    row = session.scalar(_locked(_state_query_by_id(decision.task_id, decision.policy)))
+    if row is None:
+        task = session.get(Task, decision.task_id)
+        assert task is not None, "a decision belongs to a task (foreign key)"
+        row, created = _lock_or_create(session, task, decision.policy, None)
+        if created:
+            row.state = recompute_state(session, task, decision.policy)
+            row.version += 1
+            return True
     live = _load(row, None)
-    arm = session.get(Arm, decision.arm_id)
-    assert arm is not None, "a decision names an arm (foreign key)"
     index = None
     if live.config.discount != 1.0:
         index = session.scalar(
@@ -154,7 +173,7 @@ def apply_reward(
         )
     live.update(
         Decision(
-            arm=arm.name,
+            arm=arm_name,
             propensity=decision.propensity,
             probabilities=dict(decision.probabilities or {}),
             index=index,
@@ -374,7 +393,16 @@ def logged_decisions(
 
 # -- the state row -----------------------------------------------------------------------------
 def _state_query(task: Task, policy: str) -> Any:
-    return select(PolicyState).where(PolicyState.task_id == task.id, PolicyState.policy == policy)
+    return _state_query_by_id(task.id, policy)
+
+
+def _state_query_by_id(task_id: int, policy: str) -> Any:
+    return select(PolicyState).where(PolicyState.task_id == task_id, PolicyState.policy == policy)
+
+
+def _locked(query: Any) -> Any:
+    """``query`` locking its rows for the transaction, and reading them fresh."""
+    return query.with_for_update().execution_options(populate_existing=True)
 
 
 def _lock_state(
@@ -399,7 +427,7 @@ def _lock_or_create(
     session: Session, task: Task, policy: str, config: PolicyConfig | Mapping[str, Any] | None
 ) -> tuple[PolicyState, bool]:
     """The (task, policy) state row, locked for this transaction; created when missing."""
-    query = _state_query(task, policy).with_for_update().execution_options(populate_existing=True)
+    query = _locked(_state_query(task, policy))
     row = session.scalar(query)
     if row is not None:
         return row, False

@@ -342,32 +342,29 @@ def _timings_section(result: DemoResult) -> str:
 
 
 # -- terminal ----------------------------------------------------------------------------------
-_BY = {"proposer": "LLM", "demo-fallback": "fallback"}
+_BY = {"human": "by a person", "proposer": "by the LLM", "demo-fallback": "fallback"}
 
 
 def rich_summary(result: DemoResult) -> RenderableType:
     """The terminal summary: the arms table, the recommendation, regret and report paths."""
+    # Fits an 80-column terminal: where each arm came from is said below the table, and the
+    # failures column appears only when some LLM call failed.
     table = Table(title=f"prefloop demo — {result.task} ({result.requests} requests)")
+    show_failed = any(arm.failed for arm in result.arms)
     table.add_column("arm", no_wrap=True)
-    table.add_column("by", no_wrap=True)
-    for column in ("rated", "failed", "mean", "95% interval", "share", "P(best)"):
+    columns = ("n", "fail", "mean", "95% interval", "share", "P(best)")
+    for column in columns if show_failed else tuple(c for c in columns if c != "fail"):
         table.add_column(column, justify="right", no_wrap=True)
     for arm in result.arms:
         interval = (
             "–" if arm.interval is None else f"[{arm.interval[0]:+.2f}, {arm.interval[1]:+.2f}]"
         )
+        cells = [arm.name, str(arm.rated)]
+        if show_failed:
+            cells.append(str(arm.failed))
+        cells += [_num(arm.mean, "+.2f"), interval, f"{arm.share:.0%}", _num(arm.p_best, ".2f")]
         style = "bold green" if arm.name == result.recommended else None
-        table.add_row(
-            arm.name,
-            _BY.get(arm.created_by, arm.created_by),
-            str(arm.rated),
-            str(arm.failed),
-            _num(arm.mean),
-            interval,
-            f"{arm.share:.0%}",
-            _num(arm.p_best, ".3f"),
-            style=style,
-        )
+        table.add_row(*cells, style=style)
     lines: list[RenderableType] = [table]
     if result.recommended is not None:
         verdict = "confident" if result.confident else "not yet confident"
@@ -385,6 +382,10 @@ def rich_summary(result: DemoResult) -> RenderableType:
             f"{result.regret_uniform:.2f} (against the best arm's estimated mean)"
         )
     )
+    origins = ", ".join(
+        f"{arm.name} ({_BY.get(arm.created_by, arm.created_by)})" for arm in result.arms
+    )
+    lines.append(Text(f"arms: {origins}"))
     lines.append(Text(f"candidates: {result.proposal.message}"))
     if result.reward_model is not None:
         lines.append(Text(f"reward model: {result.reward_model.summary}"))

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError, PrefloopError
 from prefloop.llm.base import ChatBackend
 from prefloop.serve.auth import Authenticator, count_active_keys
+from prefloop.serve.catalog import Catalog
 from prefloop.serve.metrics import Metrics
 from prefloop.serve.middleware import BodyLimitMiddleware, MetricsMiddleware
 from prefloop.serve.settings import ServeSettings
@@ -43,6 +44,7 @@ class ServiceContext:
     metrics: Metrics
     authenticator: Authenticator
     backend_factory: Callable[[], ChatBackend]
+    catalog: Catalog
     _backend: ChatBackend | None = field(default=None, repr=False)
     _backend_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _write_lock: threading.Lock | None = field(default=None, repr=False)
@@ -85,6 +87,14 @@ class ServiceContext:
                     raise
                 log.info("retrying a transaction after %s", type(exc.orig).__name__)
         raise AssertionError("unreachable")
+
+    def changing_catalog(self, work: Callable[[Session], T]) -> T:
+        """:meth:`transaction` for work that changes tasks or arms: the catalog cache is
+        cleared after it commits (and after a failure, which may have changed nothing)."""
+        try:
+            return self.transaction(work)
+        finally:
+            self.catalog.invalidate()
 
     def _writing(self) -> AbstractContextManager[object]:
         return self._write_lock if self._write_lock is not None else nullcontext()
@@ -210,6 +220,7 @@ def create_app(
             opened, admin_key=admin_key, cache_seconds=settings.key_cache_seconds
         ),
         backend_factory=backend_factory,
+        catalog=Catalog(ttl=settings.catalog_cache_seconds),
     )
 
     @asynccontextmanager

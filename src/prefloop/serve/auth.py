@@ -141,15 +141,24 @@ class Authenticator:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
-    def authenticate(self, key: str) -> Principal | None:
+    def remembered(self, key: str) -> tuple[bool, Principal | None]:
+        """``(True, principal)`` when ``key`` is answered without the store (the admin key, or
+        a look-up remembered less than ``cache_seconds`` ago); ``(False, None)`` otherwise."""
         digest = hash_key(key)
         if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
-            return Principal(name="admin", role="admin", key_prefix="env")
-        now = time.monotonic()
+            return True, Principal(name="admin", role="admin", key_prefix="env")
         with self._lock:
             cached = self._cache.get(digest)
-        if cached is not None and now - cached[0] < self._cache_seconds:
-            return cached[1]
+        if cached is not None and time.monotonic() - cached[0] < self._cache_seconds:
+            return True, cached[1]
+        return False, None
+
+    def authenticate(self, key: str) -> Principal | None:
+        known, principal = self.remembered(key)
+        if known:
+            return principal
+        digest = hash_key(key)
+        now = time.monotonic()
         with self._store.session(readonly=True) as session:
             record = session.scalar(
                 select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))

@@ -32,6 +32,7 @@ from prefloop.errors import ConflictError, InvalidInputError
 from prefloop.feedback.events import FeedbackEvent, PairwiseEvent, RankingEvent
 from prefloop.llm.base import ChatBackend, GenerationParams
 from prefloop.llm.generate import generate_for_arm, render_template
+from prefloop.serve.catalog import Catalog
 from prefloop.store import Arm, BanditDecision, Generation, Store, Task, repo
 from prefloop.store.models import DEFAULT_SCALE
 
@@ -174,11 +175,19 @@ def _decide(
     end_user: str | None,
     context: Mapping[str, Any] | None,
     seed: int | None,
+    active_arms: Sequence[Arm] | None = None,
 ) -> tuple[BanditDecision, Arm]:
     decision = bandit.decide(
-        session, task, policy=policy, end_user=end_user, context=dict(context or {}), seed=seed
+        session,
+        task,
+        policy=policy,
+        end_user=end_user,
+        context=dict(context or {}),
+        seed=seed,
+        active_arms=active_arms,
     )
-    arm = session.get(Arm, decision.arm_id)
+    known = {arm.id: arm for arm in active_arms or ()}
+    arm = known.get(decision.arm_id) or session.get(Arm, decision.arm_id)
     assert arm is not None, "a decision always names an arm of the store"
     return decision, arm
 
@@ -209,18 +218,30 @@ def select_arm(
     context: Mapping[str, Any] | None = None,
     policy: str = "default",
     seed: int | None = None,
+    catalog: Catalog | None = None,
 ) -> Selection:
     """Choose an arm, render its prompt, and log the decision and a pending generation.
 
     The client calls its own LLM with ``prompt`` and reports the result with
     :func:`complete_generation` (its output, or the error); feedback about the generation is
     accepted once it has an output. A selection never completed stays pending: no reward.
+    ``catalog`` (a service's cache) supplies the task and its active arms without queries.
     """
-    task = repo.get_task(session, task_name)
+    if catalog is None:
+        task, arms = repo.get_task(session, task_name), None
+    else:
+        entry = catalog.entry(session, task_name)
+        task, arms = entry.task, entry.active_arms
     values = dict(inputs or {})
     _check_inputs(task, values)
     decision, arm = _decide(
-        session, task, policy=policy, end_user=end_user, context=context, seed=seed
+        session,
+        task,
+        policy=policy,
+        end_user=end_user,
+        context=context,
+        seed=seed,
+        active_arms=arms,
     )
     prompt = _render(arm, values)
     generation = Generation(
@@ -328,13 +349,16 @@ def generate(
 
 # -- feedback and stats -----------------------------------------------------------------------
 def submit_feedback(
-    session: Session, task_name: str, event: FeedbackEvent
+    session: Session, task_name: str, event: FeedbackEvent, *, catalog: Catalog | None = None
 ) -> feedback.RecordResult:
     """Record ``event`` and move the bandit's state by each reward it changed, in one go.
 
     A repeated idempotency key returns the first result (``duplicate=True``) and changes nothing.
+    ``catalog`` (a service's cache) supplies the task without a query.
     """
-    task = repo.get_task(session, task_name)
+    task = (
+        repo.get_task(session, task_name) if catalog is None else catalog.task(session, task_name)
+    )
     try:
         result = feedback.record_feedback(session, task, event)
     except InvalidInputError:
@@ -348,9 +372,8 @@ def submit_feedback(
                 ) from None
         raise
     if not result.duplicate:
-        for change in result.reward_changes:
-            generation = repo.get_generation(session, change.generation_id)
-            bandit.apply_reward(session, generation, change.old, change.new)
+        for change in result.reward_changes:  # by id: the rows may have left the session
+            bandit.apply_reward(session, change.generation_id, change.old, change.new)
     return result
 
 

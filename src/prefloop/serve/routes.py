@@ -4,12 +4,14 @@ transaction, and turns the result into a response schema; errors become HTTP sta
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -60,7 +62,16 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
 router = APIRouter()
 
 
-def _context(request: Request) -> ServiceContext:
+def _json(model: BaseModel, *, status: int = 200) -> Response:
+    """``model`` as a JSON response, serialised once. The hot routes return this instead of the
+    model: FastAPI would dump the model, validate the dump against the response model again and
+    re-encode it, in the thread pool (their ``response_model`` still documents the schema)."""
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
+async def _context(request: Request) -> ServiceContext:
+    # async (like the auth dependency below): a sync dependency would cost a trip through the
+    # thread pool on every request
     context: ServiceContext = request.app.state.prefloop
     return context
 
@@ -68,13 +79,13 @@ def _context(request: Request) -> ServiceContext:
 Ctx = Annotated[ServiceContext, Depends(_context)]
 
 
-def _require(permission: Permission) -> Callable[..., Principal]:
-    def dependency(
+def _require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(
         request: Request,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         api_key: Annotated[str | None, Depends(_api_key_header)],
     ) -> Principal:
-        context = _context(request)
+        context: ServiceContext = request.app.state.prefloop
         if context.settings.insecure_no_auth:
             return Principal(name="insecure-no-auth", role="admin", key_prefix="none")
         key = bearer.credentials if bearer is not None else api_key
@@ -84,7 +95,10 @@ def _require(permission: Permission) -> Callable[..., Principal]:
                 "no API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        principal = context.authenticator.authenticate(key)
+        # a remembered key is answered on the event loop; a store look-up goes to the pool
+        known, principal = context.authenticator.remembered(key)
+        if not known:
+            principal = await run_in_threadpool(context.authenticator.authenticate, key)
         if principal is None:
             raise HTTPException(
                 401,
@@ -147,7 +161,7 @@ def create_task(body: TaskCreate, ctx: Ctx, _who: Admin) -> TaskOut:
         )
         return TaskOut.of(task)
 
-    return ctx.transaction(work)
+    return ctx.changing_catalog(work)
 
 
 @router.get("/v1/tasks", tags=["tasks"], responses=_ERRORS)
@@ -180,7 +194,7 @@ def create_arm(task: str, body: ArmCreate, ctx: Ctx, _who: Admin) -> ArmOut:
         )
         return ArmOut.of(arm, ops.get_task(session, task))
 
-    return ctx.transaction(work)
+    return ctx.changing_catalog(work)
 
 
 @router.get("/v1/tasks/{task}/arms", tags=["tasks"], responses={**_ERRORS, **_NOT_FOUND})
@@ -202,7 +216,7 @@ def set_labels(task: str, arm: str, body: LabelsUpdate, ctx: Ctx, _who: Admin) -
         changed = ops.set_arm_labels(session, task, arm, body.labels)
         return ArmOut.of(changed, ops.get_task(session, task))
 
-    return ctx.transaction(work)
+    return ctx.changing_catalog(work)
 
 
 @router.post(
@@ -214,12 +228,17 @@ def retire_arm(task: str, arm: str, ctx: Ctx, _who: Admin) -> ArmOut:
     def work(session: Session) -> ArmOut:
         return ArmOut.of(ops.retire_arm(session, task, arm), ops.get_task(session, task))
 
-    return ctx.transaction(work)
+    return ctx.changing_catalog(work)
 
 
 # -- select, generate, generations ------------------------------------------------------------
-@router.post("/v1/select", tags=["loop"], responses={**_ERRORS, **_NOT_FOUND})
-def select_arm(body: SelectRequest, ctx: Ctx, _who: Selector) -> SelectResponse:
+@router.post(
+    "/v1/select",
+    tags=["loop"],
+    response_model=SelectResponse,
+    responses={**_ERRORS, **_NOT_FOUND},
+)
+def select_arm(body: SelectRequest, ctx: Ctx, _who: Selector) -> Response:
     """Choose an arm for an end user and return its rendered prompt, for clients that call
     their own LLM. The decision and a *pending* generation are logged: complete it with
     ``POST /v1/generations/{id}/output`` and/or send feedback against ``generation_id``."""
@@ -234,6 +253,7 @@ def select_arm(body: SelectRequest, ctx: Ctx, _who: Selector) -> SelectResponse:
             context=body.context,
             policy=policy,
             seed=body.seed,
+            catalog=ctx.catalog,
         )
         response = SelectResponse(
             decision_id=chosen.decision.id,
@@ -249,7 +269,7 @@ def select_arm(body: SelectRequest, ctx: Ctx, _who: Selector) -> SelectResponse:
 
     response, arm_name = ctx.transaction(work)
     ctx.metrics.count_decision(body.task, arm_name)
-    return response
+    return _json(response)
 
 
 @router.post(
@@ -306,11 +326,12 @@ def get_generation(generation_id: str, ctx: Ctx, _who: Reader) -> GenerationOut:
 @router.post(
     "/v1/generations/{generation_id}/output",
     tags=["loop"],
+    response_model=GenerationOut,
     responses={**_ERRORS, **_NOT_FOUND, **_CONFLICT},
 )
 def complete_generation(
     generation_id: str, body: GenerationOutput, ctx: Ctx, _who: Selector
-) -> GenerationOut:
+) -> Response:
     """Record what your LLM produced for a selected generation (once), or that it failed."""
 
     def work(session: Session) -> GenerationOut:
@@ -319,7 +340,7 @@ def complete_generation(
         )
         return GenerationOut.of(generation)
 
-    return ctx.transaction(work)
+    return _json(ctx.transaction(work))
 
 
 # -- feedback and stats -----------------------------------------------------------------------
@@ -327,6 +348,7 @@ def complete_generation(
     "/v1/feedback",
     status_code=201,
     tags=["loop"],
+    response_model=FeedbackResponse,
     responses={
         **_ERRORS,
         **_NOT_FOUND,
@@ -335,7 +357,6 @@ def complete_generation(
 )
 def send_feedback(
     body: FeedbackRequest,
-    response: Response,
     ctx: Ctx,
     who: FeedbackSender,
     idempotency_key: Annotated[
@@ -347,7 +368,7 @@ def send_feedback(
             description="Same as the event's idempotency_key; a repeat stores nothing new.",
         ),
     ] = None,
-) -> FeedbackResponse:
+) -> Response:
     """Record one feedback event of any kind (rating, thumbs, regenerate, pairwise, ranking,
     edit). Idempotent by the ``Idempotency-Key`` header or the event's ``idempotency_key``: a
     repeat answers 200 with the first result and ``duplicate: true``; a new event answers 201."""
@@ -366,7 +387,7 @@ def send_feedback(
         )
 
     def work(session: Session) -> FeedbackResponse:
-        result = ops.submit_feedback(session, body.task, event)
+        result = ops.submit_feedback(session, body.task, event, catalog=ctx.catalog)
         return FeedbackResponse(
             feedback_id=result.feedback_id,
             duplicate=result.duplicate,
@@ -385,9 +406,7 @@ def send_feedback(
 
     answer = ctx.transaction(work)
     ctx.metrics.count_feedback(body.task, event.kind, duplicate=answer.duplicate)
-    if answer.duplicate:
-        response.status_code = 200
-    return answer
+    return _json(answer, status=200 if answer.duplicate else 201)
 
 
 @router.get("/v1/stats", tags=["loop"], responses={**_ERRORS, **_NOT_FOUND})

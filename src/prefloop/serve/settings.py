@@ -54,6 +54,13 @@ class ServeSettings(BaseSettings):
         description="How long a verified store key is remembered (a revoked key stops working "
         "after at most this long). 0 looks every key up on every request.",
     )
+    catalog_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        description="How long a task and its active arms are remembered by each server "
+        "process (changes made through this process apply at once; ones made elsewhere, e.g. "
+        "by the CLI, after at most this long). 0 reads them on every request.",
+    )
     transaction_retries: int = Field(
         default=3,
         ge=0,

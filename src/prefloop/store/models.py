@@ -101,8 +101,8 @@ class Arm(Base):
 class Generation(Base):
     """An arm applied to an input by an LLM backend (or an output imported from elsewhere).
 
-    ``status`` is ``ok`` or ``failed``; a failed generation keeps its ``error`` and never gets a
-    reward. ``reward`` caches the value derived from this generation's feedback
+    ``status`` is ``ok``, ``failed`` or ``pending`` (chosen by ``/v1/select``, waiting for the
+    client's own LLM output); a failed generation keeps its ``error`` and never gets a reward. ``reward`` caches the value derived from this generation's feedback
     (:func:`prefloop.feedback.derive_reward`); ``None`` means no reward yet.
     """
 
@@ -114,7 +114,7 @@ class Generation(Base):
     input: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
     output: Mapped[str | None] = mapped_column(Text, nullable=True)
-    status: Mapped[str] = mapped_column(String(20), default="ok")  # ok | failed
+    status: Mapped[str] = mapped_column(String(20), default="ok")  # ok | failed | pending
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
