@@ -4,6 +4,7 @@ the "shorter reply wins" and length-model baselines measured on the same held-ou
     .venv/bin/python bench/bench_reward_finetune.py            # auto: CV on CUDA, 80/20 on CPU
     .venv/bin/python bench/bench_reward_finetune.py --folds 5  # 5-fold CV (meant for a GPU)
     .venv/bin/python bench/bench_reward_finetune.py --quick    # a smoke run of a few minutes
+    .venv/bin/python bench/bench_reward_finetune.py --threads 1 --fit-all  # + time on 1,500
 
 Prints one JSON object. The folds are prefloop's (:func:`prefloop.reward.evaluate.make_folds`,
 grouped by prompt, seeded); the 80/20 design trains on four of five folds and tests on the
@@ -11,7 +12,8 @@ fifth, because five trainings do not fit the time budget on two CPU cores. Accur
 bootstrap intervals and the paired gain over the better baseline come from
 :func:`prefloop.reward.evaluate.pair_report`. The training time is wall clock and process CPU
 time next to the load average, because the CPU may be shared with other work: on an otherwise
-idle machine the wall time is about the CPU time divided by ``--threads``.
+idle machine the wall time is the CPU time with ``--threads 1``, and at best the CPU time
+divided by ``--threads`` otherwise. ``--fit-all`` adds one timed training on all 1,500 pairs.
 """
 
 from __future__ import annotations
@@ -77,6 +79,22 @@ def run_fold(train: PairData, test: PairData, config: FinetuneConfig) -> dict[st
     }
 
 
+def time_training(data: PairData, config: FinetuneConfig) -> dict[str, Any]:
+    """Wall and CPU time of one training on ``data`` (no evaluation)."""
+    load_before = os.getloadavg()[0]
+    wall, cpu = time.perf_counter(), time.process_time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        FinetunedRewardModel(config).fit(data)
+    return {
+        "pairs": len(data),
+        "wall_seconds": round(time.perf_counter() - wall, 1),
+        "cpu_seconds": round(time.process_time() - cpu, 1),
+        "load_average_before": round(load_before, 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="160/80 pairs, 64 tokens")
@@ -88,6 +106,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--fit-all",
+        action="store_true",
+        help="also time one training on all 1,500 pairs (the budget: 15 minutes on 2 cores)",
+    )
     args = parser.parse_args()
 
     if not DATA.exists():
@@ -126,6 +149,10 @@ def main() -> None:
         seed=args.seed,
     )
     figures = [r["figures"] for r in results]
+    full_training = None
+    if args.fit_all:
+        everything = data.subset(np.arange(min(len(data), 200 if args.quick else len(data))))
+        full_training = time_training(everything, config)
     print(
         json.dumps(
             {
@@ -160,6 +187,7 @@ def main() -> None:
                 "train_wall_seconds": round(sum(f["train_wall_seconds"] for f in figures), 1),
                 "train_cpu_seconds": round(sum(f["train_cpu_seconds"] for f in figures), 1),
                 "folds": figures,
+                "full_training": full_training,
             }
         )
     )

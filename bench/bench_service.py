@@ -547,22 +547,27 @@ def breakdown(url: str, iterations: int, *, warmup: int = 30) -> dict[str, Any]:
     from prefloop import bandit, feedback
     from prefloop.feedback import RatingEvent
     from prefloop.llm import render_template
-    from prefloop.store import Arm, BanditDecision, Generation, repo
+    from prefloop.serve.catalog import Catalog
+    from prefloop.store import BanditDecision, Generation, repo
 
     rng = random.Random(7)
     steps = _Steps()
+    catalog = Catalog(ttl=1.0)  # as the service keeps it
     with Store.open(url) as store:
         for n in range(warmup + iterations):
             if n == warmup:
                 steps = _Steps()
             steps.restart()
             with store.session() as s:
-                task = repo.get_task(s, TASK)
-                steps.mark("select: task look-up")
-                decision = bandit.decide(s, task, end_user=f"u{n % 64}")
+                entry = catalog.entry(s, TASK)
+                task = entry.task
+                steps.mark("select: task and active arms (catalog cache)")
+                decision = bandit.decide(
+                    s, task, end_user=f"u{n % 64}", active_arms=entry.active_arms
+                )
                 steps.mark("select: bandit.decide (reads, locks, writes the state row)")
-                arm = s.get(Arm, decision.arm_id)
-                assert arm is not None and arm.template is not None
+                arm = next(a for a in entry.active_arms if a.id == decision.arm_id)
+                assert arm.template is not None
                 generation = Generation(
                     task_id=task.id, arm_id=arm.id, input={"topic": "x"}, status="pending",
                     prompt=render_template(arm.template, {"topic": "x"}),
@@ -578,8 +583,8 @@ def breakdown(url: str, iterations: int, *, warmup: int = 30) -> dict[str, Any]:
                 steps.mark("output: load + update generation")
             steps.mark("output: commit")
             with store.session() as s:
-                task = repo.get_task(s, TASK)
-                steps.mark("feedback: task look-up")
+                task = catalog.task(s, TASK)
+                steps.mark("feedback: task look-up (catalog cache)")
                 value = 1.0 if rng.random() < ARM_QUALITY[arm.name] else -1.0
                 event = RatingEvent(
                     generation_id=generation.id, value=value, idempotency_key=uuid.uuid4().hex
@@ -587,9 +592,7 @@ def breakdown(url: str, iterations: int, *, warmup: int = 30) -> dict[str, Any]:
                 result = feedback.record_feedback(s, task, event)
                 steps.mark("feedback: feedback.record_feedback")
                 for change in result.reward_changes:
-                    changed = s.get(Generation, change.generation_id)
-                    assert changed is not None
-                    bandit.apply_reward(s, changed, change.old, change.new)
+                    bandit.apply_reward(s, change.generation_id, change.old, change.new)
                 steps.mark("feedback: bandit.apply_reward (locks, writes the state row)")
             steps.mark("feedback: commit")
         # the what-if: decisions from a cached policy, appended without touching the state row

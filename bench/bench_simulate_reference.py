@@ -58,7 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="prefloop-reference-") as scratch:
         url = args.db
         if url is None:
-            demo_config = DemoConfig(out_dir=Path(scratch), seed=args.seed, reward_model=False)
+            demo_config = DemoConfig(out_dir=Path(scratch), seed=args.seed, reward_model=None)
             if args.quick:
                 demo_config = replace(demo_config.fast(), requests=24, max_tokens=48)
             demo_started = time.perf_counter()

@@ -21,9 +21,9 @@ from prefloop.bandit import (
     state_differences,
     stored_state,
 )
-from prefloop.errors import ConflictError, InvalidInputError
+from prefloop.errors import ConflictError, InvalidInputError, NotFoundError
 from prefloop.store import Store, repo
-from prefloop.store.models import BanditDecision, Generation, PolicyState
+from prefloop.store.models import Arm, BanditDecision, Generation, PolicyState
 
 
 def _task(store: Store, arms: tuple[str, ...] = ("A", "B", "C")) -> None:
@@ -249,3 +249,27 @@ def test_concurrent_requests_keep_the_state_equal_to_the_log(store: Store) -> No
     with store.session(readonly=True) as s:
         row = s.scalar(select(PolicyState))
         assert row is not None and row.state["t"] == 24 and row.version == 48
+
+
+def test_decide_with_the_callers_arms_and_apply_reward_by_id(store: Store) -> None:
+    """A service passes its cached active arms and reports rewards by generation id; a stale
+    arm list (C missing) still leaves the stored state equal to its recomputation."""
+    _task(store)
+    made = [_decide_and_generate(store, seed=k) for k in range(4)]
+    with store.session() as s:
+        task = repo.get_task(s, "diary")
+        arms = [arm for arm in repo.active_arms(s, task) if arm.name != "C"]
+        decision = decide(s, task, active_arms=arms, seed=9)
+        assert set(decision.probabilities) == {"A", "B"}
+        chosen = s.get(Arm, decision.arm_id)
+        assert chosen is not None and chosen.name in {"A", "B"}
+    for k, (_, generation_id) in enumerate(made):
+        with store.session() as s:
+            generation = repo.get_generation(s, generation_id)
+            old, generation.reward = generation.reward, (1.0 if k % 2 else -0.5)
+            assert apply_reward(s, generation_id, old, generation.reward) is True
+    assert _compare(store, "default") == []
+    with store.session() as s:
+        assert apply_reward(s, made[0][1], -0.5, -0.5) is False  # no change
+        with pytest.raises(NotFoundError, match="no generation 'ghost'"):
+            apply_reward(s, "ghost", None, 1.0)

@@ -62,6 +62,7 @@ def test_demo_on_a_tiny_local_model(store_url: str, tmp_path: Path, tiny_backend
         warmup=4,
         max_tokens=16,  # the tiny model's context is 128 tokens
         cv_folds=3,
+        reward_model="ridge:stats",
     )
     phases: list[str] = []
     result = run_demo(config, backend=tiny_backend, progress=lambda p, d, t: phases.append(p))
@@ -124,7 +125,11 @@ def test_demo_cli_over_an_openai_compatible_server(
     out = tmp_path / "demo"
 
     run = CliRunner().invoke(
-        app, ["demo", "--out", str(out), "--backend", "openai", "--requests", "64", "--json"]
+        app,
+        [
+            *("demo", "--out", str(out), "--backend", "openai", "--requests", "64"),
+            *("--reward-model", "ridge:stats", "--json"),
+        ],
     )
 
     assert run.exit_code == 0, run.output
@@ -161,12 +166,31 @@ def test_demo_cli_over_an_openai_compatible_server(
         assert rated_failures == 0
     _check_report(summary["report_files"], list(arms))
 
+    # For people: the table, the recommendation, the regret and where the report is.
+    again = CliRunner().invoke(
+        app,
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--backend",
+            "openai",
+            "--requests",
+            "8",
+            "--reward-model",
+            "none",
+        ],
+    )
+    assert again.exit_code == 0, again.output
+    for text in ("proposed-1", "recommended:", "regret: bandit", "reused", "report.html"):
+        assert text in again.stdout, text
+
 
 def test_a_second_run_into_the_same_folder_reuses_the_arms(
     tmp_path: Path, tiny_backend: LocalChatBackend
 ) -> None:
     config = DemoConfig(
-        out_dir=tmp_path, requests=8, warmup=0, max_tokens=8, propose=False, reward_model=False
+        out_dir=tmp_path, requests=8, warmup=0, max_tokens=8, propose=False, reward_model=None
     )
     first = run_demo(config, backend=tiny_backend)
     second = run_demo(config, backend=tiny_backend)
@@ -184,9 +208,10 @@ def test_a_second_run_into_the_same_folder_reuses_the_arms(
         ({"candidates": 9}, "candidates"),
         ({"seed": -1}, "--seed"),
         ({"warmup": -2}, "warmup"),
+        ({"reward_model": "svm"}, "unknown rating model 'svm'"),
     ],
 )
-def test_bad_settings_are_refused(kwargs: dict[str, int], message: str) -> None:
+def test_bad_settings_are_refused(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         DemoConfig(**kwargs)  # type: ignore[arg-type]
 

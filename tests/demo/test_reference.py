@@ -35,7 +35,7 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
             base_url=server.url, api_key="test", model=server.model, retry=RetryPolicy(0)
         )
         result = run_demo(
-            DemoConfig(out_dir=folder, requests=40, warmup=8, reward_model=False),
+            DemoConfig(out_dir=folder, requests=40, warmup=8, reward_model=None),
             backend=backend,
         )
     with Store.open(result.database_url) as store:

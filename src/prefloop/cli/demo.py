@@ -81,6 +81,14 @@ def demo(
             "--no-propose", help="Use the hand-written candidate prompts instead of asking the LLM."
         ),
     ] = False,
+    reward_model: Annotated[
+        str,
+        typer.Option(
+            "--reward-model",
+            help="Reward model fitted on the ratings: auto, REGRESSOR[:FEATURES] (e.g. "
+            "ridge:stats) or none.",
+        ),
+    ] = "auto",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON summary object for scripts.")
     ] = False,
@@ -93,7 +101,14 @@ def demo(
         raise InvalidInputError(
             f"unknown --backend {backend!r}; choose one of {', '.join(BACKEND_KINDS)}"
         )
-    config = DemoConfig(out_dir=out, database_url=db, seed=seed, policy=policy, backend=backend)
+    config = DemoConfig(
+        out_dir=out,
+        database_url=db,
+        seed=seed,
+        policy=policy,
+        backend=backend,
+        reward_model=None if reward_model.lower() == "none" else reward_model,
+    )
     if fast:
         config = config.fast()
     overrides: dict[str, object] = {}

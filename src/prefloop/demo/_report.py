@@ -287,14 +287,26 @@ def _reward_model_section(result: DemoResult) -> str:
     head = f"<h2>Reward model ({_e(model.kind)}, {model.ratings} ratings)</h2>"
     if model.skipped:
         return head + f"<p>Not fitted: {_e(model.skipped)}</p>"
+    m = model.metrics
     rows = "".join(
-        f"<tr><td>{_e(k)}</td><td class='num'>{v:.4f}</td></tr>" for k, v in model.metrics.items()
+        f"<tr><td>{label}</td><td class='num'>{m[a]:.3f}</td><td class='num'>{m[b]:.3f}</td></tr>"
+        for label, a, b in (("MSE", "cv_mse", "baseline_mse"), ("MAE", "cv_mae", "baseline_mae"))
+    )
+    gain = (
+        f"MSE reduction {m['mse_reduction']:+.3f} (95% bootstrap interval "
+        f"[{m['mse_reduction_ci_low']:+.3f}, {m['mse_reduction_ci_high']:+.3f}]), Spearman "
+        f"correlation {m['cv_spearman']:.2f}: the model "
+        + ("beats" if model.beats_baseline else "does not beat")
+        + " the baseline."
     )
     where = f"<p class='muted'>Saved in <code>{_e(model.path)}</code>.</p>" if model.path else ""
     return (
-        head + "<p>Cross-validated on the run's ratings, next to the baseline that predicts the "
-        "training mean for every text.</p>"
-        + f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>{where}"
+        head
+        + "<p>Cross-validated on the run's ratings (each text predicted by a model that did not "
+        "see it), next to the baseline that predicts each training fold's mean rating.</p>"
+        + "<table><tr><th>out-of-fold</th><th>model</th><th>training mean</th></tr>"
+        + rows
+        + f"</table><p>{_e(gain)}</p>{where}"
     )
 
 

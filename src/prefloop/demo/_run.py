@@ -101,8 +101,9 @@ class DemoConfig:
     proposer_calls: int = 2
     threshold: float = 0.95
     """P(best) at which the recommendation counts as confident."""
-    reward_model: bool = True
-    """Fit a reward model on the ratings at the end."""
+    reward_model: str | None = "auto"
+    """The reward model fitted at the end: ``auto`` (inner cross-validation chooses among
+    prefloop's rating models), a ``REGRESSOR[:FEATURES]`` such as ``ridge:stats``, or None."""
     cv_folds: int = 5
     rubric: RubricConfig = field(default_factory=RubricConfig)
     task: DemoTask = DIARY
@@ -122,6 +123,10 @@ class DemoConfig:
             )
         if self.seed < 0:
             raise InvalidInputError(f"--seed must be >= 0, got {self.seed}")
+        if self.reward_model not in (None, "auto"):
+            from prefloop.reward.rating import parse_candidate
+
+            parse_candidate(self.reward_model)  # a bad spec fails now, not after the run
         if self.cv_folds < 2:
             raise InvalidInputError(f"cv_folds must be >= 2, got {self.cv_folds}")
 
@@ -225,8 +230,9 @@ def run_demo(
                     config.out_dir / "reward-model",
                     folds=config.cv_folds,
                     seed=config.seed,
+                    model=config.reward_model,
                 )
-                if config.reward_model
+                if config.reward_model is not None
                 else None
             )
             report("reward model", 1, 1)

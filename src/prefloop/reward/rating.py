@@ -131,6 +131,7 @@ class _Candidate:
         self.regressor_name, self.features = parse_candidate(spec)
         self.featurizer = build_featurizer(self.features)
         self.seed = seed
+        self._widths: list[int] = []  # columns per featurizer part, set by features_of
         self.mean_: Array | None = None
         self.scale_: Array | None = None
         self.estimator_: Any = None
@@ -142,6 +143,7 @@ class _Candidate:
         return np.hstack(blocks)
 
     def fit(self, x: Array, y: Array, weights: Array | None) -> _Candidate:
+        """Fit on ``x`` from :meth:`features_of`: standardize, then regress."""
         mask = _standardize_mask(self.featurizer, self._widths)
         mean = np.where(mask, x.mean(axis=0), 0.0)
         scale = np.where(mask, x.std(axis=0), 1.0)

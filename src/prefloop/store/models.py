@@ -102,7 +102,8 @@ class Generation(Base):
     """An arm applied to an input by an LLM backend (or an output imported from elsewhere).
 
     ``status`` is ``ok``, ``failed`` or ``pending`` (chosen by ``/v1/select``, waiting for the
-    client's own LLM output); a failed generation keeps its ``error`` and never gets a reward. ``reward`` caches the value derived from this generation's feedback
+    client's own LLM output); a failed generation keeps its ``error`` and never gets a reward.
+    ``reward`` caches the value derived from this generation's feedback
     (:func:`prefloop.feedback.derive_reward`); ``None`` means no reward yet.
     """
 
