@@ -77,7 +77,7 @@ class ProposalOutcome:
     def message(self) -> str:
         if self.reused:
             return "the store already holds the demo's arms; they were reused"
-        text = f"the local LLM wrote {len(self.accepted)} candidate prompt(s)"
+        text = f"the LLM wrote {len(self.accepted)} usable candidate prompt(s)"
         if self.fallbacks:
             text += (
                 f"; {len(self.rejected)} proposal(s) were rejected"

@@ -47,6 +47,7 @@ def __getattr__(name: str) -> Any:
         return OpenAIChatBackend
     raise AttributeError(f"module 'prefloop.llm' has no attribute {name!r}")
 
+
 __all__ = [
     "BACKEND_KINDS",
     "ChatBackend",
