@@ -155,14 +155,9 @@ def bench_hh(quick: bool, samples: int) -> dict[str, Any]:
         data = data.subset(range(300))
     folds = make_folds(data, 5, seed=0)
     feature_sets = (
-        ("stats", "minilm-prompt")
+        ("stats", "use-prompt")
         if quick
-        else (
-            "stats",
-            "minilm",
-            "minilm-prompt",
-            "minilm-prompt+stats",
-        )
+        else ("stats", "minilm", "minilm-prompt", "use", "use-prompt", "use-prompt+stats")
     )
     default_features = BradleyTerryConfig().features
     out: dict[str, Any] = {"n": len(data), "folds": 5, "models": {}}

@@ -23,10 +23,11 @@ from prefloop.demo import (
     cumulative_regret,
     run_demo,
 )
-from prefloop.errors import InvalidInputError
-from prefloop.llm import LocalChatBackend
+from prefloop.errors import PrefloopError
+from prefloop.llm import GenerationParams, LocalChatBackend, generate_for_arm
 from prefloop.store import Store
 from prefloop.store.models import Arm, BanditDecision, Feedback, Generation, Task
+from prefloop.store.repo import get_arm, get_task
 
 SUMMARY_KEYS = {
     "arms",
@@ -186,18 +187,30 @@ def test_demo_cli_over_an_openai_compatible_server(
         assert text in again.stdout, text
 
 
-def test_a_second_run_into_the_same_folder_reuses_the_arms(
+def test_a_second_run_reuses_the_arms_and_rates_what_an_interrupted_run_left(
     tmp_path: Path, tiny_backend: LocalChatBackend
 ) -> None:
     config = DemoConfig(
         out_dir=tmp_path, requests=8, warmup=0, max_tokens=8, propose=False, reward_model=None
     )
     first = run_demo(config, backend=tiny_backend)
+    # What a run killed between storing a batch and rating it leaves: an unrated output.
+    with Store.open(config.url) as store, store.session() as session:
+        task = get_task(session, "diary")
+        arm = get_arm(session, task, "fallback-cheerful")
+        inputs = {"place": "Seoul", "company": "alone", "mood": "calm"}
+        params = GenerationParams(max_tokens=8, seed=1)
+        left = generate_for_arm(session, task, arm, inputs, tiny_backend, params).id
+
     second = run_demo(config, backend=tiny_backend)
     assert [a.name for a in second.arms] == [a.name for a in first.arms]
     assert second.proposal.reused and not first.proposal.reused
     assert len(second.chosen) == 16
     assert any("reused" in note for note in second.notes)
+    assert any("rated 1 output" in note for note in second.notes)
+    with Store.open(config.url) as store, store.session(readonly=True) as session:
+        rating = session.scalar(select(Feedback).where(Feedback.generation_id == left))
+        assert rating is not None and rating.author == RUBRIC_AUTHOR
 
 
 @pytest.mark.parametrize(
@@ -209,10 +222,12 @@ def test_a_second_run_into_the_same_folder_reuses_the_arms(
         ({"seed": -1}, "--seed"),
         ({"warmup": -2}, "warmup"),
         ({"reward_model": "svm"}, "unknown rating model 'svm'"),
+        ({"policy": "greedy"}, "no bandit policy named 'greedy'"),
+        ({"top_p": 0.0}, "top_p"),
     ],
 )
 def test_bad_settings_are_refused(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(InvalidInputError, match=message):
+    with pytest.raises(PrefloopError, match=message):
         DemoConfig(**kwargs)  # type: ignore[arg-type]
 
 

@@ -46,3 +46,16 @@ def test_without_a_cache_every_request_reads_the_store(make_api: AppFactory) -> 
     generation = api.select()["generation_id"]
     api.complete(generation)
     assert api.rate(generation, 1).status_code == 201
+
+
+def test_a_rejected_request_does_not_spoil_the_cache(make_api: AppFactory) -> None:
+    """The request that fills the cache fails (its transaction rolls back): the cached task and
+    arms must stay readable for the next requests."""
+    api = make_api(catalog_cache_seconds=3600)
+    api.seed()
+    body = {"task": "diary", "inputs": {"place": "Jeju"}}  # 'company' is missing
+    rejected = api.call("POST", "/v1/select", "client", json=body)
+    assert rejected.status_code == 422 and "company" in rejected.text
+    generation = api.select()["generation_id"]
+    api.complete(generation)
+    assert api.rate(generation, 1).status_code == 201

@@ -50,7 +50,7 @@ ModelSpecOption = Annotated[
         "--model",
         help="auto, or for ratings REGRESSOR[:FEATURES] (ridge, random-forest, "
         "gradient-boosting; features like stats, use, stats+use), for pairs "
-        "bradley-terry[:FEATURES] (e.g. bradley-terry:minilm-prompt+stats).",
+        "bradley-terry[:FEATURES] (default features use-prompt; e.g. bradley-terry:minilm-prompt).",
     ),
 ]
 CandidatesOption = Annotated[
@@ -313,16 +313,17 @@ def _fmt_ci(report: dict[str, Any], key: str, ci_key: str | None = None) -> str:
 
 def _show(report: dict[str, Any], kind: str, heading: str) -> None:
     table = Table(title=heading, show_header=True)
-    table.add_column("metric")
-    table.add_column("model (95% CI)")
-    table.add_column("baseline (95% CI)")
+    table.add_column("figure")
+    table.add_column("value [95% CI]")
+    base = report["baseline"]
     if kind == "rating":
-        base = report["baseline"]
+        for key in ("mse", "mae", "spearman", "pearson"):
+            table.add_row(f"model {key}", _fmt_ci(report, key))
         for key in ("mse", "mae"):
             lo, hi = report["ci"][f"baseline_{key}"]
-            table.add_row(key, _fmt_ci(report, key), f"{base[key]:.3f} [{lo:.3f}, {hi:.3f}]")
-        for key in ("spearman", "pearson"):
-            table.add_row(key, _fmt_ci(report, key), "0 (constant)")
+            table.add_row(
+                f"baseline {key} (training mean)", f"{base[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+            )
         gain = report["vs_baseline"]
         verdict = "beats" if gain["beats_baseline"] else "does NOT clearly beat"
         note = (
@@ -330,12 +331,13 @@ def _show(report: dict[str, Any], kind: str, heading: str) -> None:
             f"{gain['ci'][1]:.3f}]: the model {verdict} the training-mean baseline"
         )
     else:
-        base = report["baseline"]
-        lo, hi = report["ci"]["shorter_wins"]
-        table.add_row("accuracy", _fmt_ci(report, "accuracy"), "")
-        table.add_row("", "", f"shorter wins {base['shorter_wins']:.3f} [{lo:.3f}, {hi:.3f}]")
-        lo, hi = report["ci"]["length_model"]
-        table.add_row("", "", f"length model {base['length_model']:.3f} [{lo:.3f}, {hi:.3f}]")
+        table.add_row("model accuracy", _fmt_ci(report, "accuracy"))
+        for key, label in (
+            ("shorter_wins", "shorter reply wins"),
+            ("length_model", "length model"),
+        ):
+            lo, hi = report["ci"][key]
+            table.add_row(f"baseline: {label}", f"{base[key]:.3f} [{lo:.3f}, {hi:.3f}]")
         gain = report["vs_baseline"]
         verdict = "beats" if gain["beats_baseline"] else "does NOT clearly beat"
         note = (
@@ -344,7 +346,10 @@ def _show(report: dict[str, Any], kind: str, heading: str) -> None:
         )
     if "train" in report:
         main = "mse" if kind == "rating" else "accuracy"
-        table.add_row(f"train {main} (gap)", f"{report['train'][main]:.3f}", "")
+        table.add_row(
+            f"in-sample {main} (train − CV gap)",
+            f"{report['train'][main]:.3f} (gap {report['train'][main] - report[main]:+.3f})",
+        )
     console.print(table)
     console.print(note, highlight=False)
 
@@ -603,7 +608,7 @@ def cv(
         json_path = report_path or Path("reports") / f"reward-cv-{_slug(data, task)}.json"
         png_path = png or json_path.with_suffix(".png")
         report["png"] = str(
-            _plot(kind, dataset, figures, png_path, f"{model}: {folds}-fold CV, {len(dataset)}")
+            _plot(kind, dataset, figures, png_path, f"{model}: {folds}-fold CV, n={len(dataset)}")
         )
         report["report"] = str(json_path)
         _write_json(json_path, report)

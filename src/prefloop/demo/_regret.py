@@ -28,9 +28,12 @@ K = TypeVar("K")
 
 def cumulative_regret(chosen: Sequence[K], means: Mapping[K, float]) -> NDArray[np.float64]:
     """Cumulative pseudo-regret after each choice in ``chosen`` (same length as ``chosen``)."""
-    unknown = sorted({str(a) for a in chosen if a not in means})
+    unknown = sorted({repr(a) for a in chosen if a not in means})
     if unknown:
-        raise InvalidInputError(f"no estimated mean for arm(s) {', '.join(unknown)}")
+        raise InvalidInputError(
+            f"no estimated mean for arm(s) {', '.join(unknown)}; give a mean for every arm "
+            "that was chosen (or leave its choices out)"
+        )
     if not chosen:
         return np.zeros(0)
     best = max(means.values())

@@ -71,7 +71,6 @@ class ProposalOutcome:
     reused: bool = False
     """True when the store already held the task's arms (a second run into the same folder)."""
     llm_calls: int = 0
-    seconds: float = 0.0
 
     @property
     def message(self) -> str:

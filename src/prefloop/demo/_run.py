@@ -29,7 +29,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from prefloop.bandit import apply_reward, arm_stats, decide, recommend_arm
+from prefloop.bandit import apply_reward, arm_stats, decide, policy_config, recommend_arm
 from prefloop.demo._regret import cumulative_regret, uniform_regret
 from prefloop.demo._report import write_report
 from prefloop.demo._result import (
@@ -48,7 +48,7 @@ from prefloop.llm import ChatBackend, GenerationParams, GenerationRequest, gener
 from prefloop.llm.base import LLMError
 from prefloop.propose import ProposerConfig, propose_arms
 from prefloop.store import Store
-from prefloop.store.models import Arm, BanditDecision, Generation, Task
+from prefloop.store.models import Arm, BanditDecision, Feedback, Generation, Task
 from prefloop.store.repo import (
     active_arms,
     add_generation,
@@ -63,6 +63,8 @@ __all__ = ["RUBRIC_AUTHOR", "DemoConfig", "ProgressCallback", "run_demo"]
 RUBRIC_AUTHOR = "rubric-scorer"
 """The author of the demo's ratings (source ``auto``): the rubric scorer, not a person."""
 FALLBACK_CREATOR = "demo-fallback"
+WARMUP_POLICY = "warm-up"
+"""``Generation.policy`` of the warm-up outputs (no bandit decision behind them)."""
 ProgressCallback = Callable[[str, int, int], None]
 """``progress(phase, done, total)``; phases: load model, warm-up, propose, requests,
 reward model, report."""
@@ -129,6 +131,12 @@ class DemoConfig:
             parse_candidate(self.reward_model)  # a bad spec fails now, not after the run
         if self.cv_folds < 2:
             raise InvalidInputError(f"cv_folds must be >= 2, got {self.cv_folds}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise InvalidInputError(
+                f"temperature must be >= 0 and top_p in (0, 1], got {self.temperature} and "
+                f"{self.top_p}"
+            )
+        policy_config(self.policy)  # an unknown --policy fails now and lists the known ones
 
     @property
     def url(self) -> str:
@@ -214,6 +222,9 @@ def run_demo(
                 f"the store at {config.url} already held task {spec.name!r} with "
                 f"{len(existing)} arms; they were reused and this run's requests added"
             )
+            caught_up = loop.catch_up()
+            if caught_up:
+                notes.append(f"rated {caught_up} output(s) an earlier, interrupted run left")
         else:
             with clock.phase("warm-up"):
                 loop.warm_up()
@@ -293,14 +304,14 @@ class _Loop:
             with self.store.session(readonly=True) as session:
                 task = get_task(session, self.spec.name)
                 base = get_arm(session, task, self.spec.base_prompt.name)
-            self._generate_and_rate(task, [GenerationRequest(base, x) for x in inputs])
+            requests = [GenerationRequest(base, x, policy=WARMUP_POLICY) for x in inputs]
+            self._generate_and_rate(task, requests)
             done += n
             self.report("warm-up", done, total)
 
     def add_candidates(self) -> ProposalOutcome:
         want = self.config.candidates
         self.report("propose", 0, want)
-        started = time.perf_counter()
         accepted: tuple[str, ...] = ()
         rejected: tuple[tuple[str, str], ...] = ()
         errors: tuple[str, ...] = ()
@@ -330,6 +341,7 @@ class _Loop:
             with self.store.session() as session:
                 task = get_task(session, self.spec.name)
                 taken = {arm.name for arm in active_arms(session, task)}
+                parent = get_arm(session, task, self.spec.base_prompt.name)
                 for prompt in self.spec.fallback_prompts:
                     if len(fallbacks) == missing:
                         break
@@ -340,6 +352,7 @@ class _Loop:
                         task,
                         prompt.name,
                         template=prompt.template,
+                        parent=parent,
                         created_by=FALLBACK_CREATOR,
                     )
                     fallbacks.append(prompt.name)
@@ -350,7 +363,6 @@ class _Loop:
             errors=errors,
             fallbacks=tuple(fallbacks),
             llm_calls=calls,
-            seconds=time.perf_counter() - started,
         )
 
     def serve(self) -> None:
@@ -390,9 +402,33 @@ class _Loop:
                 generations = _store_failures(session, task, requests, self.backend, exc)
         self.generated += sum(g.status == "ok" for g in generations)
         self.failed += sum(g.status != "ok" for g in generations)
+        self._rate(task, [g for g in generations if g.status == "ok"])
+
+    def catch_up(self) -> int:
+        """Rate the outputs an interrupted run stored but did not rate; returns how many."""
+        with self.store.session(readonly=True) as session:
+            task = get_task(session, self.spec.name)
+            rated = select(Feedback.generation_id).where(
+                Feedback.task_id == task.id, Feedback.author == RUBRIC_AUTHOR
+            )
+            pending = list(
+                session.scalars(
+                    select(Generation).where(
+                        Generation.task_id == task.id,
+                        Generation.status == "ok",
+                        Generation.arm_id.is_not(None),
+                        Generation.id.not_in(rated),
+                    )
+                )
+            )
+        self._rate(task, pending)
+        return len(pending)
+
+    def _rate(self, task: Task, generations: list[Generation]) -> None:
+        """The rubric's rating of each output, recorded as feedback; rewards update the bandit."""
         with self.store.session() as session:
             for generation in generations:
-                if generation.status != "ok" or generation.output is None:
+                if generation.output is None:
                     continue
                 verdict = self.scorer.score(generation.output, self.spec.facts(generation.input))
                 recorded = record_feedback(

@@ -7,10 +7,11 @@ prompt p gets a reward r(p, x) = w·φ(p, x), and
 
 so fitting w is a logistic regression without intercept on feature differences. Each pair is
 used in both orders ((c − r, 1) and (r − c, 0)), which keeps the model symmetric. φ comes from
-frozen featurizers (embeddings of the reply, of the reply next to its prompt, text statistics);
+frozen featurizers; the default, ``use-prompt``, is the multilingual USE embedding of the reply,
+its elementwise product with the embedding of the prompt's last request, and their cosine;
 the L2 penalty is chosen by cross-validation inside the training pairs, with folds grouped by
 prompt. Rewards are centred so that the average training reply scores 0; ``score_unit`` gives
-σ(r), the probability of beating an average training reply.
+σ(r), which is 0.5 for a reply with the average training reward.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ C_GRID: tuple[float, ...] = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 class BradleyTerryConfig:
     """Settings of :class:`BradleyTerryModel`."""
 
-    features: str = "minilm-prompt"
+    features: str = "use-prompt"
     """Feature sets joined by '+', see :func:`prefloop.reward.featurizers.build_featurizer`."""
     inner_folds: int = 5
     """Folds (grouped by prompt) used to choose the L2 penalty inside the training pairs."""

@@ -7,8 +7,9 @@ process (create, label, retire) call :meth:`Catalog.invalidate` after they commi
 process sees its own changes at once; a change made elsewhere (the CLI, another worker) is
 seen after at most ``ttl`` seconds. ``ttl=0`` turns the cache off.
 
-The cached rows are detached ORM objects: the hot path only reads their columns (ids, names,
-templates, scale, reward rules), never adds them to a session.
+The cached rows are ORM objects detached from the session that read them (so that a rollback of
+that request cannot expire them): the hot path only reads their columns (ids, names, templates,
+scale, reward rules), never adds them to a session.
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ class Catalog:
         with self._lock:
             generation = self._generation
         task = repo.get_task(session, task_name)
-        fresh = CatalogEntry(task, tuple(repo.active_arms(session, task)), now)
+        arms = tuple(repo.active_arms(session, task))
+        # detached at once: a rollback of this request's transaction would expire them
+        for row in (task, *arms):
+            session.expunge(row)
+        fresh = CatalogEntry(task, arms, now)
         with self._lock:
             if self.ttl > 0 and generation == self._generation:  # no invalidation meanwhile
                 self._entries[task_name] = fresh
