@@ -142,9 +142,10 @@ def test_thompson_prefers_the_clear_winner_and_explores_the_unknown() -> None:
     assert probs["A"] > 0.8
 
 
-def test_the_default_explores_less_than_thompson_and_tries_new_arms_first() -> None:
+def test_epsilon_thompson_explores_less_than_thompson_and_tries_new_arms_first() -> None:
     ts = make_policy("thompson", arms=["A", "B"], seed=3, config={"draws": 20_000})
-    eps = make_policy("default", arms=["A", "B"], seed=3, config={"draws": 20_000})
+    options = {"draws": 20_000, "epsilon": 0.5}
+    eps = make_policy("thompson", arms=["A", "B"], seed=3, config=options)
     for policy in (ts, eps):
         _feed(policy, "A", 1, 0.5, 1, 0.5, 0)  # mean 0.6
         _feed(policy, "B", 0.5, 0, 1, 0)  # mean 0.375

@@ -347,8 +347,8 @@ def _show(report: dict[str, Any], kind: str, heading: str) -> None:
     if "train" in report:
         main = "mse" if kind == "rating" else "accuracy"
         table.add_row(
-            f"in-sample {main} (train − CV gap)",
-            f"{report['train'][main]:.3f} (gap {report['train'][main] - report[main]:+.3f})",
+            f"in-sample {main} (overfitting gap)",
+            f"{report['train'][main]:.3f} ({report['gap'][main]:+.3f})",
         )
     console.print(table)
     console.print(note, highlight=False)
