@@ -58,6 +58,7 @@ def test_k_inf_equals_the_smallest_kl_to_a_distribution_with_mean_mu() -> None:
 def test_overdue_arms_against_a_hand_computation() -> None:
     """Leader A: n rewards of 0.5; B: three 0s. K_inf(δ₀, ½) = ln 2 (all mass moves to the top),
     so I_B = 3 ln 2 + ln 3 = 3.178, and B is overdue once ln n − 2 > 3.178, i.e. n > 177.3."""
+
     def levels(n_leader: int) -> np.ndarray:
         counts = np.zeros((1, 3, 5))
         counts[0, 0, 3] = n_leader  # A: all 0.5
@@ -137,7 +138,7 @@ def test_the_default_config_and_its_options() -> None:
             make_policy("default", config=options)
 
 
-def _best_arm_pulls(name: str, runs: int, horizon: int, seed: int) -> np.ndarray:
+def _best_arm_pulls(name: str, runs: int, horizon: int, seed: int, **options) -> np.ndarray:
     """Pulls of the best arm per run on the issue's four-arm spec (C, mean 0.73)."""
     probs = np.array(
         [
@@ -148,7 +149,7 @@ def _best_arm_pulls(name: str, runs: int, horizon: int, seed: int) -> np.ndarray
         ]
     )
     rng = np.random.default_rng(seed)
-    policy = make_policy(name, arms=list("ABCD"), seed=rng)
+    policy = make_policy(name, arms=list("ABCD"), seed=rng, config=options or None)
     policy._reset_batch(runs)
     cumulative = probs.cumsum(-1)
     for _ in range(horizon):
@@ -160,10 +161,11 @@ def _best_arm_pulls(name: str, runs: int, horizon: int, seed: int) -> np.ndarray
 
 @pytest.mark.slow
 def test_the_guard_keeps_the_best_arm_from_being_starved() -> None:
-    """Plain Thompson sampling leaves some runs on the runner-up D after a few unlucky early
-    ratings of C; the guard brings C back. Fixed seed; see bench/bench_bandit.py for regret."""
-    thompson = _best_arm_pulls("thompson", runs=150, horizon=1500, seed=3)
-    default = _best_arm_pulls("default", runs=150, horizon=1500, seed=3)
-    assert np.sort(thompson)[:3].max() < 150  # its three most starved runs
-    assert default.min() > 400
-    assert np.median(default) > np.median(thompson)
+    """Without the guard, the default's greedy three quarters leave C (the best arm) behind in
+    about one run in nine after a few unlucky early ratings; the guard brings most back.
+    Fixed seed; measured 17 vs 6 runs of 150 (seed 4: 16 vs 3)."""
+    unguarded = _best_arm_pulls("default", runs=150, horizon=1500, seed=3, guard=None)
+    guarded = _best_arm_pulls("default", runs=150, horizon=1500, seed=3)
+    assert (unguarded < 300).sum() >= 11
+    assert (guarded < 300).sum() <= 9
+    assert np.median(guarded) > 1200

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.llm.tiny_model import build_tiny_chat_model
-from tests.support.chat_server import ChatServer
 
 from prefloop.demo import DIARY
 from prefloop.llm import LocalChatBackend
+from tests.llm.tiny_model import build_tiny_chat_model
+from tests.support.chat_server import ChatServer
 
 BEST_MARK = "vivid"
 """Prompts containing this word get perfect diaries from :func:`diary_writer`."""

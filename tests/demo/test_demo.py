@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sqlalchemy import func, select
-from tests.demo.conftest import BEST_MARK
-from tests.support.chat_server import ChatServer
 from typer.testing import CliRunner
 
 from prefloop.bandit import recompute_state, states_match, stored_state
@@ -28,6 +26,8 @@ from prefloop.llm import GenerationParams, LocalChatBackend, generate_for_arm
 from prefloop.store import Store
 from prefloop.store.models import Arm, BanditDecision, Feedback, Generation, Task
 from prefloop.store.repo import get_arm, get_task
+from tests.demo.conftest import BEST_MARK
+from tests.support.chat_server import ChatServer
 
 SUMMARY_KEYS = {
     "arms",

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.demo.conftest import diary_writer
-from tests.support.chat_server import ChatServer
 
 from prefloop.demo import (
     ArmPool,
@@ -23,6 +21,8 @@ from prefloop.demo import (
 from prefloop.errors import InvalidInputError
 from prefloop.llm import OpenAIChatBackend, RetryPolicy
 from prefloop.store import Store
+from tests.demo.conftest import diary_writer
+from tests.support.chat_server import ChatServer
 
 DIARY_SCALE = (-1.0, -0.5, 0.0, 0.5, 1.0)
 
