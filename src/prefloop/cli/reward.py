@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from prefloop.cli._output import console, err_console, print_json
+from prefloop.cli._output import JsonOption, console, err_console, print_json
 from prefloop.errors import ImportFileError, InvalidInputError
 from prefloop.io import split_hh_dialogue
 from prefloop.io.readers import iter_json_lines
@@ -70,7 +70,6 @@ DbOption = Annotated[
         "Giving it registers the fitted model in the store.",
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
 PngOption = Annotated[
     Path | None,
     typer.Option("--png", help="Where to write the figure (default: beside the JSON report)."),
