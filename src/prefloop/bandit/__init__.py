@@ -3,8 +3,9 @@
 Policies (``make_policy(name, arms=…, scale=…, seed=…)``; names in :data:`POLICIES`):
 
 ================ ===========================================================================
-default          prefloop's best: ε-exploring multinomial Thompson sampling (Jin et al. 2023),
-                 ε = ½, Jeffreys Dirichlet(½) prior on the rating levels
+default          prefloop's best: multinomial Thompson sampling on a Jeffreys Dirichlet(½) prior,
+                 ε-exploring (ε = ¼, Jin et al. 2023) with optimistic draws (May et al. 2012)
+                 and IMED's overdue test as a safety net (Honda & Takemura 2015, margin 2)
 thompson         multinomial Thompson sampling (Riou & Honda 2020), Jeffreys prior
 ucb1             UCB1 on rewards mapped to [0, 1] (Auer et al. 2002)
 ucb1-reference   the reference project's UCB1 exactly: raw [-1, 1] rewards, sqrt(2 ln t / n)
