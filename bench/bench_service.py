@@ -547,12 +547,15 @@ def breakdown(url: str, iterations: int, *, warmup: int = 30) -> dict[str, Any]:
     from prefloop import bandit, feedback
     from prefloop.feedback import RatingEvent
     from prefloop.llm import render_template
+    from prefloop.bandit.online import PolicyCache
+    from prefloop.serve import ServeSettings
     from prefloop.serve.catalog import Catalog
     from prefloop.store import BanditDecision, Generation, repo
 
     rng = random.Random(7)
     steps = _Steps()
     catalog = Catalog(ttl=1.0)  # as the service keeps it
+    policies = PolicyCache(refresh=ServeSettings().propensity_refresh)  # likewise
     with Store.open(url) as store:
         for n in range(warmup + iterations):
             if n == warmup:
@@ -563,7 +566,7 @@ def breakdown(url: str, iterations: int, *, warmup: int = 30) -> dict[str, Any]:
                 task = entry.task
                 steps.mark("select: task and active arms (catalog cache)")
                 decision = bandit.decide(
-                    s, task, end_user=f"u{n % 64}", active_arms=entry.active_arms
+                    s, task, end_user=f"u{n % 64}", active_arms=entry.active_arms, cache=policies
                 )
                 steps.mark("select: bandit.decide (reads, locks, writes the state row)")
                 arm = next(a for a in entry.active_arms if a.id == decision.arm_id)
@@ -574,8 +577,7 @@ def breakdown(url: str, iterations: int, *, warmup: int = 30) -> dict[str, Any]:
                     decision_id=decision.id, policy=decision.policy,
                     propensity=decision.propensity,
                 )  # fmt: skip
-                s.add(generation)
-                s.flush()
+                repo.insert_row(s, generation)
                 steps.mark("select: render + insert generation")
             steps.mark("select: commit")
             with store.session() as s:
@@ -592,7 +594,9 @@ def breakdown(url: str, iterations: int, *, warmup: int = 30) -> dict[str, Any]:
                 result = feedback.record_feedback(s, task, event)
                 steps.mark("feedback: feedback.record_feedback")
                 for change in result.reward_changes:
-                    bandit.apply_reward(s, change.generation_id, change.old, change.new)
+                    bandit.apply_reward(
+                        s, change.generation_id, change.old, change.new, cache=policies
+                    )
                 steps.mark("feedback: bandit.apply_reward (locks, writes the state row)")
             steps.mark("feedback: commit")
         # the what-if: decisions from a cached policy, appended without touching the state row

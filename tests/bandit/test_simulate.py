@@ -227,3 +227,33 @@ def test_plot_refuses_a_missing_folder(tmp_path: Path) -> None:
     result = simulate(parse_spec(TINY), ["ucb1"], horizon=5, runs=2, seed=0)
     with pytest.raises(InvalidInputError, match="does not exist"):
         plot_regret(result, tmp_path / "nope" / "x.png")
+
+
+ISSUE_POLICY_NAMES = [
+    "ucb1-reference",
+    "ucb1",
+    "epsilon-greedy",
+    "thompson",
+    "softmax",
+    "mabwiser-ucb1",
+    "mabwiser-epsilon-greedy",
+    "mabwiser-thompson",
+    "default",
+]
+
+
+def test_cli_runs_every_policy_name_the_issue_lists(tmp_path: Path) -> None:
+    pytest.importorskip("mabwiser")
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(TINY))
+    args = ["--spec", str(spec), "--policies", ",".join(ISSUE_POLICY_NAMES)]
+    args += ["--horizon", "40", "--runs", "4", "--seed", "3", "--json"]
+    result = CliRunner().invoke(app, ["bandit", "simulate", *args])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert list(summary["policies"]) == ISSUE_POLICY_NAMES and summary["best_arm"] == "good"
+    for name, row in summary["policies"].items():
+        assert set(row) >= {"regret", "regret_ci", "p_best"}, name
+        low, high = row["regret_ci"]
+        assert 0 <= low <= row["regret"] <= high, name
+        assert row["regret"] < 40 * 0.5, name  # always playing 'bad' would cost 0.5 a step

@@ -4,7 +4,9 @@ an OpenAI-compatible server on 127.0.0.1 whose answers make one prompt clearly b
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,16 +44,38 @@ SUMMARY_KEYS = {
 }
 
 
-def _check_report(files: dict[str, str | Path], arm_names: list[str]) -> None:
+def _check_report(summary: dict[str, Any]) -> None:
+    files = summary["report_files"]
     for key in ("arm_means_png", "regret_png", "allocation_png"):
         data = Path(files[key]).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{key} is not a PNG"
         assert len(data) > 5_000, f"{key} looks empty"
     page = Path(files["html"]).read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 3  # self-contained: plots embedded
-    for name in arm_names:
-        assert name in page
     assert "rubric scorer" in page
+    # Per-arm means with their intervals, the recommended prompt with its confidence, and the
+    # regret against uniform allocation, as the summary has them.
+    intervals = [
+        (float(low), float(high))
+        for low, high in re.findall(r"\[([+-]\d\.\d\d), ([+-]\d\.\d\d)\]", page)
+    ]
+    for arm in summary["arms"]:
+        assert arm["name"] in page
+        if arm["ci"] is not None:
+            assert any(
+                (low, high) == pytest.approx(tuple(arm["ci"]), abs=0.0051)
+                for low, high in intervals
+            ), (arm["name"], arm["ci"], intervals)
+    shown = re.search(
+        r"Recommended prompt: ([^<]+)</b> — probability ([\d.]+) that it is the best.*?"
+        r"Regret of the bandit: <b>([\d.]+)</b> against <b>([\d.]+)</b>",
+        page,
+    )
+    assert shown, "the recommendation and the regret are on the page"
+    assert shown[1] == summary["recommended"]
+    assert float(shown[2]) == pytest.approx(summary["confidence"], abs=1e-3)
+    assert float(shown[3]) == pytest.approx(summary["regret_policy"], abs=0.01)
+    assert float(shown[4]) == pytest.approx(summary["regret_uniform"], abs=0.01)
 
 
 def test_demo_on_a_tiny_local_model(store_url: str, tmp_path: Path, tiny_backend: LocalChatBackend):
@@ -112,7 +136,7 @@ def test_demo_on_a_tiny_local_model(store_url: str, tmp_path: Path, tiny_backend
         len(chosen) * (max(means.values()) - np.mean(list(means.values()))), abs=1e-3
     )
     assert summary["reward_model"]["ratings"] == len(ok)
-    _check_report(summary["report_files"], [a["name"] for a in summary["arms"]])
+    _check_report(summary)
 
 
 def test_demo_cli_over_an_openai_compatible_server(
@@ -165,7 +189,7 @@ def test_demo_cli_over_an_openai_compatible_server(
             .where(Feedback.generation_id.in_([g.id for g in failed]))
         )
         assert rated_failures == 0
-    _check_report(summary["report_files"], list(arms))
+    _check_report(summary)
 
     # For people: the table, the recommendation, the regret and where the report is.
     again = CliRunner().invoke(
@@ -185,6 +209,9 @@ def test_demo_cli_over_an_openai_compatible_server(
     assert again.exit_code == 0, again.output
     for text in ("proposed-1", "recommended:", "regret: bandit", "reused", "report.html"):
         assert text in again.stdout, text
+    # Progress bars on stderr, one per step, so stdout stays the report.
+    for label in ("Simulated requests (decide → generate → rate)", "Writing the report"):
+        assert label in again.stderr and label not in again.stdout, label
 
 
 def test_a_second_run_reuses_the_arms_and_rates_what_an_interrupted_run_left(

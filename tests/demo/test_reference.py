@@ -118,3 +118,11 @@ def test_the_experiment_needs_two_arms() -> None:
 def test_bad_reference_settings_are_refused(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         ReferenceConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_defaults_are_the_reference_projects_setting() -> None:
+    """The issue's experiment: a reward model plays the user, 200 iterations, prefloop's
+    default policy next to the reference project's UCB1."""
+    config = ReferenceConfig()
+    assert (config.iterations, config.user) == (200, "reward-model")
+    assert config.policies == ("default", "ucb1-reference")

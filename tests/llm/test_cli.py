@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from prefloop.cli import app
+from prefloop.llm import BACKEND_KINDS
 from prefloop.store import Arm, Generation, Store
 from prefloop.store.repo import create_arm, get_or_create_task
 from tests.support.chat_server import ChatServer
@@ -122,3 +125,38 @@ def test_propose_without_usable_templates_exits_1_and_says_why(
     assert result.exit_code == 1
     assert "no usable template" in result.output
     assert len(chat_server.chat_requests) == 2
+
+
+# What `prefloop --help` must not pay for: model code, ML libraries, the HTTP client.
+HEAVY_AT_START_UP = (
+    "prefloop.llm",
+    "prefloop.propose",
+    "prefloop.bandit",
+    "prefloop.demo",
+    "torch",
+    "transformers",
+    "sklearn",
+    "scipy",
+    "matplotlib",
+    "openai",
+    "pydantic_settings",
+)
+
+
+def test_the_cli_loads_no_model_code_at_start_up() -> None:
+    code = (
+        "import sys, prefloop.cli; "
+        f"print(sorted(m for m in {HEAVY_AT_START_UP!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
+def test_the_backend_option_names_every_backend() -> None:
+    for command in (["llm", "complete"], ["llm", "generate"], ["propose"], ["demo"]):
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        for kind in BACKEND_KINDS:
+            assert f"'{kind}'" in result.stdout or f" {kind} " in result.stdout, (command, kind)

@@ -130,6 +130,17 @@ def test_a_stalled_server_times_out_within_the_configured_timeout(
     assert len(chat_server.chat_requests) == 2
 
 
+def test_a_timed_out_attempt_is_retried_and_the_next_answer_used(chat_server: ChatServer) -> None:
+    chat_server.script(Stall(10.0), Fail(429), Fail(502), Reply("third time lucky"))
+    backend = backend_for(chat_server, timeout=0.4)
+    started = time.perf_counter()
+    completion = backend.complete(HELLO, GenerationParams())
+    assert completion.text == "third time lucky"
+    assert completion.extra["attempts"] == 4
+    assert len(chat_server.chat_requests) == 4
+    assert 0.4 <= time.perf_counter() - started < 0.4 + 2.0  # one timeout, short backoffs
+
+
 def test_a_slow_answer_within_the_timeout_succeeds(chat_server: ChatServer) -> None:
     chat_server.script(Stall(0.2, then="late but fine"))
     completion = backend_for(chat_server, timeout=3.0).complete(HELLO, GenerationParams())

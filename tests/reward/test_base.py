@@ -266,3 +266,47 @@ def test_score_unit_maps_the_scale_and_squashes_logits(rating_data: RatingData) 
     bt.fit(PairData.from_records(PairRecord(**r) for r in rows))
     texts = [r["chosen"] for r in rows]
     assert np.allclose(bt.score_unit(texts), 1 / (1 + np.exp(-bt.score(texts))))
+
+
+def test_save_with_overwrite_false_keeps_the_old_model(
+    tmp_path: Path, rating_data: RatingData
+) -> None:
+    ridge().fit(rating_data).save(tmp_path / "m")
+    with pytest.raises(InvalidInputError, match=r"already holds a reward model"):
+        ridge().fit(rating_data.subset(range(30))).save(tmp_path / "m", overwrite=False)
+    assert read_model_info(tmp_path / "m").train.n == len(rating_data)  # type: ignore[union-attr]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert ridge().fit(rating_data).save(empty, overwrite=False) == empty
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "m"]
+
+
+def test_to_unit_maps_raw_rewards_without_scoring_again(rating_data: RatingData) -> None:
+    model = ridge().fit(rating_data)
+    raw = model.score(rating_data.texts)
+    assert np.array_equal(model.to_unit(raw), model.score_unit(rating_data.texts))
+    unit = model.to_unit([-1.0, 0.0, 1.0, 3.0, float("nan")])
+    assert unit[:4].tolist() == [0.0, 0.5, 1.0, 1.0] and np.isnan(unit[4])  # no score stays none
+    with pytest.raises(InvalidInputError, match=r"not fitted"):
+        ridge().to_unit([0.0])
+
+
+def test_heavy_models_are_importable_from_the_package_without_loading_torch() -> None:
+    """`from prefloop.reward import LLMJudge` works, and importing the package loads neither
+    torch nor transformers (they load when a fine-tuned model trains or loads)."""
+    code = (
+        "import sys\n"
+        "import prefloop.reward as r\n"
+        "from prefloop.reward import LLMJudge, JudgeConfig, FinetunedRewardModel, "
+        "FinetuneConfig, DistillConfig, distill_ratings, distill_pairs, distill_from_files\n"
+        "import prefloop.reward.judge as j, prefloop.reward.finetune as f\n"
+        "assert LLMJudge is j.LLMJudge and FinetunedRewardModel is f.FinetunedRewardModel\n"
+        "assert set(r.__all__) <= set(dir(r))\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers', 'openai') "
+        "if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -149,3 +149,53 @@ def test_cross_validation_report_has_train_and_gap() -> None:
     assert report["gap"]["mse"] == pytest.approx(report["mse"] - report["train"]["mse"])
     assert report["mse"] < report["baseline"]["mse"] * 0.5
     assert report["vs_baseline"]["beats_baseline"]
+
+
+def test_rating_report_leaves_unscored_items_out_of_every_figure() -> None:
+    y = np.array([0.0, 1.0, -1.0, 0.5, 1.0, -0.5])
+    pred = np.array([0.0, 0.5, np.nan, 0.5, np.nan, -0.5])
+    baseline = np.full(6, 0.25)
+    report = rating_report(y, pred, baseline, samples=200, seed=1)
+    scored = ~np.isnan(pred)
+    assert report["n"] == 4 and report["unscored"] == 2
+    assert report["mse"] == pytest.approx(np.mean((pred[scored] - y[scored]) ** 2))
+    assert report["baseline"]["mse"] == pytest.approx(np.mean((0.25 - y[scored]) ** 2))
+    assert all(np.isfinite(report["ci"]["mse"])) and np.isfinite(report["spearman"])
+    full = rating_report(y[scored], pred[scored], baseline[scored], samples=200, seed=1)
+    assert full["unscored"] == 0
+    assert {k: full[k] for k in ("mse", "mae", "spearman")} == {
+        k: report[k] for k in ("mse", "mae", "spearman")
+    }
+
+
+def test_pair_report_leaves_unscored_pairs_out() -> None:
+    report = pair_report(
+        np.array([0.9, np.nan, 0.2, 0.7]),
+        np.array([1.0, 0.0, 0.0, 0.0]),
+        np.array([0.6, 0.4, 0.4, 0.4]),
+        samples=100,
+    )
+    assert report["n"] == 3 and report["unscored"] == 1
+    assert report["accuracy"] == pytest.approx(2 / 3)  # not 2/4: a missing pair is not wrong
+    assert report["baseline"] == {"shorter_wins": pytest.approx(1 / 3), "length_model": 1 / 3}
+
+
+def test_nothing_scored_is_an_error() -> None:
+    with pytest.raises(InvalidInputError, match="no score for any of the 3 items"):
+        rating_report(np.zeros(3), np.full(3, np.nan), np.zeros(3), samples=100)
+    with pytest.raises(InvalidInputError, match="no score for any of the 2 pairs"):
+        pair_report(np.full(2, np.nan), np.ones(2), np.ones(2), samples=100)
+
+
+def test_folds_that_miss_or_repeat_an_item_are_refused() -> None:
+    data = ratings(20)
+    folds = make_folds(data, 4)
+    make = lambda: SklearnRatingModel(RatingModelConfig(model="ridge:stats"))  # noqa: E731
+    missing = [
+        (train, test[1:]) if i == 0 else (train, test) for i, (train, test) in enumerate(folds)
+    ]
+    with pytest.raises(InvalidInputError, match=r"1 in no test part, 0 in several"):
+        cross_validate(make, data, missing, samples=100)
+    repeated = [*folds, folds[0]]
+    with pytest.raises(InvalidInputError, match=r"0 in no test part, \d+ in several"):
+        cross_validate(make, data, repeated, samples=100)

@@ -347,3 +347,103 @@ def test_with_the_local_smollm2_backend() -> None:
     assert judge.stats.scored == int(np.sum(~np.isnan(scores)))
     assert 2 <= judge.stats.calls <= 4
     assert judge.stats.prompt_tokens > 100 and judge.stats.completion_tokens > 0
+
+
+# ---- evaluation of a judge that fails on some items ---------------------------------------------
+def rubric_level(text: str) -> float:
+    """The level a scripted judge gives: the number after "level" in the text."""
+    return float(re.findall(r"level (-?[0-9.]+)", text)[-1])
+
+
+def failing_on_broken(messages: list[dict[str, Any]]) -> Any:
+    """Rates by the level written in the text, but its server fails for texts saying "broken"
+    (every attempt: the judge gives up and leaves them unscored)."""
+    text = item_text(messages)
+    return Fail(500) if "broken" in text else f"Score: {rubric_level(text):g}"
+
+
+def rated_items(n_per_level: int = 4, broken_every: int = 5) -> RatingData:
+    """Texts whose written level is one step off from people's rating at the ends; every
+    ``broken_every``-th item makes the judge's server fail."""
+    texts, values = [], []
+    for _ in range(n_per_level):
+        for level in SCALE:
+            i = len(texts)
+            mark = " broken" if i % broken_every == 2 else ""
+            texts.append(f"item {i}{mark} level {level:g}")
+            values.append(level if abs(level) < 1 else level / 2)  # judge says ±1, people ±0.5
+    return RatingData(texts=texts, ratings=np.array(values), prompts=[None] * len(texts))
+
+
+def test_evaluate_ratings_leaves_unscored_items_out(server: ChatServer) -> None:
+    from prefloop.reward.evaluate import evaluate_ratings
+
+    server.responder = failing_on_broken
+    judge = judge_on(server, max_attempts=2)
+    data = rated_items()
+    broken = np.array(["broken" in t for t in data.texts])
+    assert 0 < broken.sum() < len(data)
+
+    report = evaluate_ratings(judge, data, samples=200)
+
+    assert report["unscored"] == int(broken.sum()) == judge.stats.failed
+    assert report["n"] == len(data) - int(broken.sum())
+    said = np.array([rubric_level(t) for t in data.texts])[~broken]
+    people = data.ratings[~broken]
+    assert report["mse"] == pytest.approx(float(np.mean((said - people) ** 2)))
+    assert report["baseline"]["mse"] == pytest.approx(
+        float(np.mean((judge.train_.mean - people) ** 2))  # type: ignore[union-attr]
+    )
+    assert all(math.isfinite(v) for v in (report["mse"], report["spearman"], *report["ci"]["mse"]))
+
+
+@pytest.mark.filterwarnings("ignore:no labeled example")
+def test_cross_validate_a_judge_with_unscored_items(server: ChatServer) -> None:
+    from prefloop.reward.evaluate import cross_validate, make_folds
+
+    server.responder = failing_on_broken
+    backend = judge_on(server).backend
+    data = rated_items()
+    broken = np.array(["broken" in t for t in data.texts])
+
+    result = cross_validate(
+        lambda: LLMJudge(JudgeConfig(max_attempts=1), backend=backend),
+        data,
+        make_folds(data, 3),
+        samples=200,
+    )
+
+    report = result.report
+    assert report["unscored"] == int(broken.sum())
+    assert report["n"] == len(data) - int(broken.sum())
+    assert np.array_equal(np.isnan(result.predictions), broken)
+    # each item is in two training parts, so each broken one is unscored twice in-sample
+    assert report["train"]["unscored"] == 2 * int(broken.sum())
+    assert math.isfinite(report["mse"]) and math.isfinite(report["gap"]["mse"])
+    said = np.array([rubric_level(t) for t in data.texts])
+    assert report["mse"] == pytest.approx(float(np.mean((said - data.ratings)[~broken] ** 2)))
+
+
+def test_evaluate_pairs_leaves_unscored_pairs_out(server: ChatServer) -> None:
+    from prefloop.reward import PairData
+    from prefloop.reward.evaluate import evaluate_pairs
+
+    server.responder = failing_on_broken
+    judge = judge_on(server, max_attempts=1)
+    chosen = [f"reply {i}{' broken' if i % 4 == 0 else ''} level 1" for i in range(12)]
+    rejected = [f"other reply {i} level -0.5" for i in range(12)]
+    pairs = PairData(prompts=[f"q{i}" for i in range(12)], chosen=chosen, rejected=rejected)
+
+    report = evaluate_pairs(judge, pairs, folds=3, samples=200)
+
+    assert report["unscored"] == 3 and report["n"] == 9
+    assert report["accuracy"] == 1.0  # every scored pair is ordered right; none counted as 0
+
+
+def test_a_judge_that_scores_nothing_cannot_be_evaluated(server: ChatServer) -> None:
+    from prefloop.reward.evaluate import evaluate_ratings
+
+    judge = judge_on(server, max_attempts=1)
+    server.responder = lambda messages: Fail(503)
+    with pytest.raises(InvalidInputError, match="no score for any of the 20 items"):
+        evaluate_ratings(judge, rated_items(), samples=100)

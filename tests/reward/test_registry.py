@@ -55,6 +55,9 @@ def test_scan_folders_finds_saved_models(tmp_path: Path) -> None:
     rows = scan_folders(tmp_path / "models")
     names = {r.get("name") for r in rows if "error" not in r}
     assert names == {"a", "b"}
+    for row in (r for r in rows if "error" not in r):
+        assert {"python", "prefloop", "numpy", "scikit-learn"} <= set(row["versions"])
+        assert len(row["data_fingerprint"]) == 64 and row["metrics"]["cv"]["mse"] == 0.12
     assert any("not valid JSON" in r.get("error", "") for r in rows)
 
 

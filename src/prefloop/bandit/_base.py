@@ -64,6 +64,9 @@ class PolicyConfig:
             )
         if not isinstance(self.sticky, bool):
             raise InvalidInputError(f"sticky must be true or false, got {self.sticky!r}")
+        for option in dataclasses.fields(self):  # the fields declared with positive()
+            if "strict" in option.metadata:
+                _check_positive(option.name, getattr(self, option.name), **option.metadata)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,12 +86,26 @@ class PolicyConfig:
         return cls(**data)
 
 
-def _check_positive(name: str, value: object, *, strict: bool = True) -> None:
-    """Raise unless ``value`` is a real number > 0 (or ≥ 0 with ``strict=False``)."""
+def positive(default: float, *, strict: bool = True, probability: bool = False) -> Any:
+    """A config field :class:`PolicyConfig` checks: a number > 0 (≥ 0 with ``strict=False``),
+    at most 1 with ``probability=True``."""
+    return dataclasses.field(
+        default=default, metadata={"strict": strict, "probability": probability}
+    )
+
+
+def _check_positive(
+    name: str, value: object, *, strict: bool = True, probability: bool = False
+) -> None:
+    """Raise unless ``value`` is a real number > 0 (or ≥ 0 with ``strict=False``), and at most
+    1 if it is a ``probability``."""
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or (value <= 0 if strict else value < 0):  # type: ignore[operator]
         bound = "> 0" if strict else "≥ 0"
         raise InvalidInputError(f"{name} must be a finite number {bound}, got {value!r}")
+    if probability and value > 1:  # type: ignore[operator]
+        interval = "(0, 1]" if strict else "[0, 1]"
+        raise InvalidInputError(f"{name} is a probability in {interval}, got {value}")
 
 
 @dataclass(frozen=True)

@@ -11,22 +11,15 @@ from prefloop.bandit._base import (
     Policy,
     PolicyConfig,
     PolicyView,
-    _check_positive,
     argmax_probabilities,
+    positive,
 )
-from prefloop.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
 class EpsilonGreedyConfig(PolicyConfig):
-    epsilon: float = 0.1
+    epsilon: float = positive(0.1, strict=False, probability=True)
     """Probability of a uniformly random arm; otherwise the arm with the best mean."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_positive("epsilon", self.epsilon, strict=False)
-        if self.epsilon > 1:
-            raise InvalidInputError(f"epsilon is a probability in [0, 1], got {self.epsilon}")
 
 
 class EpsilonGreedy(Policy):
@@ -47,12 +40,8 @@ class EpsilonGreedy(Policy):
 
 @dataclass(frozen=True)
 class SoftmaxConfig(PolicyConfig):
-    temperature: float = 0.1
+    temperature: float = positive(0.1)
     """τ on rewards mapped to [0, 1]: small is greedy, large is uniform."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_positive("temperature", self.temperature)
 
 
 class Softmax(Policy):

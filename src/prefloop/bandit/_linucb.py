@@ -14,17 +14,17 @@ from prefloop.bandit._base import (
     Policy,
     PolicyConfig,
     PolicyView,
-    _check_positive,
     argmax_probabilities,
+    positive,
 )
 from prefloop.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
 class LinUCBConfig(PolicyConfig):
-    alpha: float = 1.0
+    alpha: float = positive(1.0, strict=False)
     """Width of the confidence bonus alpha·sqrt(xᵀA⁻¹x)."""
-    ridge: float = 1.0
+    ridge: float = positive(1.0)
     """Ridge penalty λ: A = λI + Σ x xᵀ."""
     n_features: int = 16
     """Buckets the context is hashed into (plus one bias feature)."""
@@ -33,8 +33,6 @@ class LinUCBConfig(PolicyConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive("alpha", self.alpha, strict=False)
-        _check_positive("ridge", self.ridge)
         n = self.n_features
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1024:
             raise InvalidInputError(f"n_features must be an integer in [1, 1024], got {n!r}")

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from prefloop.bandit._base import FloatArray, Policy, PolicyConfig, PolicyView, _check_positive
+from prefloop.bandit._base import (
+    Decision,
+    FloatArray,
+    Policy,
+    PolicyConfig,
+    PolicyView,
+    _check_context,
+    _check_positive,
+    _sample,
+)
 from prefloop.bandit._identify import JEFFREYS_PRIOR, posterior_mean_draws, win_frequencies
 from prefloop.bandit._imed import overdue_arms
 from prefloop.errors import InvalidInputError
@@ -98,6 +109,51 @@ class ThompsonSampling(Policy):
         guarded = (lowest == lowest.min(-1, keepdims=True)) & overdue
         guarded_probs = guarded / np.maximum(guarded.sum(-1, keepdims=True), 1)
         return np.where(overdue.any(-1, keepdims=True), guarded_probs, sampled)
+
+    def level_counts(self) -> FloatArray:
+        """Each active arm's (discounted) rewards counted on the scale's levels, (K, L): all
+        that its selection probabilities depend on."""
+        return self._stats["levels"][0, self._active_indices()].copy()
+
+    def select_from(
+        self,
+        probabilities: Mapping[str, float],
+        *,
+        context: Mapping[str, Any] | None = None,
+        end_user: str | None = None,
+    ) -> Decision:
+        """:meth:`select` with ``probabilities`` in place of fresh posterior draws.
+
+        ``probabilities`` is what :meth:`probabilities` gave for these active arms, kept by a
+        caller that reuses it while the rewards have barely moved (one estimate of Thompson's
+        probabilities instead of ``draws`` new ones per decision). The arm is drawn from it and
+        logged with the probability it had; a returning end user of a sticky policy keeps
+        their arm as in :meth:`select`. The bookkeeping is that of :meth:`select`.
+        """
+        if self.config.discount != 1.0:
+            raise InvalidInputError(
+                "select_from needs discount 1: with forgetting the probabilities move at every "
+                "decision; use select()"
+            )
+        if end_user is not None and self.config.sticky:
+            kept = self._user_to_arm.get(end_user) if isinstance(end_user, str) else None
+            if kept is not None and kept in self.arms:
+                return self.select(context=context, end_user=end_user)
+        context = _check_context(context)
+        if end_user is not None and not isinstance(end_user, str):
+            raise InvalidInputError(f"end_user is a string id, got {end_user!r}")
+        arms = self.arms
+        if sorted(probabilities) != sorted(arms):
+            raise InvalidInputError(
+                f"probabilities name arms {sorted(probabilities)}, the active arms are "
+                f"{sorted(arms)}; compute them again with probabilities()"
+            )
+        vector = np.array([float(probabilities[arm]) for arm in arms])
+        if not (np.all(vector >= 0) and abs(vector.sum() - 1.0) < 1e-9):
+            raise InvalidInputError(f"probabilities must be ≥ 0 and sum to 1, got {vector}")
+        self._advance()
+        arm = arms[int(_sample(vector[None, :], self._rng)[0])]
+        return self._record(arm, float(probabilities[arm]), dict(probabilities), end_user, context)
 
 
 DEFAULT_CONFIG = ThompsonConfig(prior=JEFFREYS_PRIOR, epsilon=0.25, optimistic=True, guard=2.0)

@@ -11,21 +11,17 @@ from prefloop.bandit._base import (
     Policy,
     PolicyConfig,
     PolicyView,
-    _check_positive,
     argmax_probabilities,
     one_hot,
+    positive,
 )
 from prefloop.errors import InvalidInputError
 
 
 @dataclass(frozen=True)
 class UCB1Config(PolicyConfig):
-    exploration: float = 1.0
+    exploration: float = positive(1.0, strict=False)
     """Multiplier c of the bonus c·sqrt(2 ln N / n); 1 is Auer et al.'s UCB1."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check_positive("exploration", self.exploration, strict=False)
 
 
 class UCB1(Policy):

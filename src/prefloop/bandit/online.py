@@ -21,8 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from prefloop.bandit._base import Decision, DecisionEvent, Policy, PolicyConfig
@@ -37,6 +36,7 @@ from prefloop.bandit._identify import (
 from prefloop.bandit._offline import LoggedDecision
 from prefloop.bandit._registry import make_policy, policy_config, policy_from_state, recompute
 from prefloop.bandit._scale import RewardScale
+from prefloop.bandit._thompson import ThompsonSampling
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError
 from prefloop.store import repo
 from prefloop.store.models import (
@@ -46,11 +46,13 @@ from prefloop.store.models import (
     Generation,
     PolicyState,
     Task,
+    new_id,
     utcnow,
 )
 
 __all__ = [
     "ArmStats",
+    "PolicyCache",
     "TaskStats",
     "apply_reward",
     "arm_stats",
@@ -75,6 +77,7 @@ def decide(
     seed: int | None = None,
     config: PolicyConfig | Mapping[str, Any] | None = None,
     active_arms: Sequence[Arm] | None = None,
+    cache: PolicyCache | None = None,
 ) -> BanditDecision:
     """Choose one of ``task``'s active arms with ``policy`` and log the decision.
 
@@ -83,7 +86,9 @@ def decide(
     different config for an existing state is a :class:`ConflictError`. ``seed`` makes the
     choice reproducible (it is combined with the state's version, so repeated calls differ).
     ``active_arms`` are the task's active arms when the caller has them (a service's cache);
-    by default they are read from the store.
+    by default they are read from the store. ``cache`` (a service's :class:`PolicyCache`)
+    keeps the live policy between requests and lets Thompson sampling reuse its selection
+    probabilities while the rewards have barely moved; a seeded decision uses neither.
     """
     arms = list(repo.active_arms(session, task) if active_arms is None else active_arms)
     if not arms:
@@ -92,11 +97,17 @@ def decide(
             "'retired' label from one"
         )
     row = _lock_state(session, task, policy, config)
-    live = _load(row, seed)
+    key = (task.id, policy)
+    live = _load(row, seed) if cache is None or seed is not None else cache.live(key, row)
     live.sync_arms([arm.name for arm in arms])
-    choice = live.select(context=context, end_user=end_user)
+    if cache is not None and seed is None and isinstance(live, ThompsonSampling):
+        probabilities = cache.probabilities(key, live)
+        choice = live.select_from(probabilities, context=context, end_user=end_user)
+    else:
+        choice = live.select(context=context, end_user=end_user)
     by_name = {arm.name: arm for arm in arms}
     decision = BanditDecision(
+        id=new_id("dec"),
         task_id=task.id,
         policy=policy,
         arm_id=by_name[choice.arm].id,
@@ -104,10 +115,11 @@ def decide(
         probabilities=choice.probabilities,
         end_user=end_user,
         context=dict(context or {}),
-        created_at=_save(row, live),
+        created_at=_save(session, row, live),
     )
-    session.add(decision)
-    session.flush()
+    repo.insert_row(session, decision)
+    if cache is not None and seed is None:
+        cache.keep(key, live, row)
     return decision
 
 
@@ -116,6 +128,8 @@ def apply_reward(
     generation: Generation | str,
     old_reward: float | None,
     new_reward: float | None,
+    *,
+    cache: PolicyCache | None = None,
 ) -> bool:
     """Move the state of the policy that chose ``generation``'s arm from its old reward to the new.
 
@@ -123,73 +137,69 @@ def apply_reward(
     withdrawn: ``new_reward=None``); ``generation`` is the row or its id. Returns False when
     there is nothing to do (no decision behind the generation, or no change). When the
     policy's state row is missing it is rebuilt from the log, which already holds the new
-    cached reward.
+    cached reward. ``cache`` (a service's :class:`PolicyCache`) keeps the live policy.
     """
     if old_reward == new_reward:
         return False
     if isinstance(generation, Generation) and generation.decision_id is None:
         return False
     generation_id = generation if isinstance(generation, str) else generation.id
-    # the generation's status, its decision and the decision's arm name in one query
-    found = session.execute(
-        select(
-            Generation.status, Generation.error, Generation.decision_id, BanditDecision, Arm.name
-        )
-        .outerjoin(BanditDecision, BanditDecision.id == Generation.decision_id)
-        .outerjoin(Arm, Arm.id == BanditDecision.arm_id)
-        .where(Generation.id == generation_id)
-    ).first()
+    session.flush()
+    # the generation's status, its decision and the decision's arm name in one statement
+    found = session.connection().execute(_DECISION_OF, {"generation_id": generation_id}).first()
     if found is None:
         raise NotFoundError(f"no generation {generation_id!r}")
-    status, error, decision_id, decision, arm_name = found
+    status, error, decision_id, found_decision, task_id, policy, created_at = found[:7]
+    propensity, probabilities, end_user, context, arm_name = found[7:]
     if decision_id is None:
         return False
     if status != "ok" and new_reward is not None:
         raise InvalidInputError(
             f"generation {generation_id!r} failed ({error!r}); a failed LLM call has no reward"
         )
-    if decision is None or arm_name is None:
+    if found_decision is None or arm_name is None:
         raise NotFoundError(f"generation {generation_id!r} names a missing decision")
-    row = session.scalar(_locked(_state_query_by_id(decision.task_id, decision.policy)))
+    row = _read_state(session, task_id, policy, lock=True)
     if row is None:
-        task = session.get(Task, decision.task_id)
+        task = session.get(Task, task_id)
         assert task is not None, "a decision belongs to a task (foreign key)"
-        row, created = _lock_or_create(session, task, decision.policy, None)
+        row, created = _lock_or_create(session, task, policy, None)
         if created:
-            row.state = recompute_state(session, task, decision.policy)
-            row.version += 1
+            _write_state(session, row, recompute_state(session, task, policy))
             return True
-    live = _load(row, None)
+    live = _load(row, None) if cache is None else cache.live((task_id, policy), row)
     index = None
     if live.config.discount != 1.0:
         index = session.scalar(
             select(func.count())
             .select_from(BanditDecision)
             .where(
-                BanditDecision.task_id == decision.task_id,
-                BanditDecision.policy == decision.policy,
-                BanditDecision.created_at < decision.created_at,
+                BanditDecision.task_id == task_id,
+                BanditDecision.policy == policy,
+                BanditDecision.created_at < created_at,
             )
         )
     live.update(
         Decision(
             arm=arm_name,
-            propensity=decision.propensity,
-            probabilities=dict(decision.probabilities or {}),
+            propensity=propensity,
+            probabilities=dict(probabilities or {}),
             index=index,
-            end_user=decision.end_user,
-            context=decision.context,
+            end_user=end_user,
+            context=context,
         ),
         new_reward,
         previous=old_reward,
     )
-    _save(row, live)
+    _save(session, row, live)
+    if cache is not None:
+        cache.keep((task_id, policy), live, row)
     return True
 
 
 def recompute_state(session: Session, task: Task, policy: str = "default") -> dict[str, Any]:
     """The state of ``policy`` on ``task`` rebuilt from the decisions and rewards in the store."""
-    row = session.scalar(_state_query(task, policy))
+    row = _read_state(session, task.id, policy, lock=False)
     config = row.config if row is not None else policy_config(policy)
     names = dict(session.execute(select(Arm.id, Arm.name).where(Arm.task_id == task.id)).all())
     decisions = session.scalars(
@@ -231,7 +241,7 @@ def stored_state(session: Session, task: Task, policy: str = "default") -> dict[
     Arms are synchronised at each decision; this applies arms added or retired since, so the
     result compares directly with :func:`recompute_state`.
     """
-    row = session.scalar(_state_query(task, policy))
+    row = _read_state(session, task.id, policy, lock=False)
     if row is None:
         return None
     live = _load(row, None)
@@ -242,9 +252,7 @@ def stored_state(session: Session, task: Task, policy: str = "default") -> dict[
 def rebuild_state(session: Session, task: Task, policy: str = "default") -> dict[str, Any]:
     """Replace the stored state by the one recomputed from the log (a repair); returns it."""
     row, _ = _lock_or_create(session, task, policy, None)
-    row.state = recompute_state(session, task, policy)
-    row.version += 1
-    row.updated_at = _tick(row.updated_at)
+    _write_state(session, row, recompute_state(session, task, policy))
     return dict(row.state)
 
 
@@ -392,22 +400,62 @@ def logged_decisions(
 
 
 # -- the state row -----------------------------------------------------------------------------
-def _state_query(task: Task, policy: str) -> Any:
-    return _state_query_by_id(task.id, policy)
+@dataclass(slots=True)
+class _StateRow:
+    """A policy state row as read (plain values: Core statements, no unit of work)."""
+
+    id: int
+    config: dict[str, Any]
+    state: dict[str, Any]
+    version: int
+    updated_at: datetime | None
 
 
-def _state_query_by_id(task_id: int, policy: str) -> Any:
-    return select(PolicyState).where(PolicyState.task_id == task_id, PolicyState.policy == policy)
+def _state_statements() -> tuple[Any, Any, Any]:
+    table = PolicyState.__table__
+    read = select(
+        table.c.id, table.c.config, table.c.state, table.c.version, table.c.updated_at
+    ).where(table.c.task_id == bindparam("task_id"), table.c.policy == bindparam("policy"))
+    write = update(table).where(table.c.id == bindparam("row_id"))
+    return read, read.with_for_update(), write
 
 
-def _locked(query: Any) -> Any:
-    """``query`` locking its rows for the transaction, and reading them fresh."""
-    return query.with_for_update().execution_options(populate_existing=True)
+def _decision_of_statement() -> Any:
+    """A generation's status, its decision and the decision's arm name, in one statement."""
+    g, d, a = Generation.__table__, BanditDecision.__table__, Arm.__table__
+    columns = (g.c.status, g.c.error, g.c.decision_id, d.c.id, d.c.task_id, d.c.policy)
+    columns += (d.c.created_at, d.c.propensity, d.c.probabilities, d.c.end_user, d.c.context)
+    joined = g.outerjoin(d, d.c.id == g.c.decision_id).outerjoin(a, a.c.id == d.c.arm_id)
+    query = select(*columns, a.c.name).select_from(joined)
+    return query.where(g.c.id == bindparam("generation_id"))
+
+
+# built once: building a statement costs far more than running a cached one
+_READ_STATE, _LOCK_STATE, _WRITE_STATE = _state_statements()
+_DECISION_OF = _decision_of_statement()
+
+
+def _read_state(session: Session, task_id: int, policy: str, *, lock: bool) -> _StateRow | None:
+    """The (task, policy) state row, fresh; with ``lock`` locked for the rest of the transaction
+    (``SELECT … FOR UPDATE`` on PostgreSQL; a SQLite writer holds the database's write lock)."""
+    session.flush()
+    query = _LOCK_STATE if lock else _READ_STATE
+    found = session.connection().execute(query, {"task_id": task_id, "policy": policy}).first()
+    return None if found is None else _StateRow(*found)
+
+
+def _write_state(session: Session, row: _StateRow, state: dict[str, Any]) -> datetime:
+    """Store ``state`` in ``row``, bump its version; returns the new, strictly later, time."""
+    row.state, row.version, row.updated_at = state, row.version + 1, _tick(row.updated_at)
+    values = {"state": row.state, "version": row.version, "updated_at": row.updated_at}
+    session.connection().execute(_WRITE_STATE, {"row_id": row.id, **values})
+    repo.set_loaded(session, PolicyState, row.id, **values)  # an ORM copy this session holds
+    return row.updated_at
 
 
 def _lock_state(
     session: Session, task: Task, policy: str, config: PolicyConfig | Mapping[str, Any] | None
-) -> PolicyState:
+) -> _StateRow:
     row, created = _lock_or_create(session, task, policy, config)
     if not created and config is not None:
         wanted = (
@@ -425,46 +473,120 @@ def _lock_state(
 
 def _lock_or_create(
     session: Session, task: Task, policy: str, config: PolicyConfig | Mapping[str, Any] | None
-) -> tuple[PolicyState, bool]:
+) -> tuple[_StateRow, bool]:
     """The (task, policy) state row, locked for this transaction; created when missing."""
-    query = _locked(_state_query(task, policy))
-    row = session.scalar(query)
+    row = _read_state(session, task.id, policy, lock=True)
     if row is not None:
         return row, False
     fresh = make_policy(policy, scale=_scale(task), config=config)
-    try:
-        with session.begin_nested():
-            row = PolicyState(
-                task_id=task.id,
-                policy=policy,
-                config=fresh.config.to_dict(),
-                state=fresh.to_state(),
-                version=0,
-                updated_at=utcnow(),
-            )
-            session.add(row)
-            session.flush()
-        return row, True
-    except IntegrityError:
-        row = session.scalar(query)  # a concurrent request created it first; wait for its lock
-        if row is None:
-            raise
-        return row, False
+    created = repo.insert_row(
+        session,
+        PolicyState(
+            task_id=task.id,
+            policy=policy,
+            config=fresh.config.to_dict(),
+            state=fresh.to_state(),
+            version=0,
+            updated_at=utcnow(),
+        ),
+        unless_stored=("task_id", "policy"),
+    )
+    # ours, or the one a concurrent request created first (waiting for its lock)
+    row = _read_state(session, task.id, policy, lock=True)
+    assert row is not None, "the state row was just inserted or found stored"
+    return row, created
 
 
-def _load(row: PolicyState, seed: int | None) -> Policy:
+def _load(row: _StateRow, seed: int | None) -> Policy:
     rng = np.random.default_rng(None if seed is None else [seed, row.version])
     state = dict(row.state or {})
     state["config"] = row.config
     return policy_from_state(state, seed=rng)
 
 
-def _save(row: PolicyState, live: Policy) -> datetime:
+def _save(session: Session, row: _StateRow, live: Policy) -> datetime:
     """Store ``live``'s state, bump the version; returns the new, strictly later, timestamp."""
-    row.state = live.to_state()
-    row.version += 1
-    row.updated_at = _tick(row.updated_at)
-    return row.updated_at
+    return _write_state(session, row, live.to_state())
+
+
+# -- a service's cache: live policies and Thompson sampling's probabilities --------------------
+@dataclass(frozen=True, slots=True)
+class _Probabilities:
+    config: PolicyConfig
+    arms: tuple[str, ...]
+    levels: np.ndarray  # (K, L): each arm's rewards on the scale's levels when computed
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    live: Policy
+    state: dict[str, Any]  # as written to the row, with the row's config
+    config: dict[str, Any]
+
+
+class PolicyCache:
+    """What one process keeps between requests for each (task, policy); pass it to
+    :func:`decide` and :func:`apply_reward`.
+
+    - The live policy. It is used only when its state equals the row just read (and locked) in
+      the request's own transaction, so a write by another process, or a rolled-back request of
+      this one, makes it load the row again: the store stays the truth.
+    - Thompson sampling's selection probabilities. They are an estimate from ``draws`` posterior
+      draws (1000 by default), most of a decision's cost, and depend only on the arms' rewards.
+      A decision reuses the last estimate while no arm's rewards moved by more than ``refresh``
+      of their count (L1 distance of its counts on the scale's levels): an arm with fewer than
+      1/``refresh`` rewards gets them recomputed at each new reward. This is batched Thompson
+      sampling with per-arm relative batches (Kalkanli & Özgür 2021, "Batched Thompson
+      Sampling", NeurIPS, end a batch when an arm's count doubles; here at 1 + ``refresh``).
+      The arm is drawn from the vector used and logged with its probability there, so the
+      logged propensity is exact. ``refresh=0`` recomputes whenever a reward changed.
+    """
+
+    def __init__(self, *, refresh: float) -> None:
+        if isinstance(refresh, bool) or not isinstance(refresh, int | float) or refresh < 0:
+            raise InvalidInputError(f"refresh must be a number ≥ 0 (e.g. 0.01), got {refresh!r}")
+        self.refresh = float(refresh)
+        self._live: dict[tuple[int, str], _Kept] = {}
+        self._probabilities: dict[tuple[int, str], _Probabilities] = {}
+        self.loads = 0
+        """How often a live policy was loaded from its row (the other times it was reused)."""
+        self.computed = 0
+        """How often probabilities were computed (the other decisions reused them)."""
+
+    def live(self, key: tuple[int, str], row: _StateRow) -> Policy:
+        """The live policy of ``row``, read (and locked) in the caller's transaction.
+
+        It leaves the cache until :meth:`keep` puts it back with the state written, so a
+        request that fails half-way leaves nothing behind that could be mistaken for the row.
+        """
+        kept = self._live.pop(key, None)  # one request at a time: it holds the row's lock
+        if kept is not None and kept.state == row.state and kept.config == row.config:
+            return kept.live
+        self.loads += 1
+        return _load(row, None)
+
+    def keep(self, key: tuple[int, str], live: Policy, row: _StateRow) -> None:
+        """Keep ``live``, whose state was just written to ``row``."""
+        self._live[key] = _Kept(live, row.state, row.config)
+
+    def probabilities(self, key: tuple[int, str], live: ThompsonSampling) -> dict[str, float]:
+        """The selection probabilities of ``live``'s active arms, reused or computed."""
+        arms = tuple(live.arms)
+        levels = live.level_counts()
+        kept = self._probabilities.get(key)
+        if kept is not None and kept.arms == arms and kept.config == live.config:
+            moved = np.abs(levels - kept.levels).sum(-1)
+            if np.all(moved <= self.refresh * kept.levels.sum(-1)):
+                return kept.probabilities
+        probabilities = live.probabilities()
+        self._probabilities[key] = _Probabilities(live.config, arms, levels, probabilities)
+        self.computed += 1
+        return probabilities
+
+    def clear(self) -> None:
+        self._live.clear()
+        self._probabilities.clear()
 
 
 def _tick(previous: datetime | None) -> datetime:

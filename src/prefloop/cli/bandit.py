@@ -243,18 +243,7 @@ def recompute(
 
 
 def _open_store(db: str | None) -> Store:
-    from sqlalchemy.engine import make_url
+    """The store at ``db``; a missing SQLite file is an error (these commands only read it)."""
+    from prefloop.cli.data import open_store
 
-    from prefloop.errors import NotFoundError
-    from prefloop.store import Store, database_url
-
-    url = database_url(db)
-    parsed = make_url(url)
-    database = parsed.database
-    in_file = parsed.get_backend_name() == "sqlite" and database not in (None, "", ":memory:")
-    if in_file and not Path(str(database)).exists():
-        raise NotFoundError(
-            f"no prefloop store at {database}: create it with `prefloop init`, or point "
-            "--db / PREFLOOP_DATABASE_URL at your store"
-        )
-    return Store.open(url, upgrade=False)
+    return open_store(db, create=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -46,7 +46,7 @@ SourcesOption = Annotated[
 ]
 
 
-def _open_store(db: str | None, *, create: bool) -> Store:
+def open_store(db: str | None, *, create: bool) -> Store:
     """The store at ``db``; commands that only read refuse to create a new SQLite file."""
     from sqlalchemy.engine import make_url
 
@@ -120,7 +120,7 @@ def _run_import(
     **options: Any,
 ) -> None:
     with (
-        _open_store(db, create=True) as store,
+        open_store(db, create=True) as store,
         _progress(file, quiet=json_output) as advance,
         store.session() as session,
     ):
@@ -172,40 +172,43 @@ def import_ratings(
     _run_import(run, file, task, db, json_output, author=author, source=source, scale=levels)
 
 
-def import_pairs(
-    file: FileArgument,
-    task: TaskOption,
-    author: AuthorOption = "import",
-    source: SourceOption = "labeler",
-    db: DbOption = None,
-    json_output: JsonOption = False,
-) -> None:
+def _import_command(kind: Literal["pairs", "rankings"], doc: str) -> Callable[..., None]:
+    """The ``prefloop import pairs|rankings`` command: the same options, another importer."""
+
+    def command(
+        file: FileArgument,
+        task: TaskOption,
+        author: AuthorOption = "import",
+        source: SourceOption = "labeler",
+        db: DbOption = None,
+        json_output: JsonOption = False,
+    ) -> None:
+        from prefloop import io
+
+        importer = io.import_pairs if kind == "pairs" else io.import_rankings
+        _run_import(importer, file, task, db, json_output, author=author, source=source)
+
+    command.__name__ = command.__qualname__ = f"import_{kind}"
+    command.__doc__ = doc
+    return command
+
+
+import_pairs = _import_command(
+    "pairs",
     """Import preference pairs: {"prompt", "chosen", "rejected", "margin"?} or Anthropic HH's
     {"chosen", "rejected"} dialogues per line.
 
     Each line becomes two generations (same prompt) and one pairwise event, chosen winning.
-    """
-    from prefloop.io import import_pairs as run
-
-    _run_import(run, file, task, db, json_output, author=author, source=source)
-
-
-def import_rankings(
-    file: FileArgument,
-    task: TaskOption,
-    author: AuthorOption = "import",
-    source: SourceOption = "labeler",
-    db: DbOption = None,
-    json_output: JsonOption = False,
-) -> None:
+    """,
+)
+import_rankings = _import_command(
+    "rankings",
     """Import rankings: {"prompt", "responses": [...], "ranking": [...]} per line (1 = best,
     equal ranks are ties).
 
     Each line becomes K generations and one ranking event (K(K-1)/2 pairs on export).
-    """
-    from prefloop.io import import_rankings as run
-
-    _run_import(run, file, task, db, json_output, author=author, source=source)
+    """,
+)
 
 
 def _run_export(
@@ -220,7 +223,7 @@ def _run_export(
     from prefloop.io import write_jsonl
     from prefloop.store.repo import get_task
 
-    with _open_store(db, create=False) as store, store.session(readonly=True) as session:
+    with open_store(db, create=False) as store, store.session(readonly=True) as session:
         found = get_task(session, task)
         count = write_jsonl(output, make_rows(session, found, **options))
     if json_output:
@@ -348,7 +351,7 @@ def stats(task: TaskOption, db: DbOption = None, json_output: JsonOption = False
     from prefloop.feedback import task_stats
     from prefloop.store.repo import get_task
 
-    with _open_store(db, create=False) as store, store.session(readonly=True) as session:
+    with open_store(db, create=False) as store, store.session(readonly=True) as session:
         result = task_stats(session, get_task(session, task))
     if json_output:
         print_json(result.to_dict())
@@ -383,23 +386,22 @@ def stats(task: TaskOption, db: DbOption = None, json_output: JsonOption = False
 def register(app: typer.Typer) -> None:
     """Add ``init``, ``import``, ``export`` and ``stats`` to the main prefloop app."""
     app.command("init")(init)
-    importer = typer.Typer(
-        name="import",
-        help="Import feedback data from JSONL files (one transaction per file).",
-        no_args_is_help=True,
-    )
-    importer.command("ratings")(import_ratings)
-    importer.command("pairs")(import_pairs)
-    importer.command("rankings")(import_rankings)
-    app.add_typer(importer)
-    exporter = typer.Typer(
-        name="export",
-        help="Export a task's feedback as training data (JSONL, TRL's dataset formats).",
-        no_args_is_help=True,
-    )
-    exporter.command("preferences")(export_preferences)
-    exporter.command("sft")(export_sft)
-    exporter.command("unpaired")(export_unpaired)
-    exporter.command("ratings")(export_ratings)
-    app.add_typer(exporter)
+    groups: dict[tuple[str, str], dict[str, Callable[..., None]]] = {
+        ("import", "Import feedback data from JSONL files (one transaction per file)."): {
+            "ratings": import_ratings,
+            "pairs": import_pairs,
+            "rankings": import_rankings,
+        },
+        ("export", "Export a task's feedback as training data (JSONL, TRL's dataset formats)."): {
+            "preferences": export_preferences,
+            "sft": export_sft,
+            "unpaired": export_unpaired,
+            "ratings": export_ratings,
+        },
+    }
+    for (name, about), commands in groups.items():
+        group = typer.Typer(name=name, help=about, no_args_is_help=True)
+        for command, function in commands.items():
+            group.command(command)(function)
+        app.add_typer(group)
     app.command("stats")(stats)

@@ -5,24 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from prefloop.cli._output import DbOption, JsonOption, console, err_console, fail, print_json
 from prefloop.errors import InvalidInputError
-from prefloop.llm import (
-    BACKEND_KINDS,
-    ChatBackend,
-    GenerationParams,
-    generate_for_arm,
-    make_backend,
-    smollm2_folder,
-)
-from prefloop.propose import ProposerConfig, propose_arms
-from prefloop.store import Store
-from prefloop.store.repo import get_arm, get_task
+
+if TYPE_CHECKING:  # the LLM, proposer and store modules load when a command runs, not at start-up
+    from prefloop.llm import ChatBackend, GenerationParams
 
 BackendOption = Annotated[
     str,
@@ -30,7 +22,7 @@ BackendOption = Annotated[
         "--backend",
         "-b",
         envvar="PREFLOOP_LLM_BACKEND",
-        help=f"LLM backend: {' or '.join(BACKEND_KINDS)}. 'openai' reads PREFLOOP_LLM_BASE_URL, "
+        help="LLM backend: openai or local. 'openai' reads PREFLOOP_LLM_BASE_URL, "
         "PREFLOOP_LLM_API_KEY and PREFLOOP_LLM_MODEL; 'local' runs SmolLM2-135M-Instruct (or "
         "PREFLOOP_LLM_LOCAL_MODEL) on this machine.",
     ),
@@ -61,6 +53,8 @@ def register(app: typer.Typer) -> None:
 
 @contextmanager
 def _backend(kind: str) -> Iterator[ChatBackend]:
+    from prefloop.llm import make_backend
+
     with err_console.status(f"Loading the {kind} LLM backend…"):
         backend = make_backend(kind)
     try:
@@ -74,6 +68,8 @@ def _backend(kind: str) -> Iterator[ChatBackend]:
 def _params(
     max_tokens: int, temperature: float, top_p: float, seed: int | None, stop: list[str] | None
 ) -> GenerationParams:
+    from prefloop.llm import GenerationParams
+
     if top_p <= 0:
         raise InvalidInputError(f"--top-p must be in (0, 1], got {top_p}")
     return GenerationParams(
@@ -162,6 +158,10 @@ def generate(
 ) -> None:
     """Generate with an arm's template and store the generation (a failed call is stored as
     failed, with no reward, and the command exits with code 1)."""
+    from prefloop.llm import generate_for_arm
+    from prefloop.store import Store
+    from prefloop.store.repo import get_arm, get_task
+
     params = _params(max_tokens, temperature, top_p, seed, stop)
     values = _parse_inputs(inputs, inputs_json)
     with Store.open(db) as store:
@@ -200,6 +200,8 @@ def prepare(
     as_json: JsonOption = False,
 ) -> None:
     """Convert the packaged SmolLM2-135M-Instruct once into the cache (about 30 s)."""
+    from prefloop.llm import smollm2_folder
+
     with err_console.status("Converting SmolLM2-135M-Instruct (once; about 30 s)…"):
         folder = smollm2_folder()
     if as_json:
@@ -238,6 +240,11 @@ def propose(
     as_json: JsonOption = False,
 ) -> None:
     """Let an LLM write new candidate prompt arms from the task's best and worst rated outputs."""
+    from prefloop.llm import GenerationParams
+    from prefloop.propose import ProposerConfig, propose_arms
+    from prefloop.store import Store
+    from prefloop.store.repo import get_task
+
     config = ProposerConfig(
         n=n,
         max_llm_calls=max_calls,

@@ -1,16 +1,19 @@
-"""``prefloop reward``: fit, evaluate, cross-validate, apply and list reward models."""
+"""``prefloop reward``: fit, evaluate, cross-validate, apply, distill and list reward models."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
@@ -23,19 +26,40 @@ from prefloop.errors import ImportFileError, InvalidInputError
 from prefloop.io import split_hh_dialogue
 from prefloop.io.readers import iter_json_lines
 
+if TYPE_CHECKING:
+    from prefloop.reward.base import PairData, RatingData, RewardModel
+
 __all__ = ["register"]
 
+Progressed = Callable[[str, int, int], None]
+
+# ---------------------------------------------------------------------------------------------
+# options shared by several commands
+# ---------------------------------------------------------------------------------------------
+
+_FILE_FORMATS = (
+    "ratings ({text, rating} or {caption, rate}), pairs ({prompt?, chosen, rejected}) or "
+    "rankings ({prompt, responses, ranking})"
+)
 DataOption = Annotated[
     Path | None,
+    typer.Option("--data", help=f"A JSONL file: {_FILE_FORMATS}."),
+]
+DataFileOption = Annotated[
+    Path,
     typer.Option(
         "--data",
-        help="A JSONL file: ratings ({text, rating} or {caption, rate}), pairs "
-        "({prompt?, chosen, rejected}) or rankings ({prompt, responses, ranking}).",
+        help=f"A JSONL file: {_FILE_FORMATS}; predict and distill also take plain texts "
+        "({text, prompt?}).",
     ),
 ]
 TaskOption = Annotated[
     str | None,
-    typer.Option("--task", help="Train from this task's feedback in the store instead of a file."),
+    typer.Option(
+        "--task",
+        help="Train from this task's feedback in the store instead of a file (an llm-judge "
+        "gets the task's rubric and description).",
+    ),
 ]
 KindOption = Annotated[
     str | None,
@@ -50,8 +74,20 @@ ModelSpecOption = Annotated[
         "--model",
         help="auto, or for ratings REGRESSOR[:FEATURES] (ridge, random-forest, "
         "gradient-boosting; features like stats, use, stats+use), for pairs "
-        "bradley-terry[:FEATURES] (default features use-prompt; e.g. bradley-terry:minilm-prompt).",
+        "bradley-terry[:FEATURES] (default features use-prompt; e.g. bradley-terry:minilm-prompt), "
+        "or a registered model name (llm-judge, finetuned-transformer).",
     ),
+]
+ModelDirOption = Annotated[Path, typer.Option("--model", help="A saved reward-model folder.")]
+OutOption = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        help="Folder to save the model in: new or empty (or a saved model, with --force).",
+    ),
+]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Replace a reward model already saved in --out.")
 ]
 CandidatesOption = Annotated[
     str | None,
@@ -61,6 +97,10 @@ CandidatesOption = Annotated[
         "cheapest first (default: ridge:stats, gradient-boosting:stats, random-forest:stats, "
         "ridge:stats+use, random-forest:stats+use).",
     ),
+]
+BalanceOption = Annotated[
+    bool,
+    typer.Option("--balance-levels", help="Up-weight rare rating levels (training only)."),
 ]
 DbOption = Annotated[
     str | None,
@@ -94,28 +134,33 @@ SamplesOption = Annotated[
     int, typer.Option("--bootstrap", min=100, help="Bootstrap resamples for the 95% intervals.")
 ]
 
+SCORE_CHUNK = 64
+"""Texts (or pairs) scored per call in eval and predict: the progress bar moves between calls,
+and an LLM judge gets that many concurrent requests."""
+
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main prefloop app."""
     reward_app = typer.Typer(
-        help="Reward models learned from feedback: fit, eval, cv, predict, list.",
+        help="Reward models learned from feedback: fit, eval, cv, predict, distill, list.",
         no_args_is_help=True,
     )
     reward_app.command("fit")(fit)
     reward_app.command("eval")(evaluate)
     reward_app.command("cv")(cv)
     reward_app.command("predict")(predict)
+    reward_app.command("distill")(distill)
     reward_app.command("list")(list_models)
     app.add_typer(reward_app, name="reward")
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers
+# helpers: progress, warnings, data, models
 # ---------------------------------------------------------------------------------------------
 
 
 @contextmanager
-def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+def _progress(enabled: bool = True) -> Iterator[Progressed]:
     """A rich progress bar on stderr, fed by the models' ``progress(what, done, total)``."""
     bars = Progress(
         TextColumn("{task.description}"),
@@ -137,6 +182,10 @@ def _progress(enabled: bool = True) -> Iterator[Callable[[str, int, int], None]]
         yield update
 
 
+def _warn(text: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False)
+
+
 @contextmanager
 def _surface_warnings() -> Iterator[None]:
     """Show the library's warnings (truncated texts, version drift) as one line each."""
@@ -152,7 +201,7 @@ def _surface_warnings() -> Iterator[None]:
                 text = str(item.message)
                 if text not in seen:
                     seen.add(text)
-                    err_console.print(f"[yellow]warning:[/] {escape(text)}", highlight=False)
+                    _warn(text)
 
 
 def _parse_scale(text: str | None) -> tuple[float, ...] | None:
@@ -181,9 +230,20 @@ def _check_kind(kind: str | None) -> str | None:
     return kind
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    """Training data from --data or --task, and what the task says about itself."""
+
+    data: RatingData | PairData
+    kind: str
+    rubric: str = ""
+    description: str = ""
+
+
 def _load_data(
     data: Path | None, task: str | None, kind: str | None, scale: str | None, db: str | None
-) -> tuple[Any, str]:
+) -> _Loaded:
+    """The one way fit and cv read their data: a file (--data) or a task's feedback (--task)."""
     from prefloop.reward import (
         load_pair_data,
         load_rating_data,
@@ -197,17 +257,24 @@ def _load_data(
     if data is not None:
         kind = kind or _detect_kind(data)
         if kind == "rating":
-            return load_rating_data(data, _parse_scale(scale)), kind
-        return load_pair_data(data), kind
+            return _Loaded(load_rating_data(data, _parse_scale(scale)), kind)
+        return _Loaded(load_pair_data(data), kind)
     if kind is None:
         raise InvalidInputError("with --task, say which model to train: --kind rating|pairwise")
     from prefloop.store import Store
+    from prefloop.store.repo import get_task
 
     assert task is not None
     with Store.open(db) as store:
-        if kind == "rating":
-            return rating_data_from_store(store, task), kind
-        return pair_data_from_store(store, task), kind
+        with store.session(readonly=True) as session:
+            row = get_task(session, task)
+            rubric, description = row.rubric or "", row.description or ""
+        loaded = (
+            rating_data_from_store(store, task)
+            if kind == "rating"
+            else pair_data_from_store(store, task)
+        )
+    return _Loaded(loaded, kind, rubric=rubric, description=description)
 
 
 def _parse_candidates(text: str | None) -> tuple[str, ...] | None:
@@ -223,14 +290,25 @@ def _parse_candidates(text: str | None) -> tuple[str, ...] | None:
     return specs
 
 
-def _model_factory(
-    kind: str,
-    spec: str,
-    seed: int,
-    balance: bool = False,
-    candidates: tuple[str, ...] | None = None,
-) -> Callable[[], Any]:
+@dataclass(frozen=True)
+class _ModelChoice:
+    """What --model and its companion options ask for."""
+
+    kind: str
+    spec: str = "auto"
+    seed: int = 0
+    balance: bool = False
+    candidates: tuple[str, ...] | None = None
+    rubric: str = ""
+    """The task's rubric and description, for an llm-judge trained with --task."""
+    description: str = ""
+
+
+def _model_factory(choice: _ModelChoice) -> Callable[[], RewardModel]:
+    """A maker of fresh, unfitted models: the scikit-learn rating models and Bradley–Terry by
+    their specs, any other model by its registered name (checked for the right kind)."""
     from prefloop.reward.base import model_class
+    from prefloop.reward.judge import JudgeConfig
     from prefloop.reward.pairwise import BradleyTerryConfig, BradleyTerryModel
     from prefloop.reward.rating import (
         REGRESSORS,
@@ -239,32 +317,58 @@ def _model_factory(
         parse_candidate,
     )
 
-    if kind == "rating":
-        if spec != "auto" and spec.partition(":")[0] not in REGRESSORS:
-            cls = model_class(spec)
-            if cls.kind != "rating":
-                raise InvalidInputError(f"--model {spec} is a {cls.kind} model, not a rating one")
-            return cls
+    spec = choice.spec
+    name, _, features = spec.partition(":")
+    if choice.kind == "rating" and (spec == "auto" or name in REGRESSORS):
         if spec != "auto":
             parse_candidate(spec)
-        config = RatingModelConfig(model=spec, seed=seed, balance_levels=balance)
-        if candidates is not None:
-            config = RatingModelConfig(
-                model=spec, seed=seed, balance_levels=balance, candidates=candidates
-            )
-        return lambda: SklearnRatingModel(config)
-    name, _, features = spec.partition(":")
-    if name in ("auto", "bradley-terry", "bt"):
-        defaults = BradleyTerryConfig()
-        bt = BradleyTerryConfig(features=features or defaults.features, seed=seed)
+        rating = RatingModelConfig(model=spec, seed=choice.seed, balance_levels=choice.balance)
+        if choice.candidates is not None:
+            rating = replace(rating, candidates=choice.candidates)
+        return lambda: SklearnRatingModel(rating)
+    if choice.kind == "pairwise" and name in ("auto", "bradley-terry", "bt"):
         from prefloop.reward.featurizers import build_featurizer
 
+        bt = BradleyTerryConfig(
+            features=features or BradleyTerryConfig().features, seed=choice.seed
+        )
         build_featurizer(bt.features)
         return lambda: BradleyTerryModel(bt)
+    if name in REGRESSORS:
+        raise InvalidInputError(
+            f"--model {spec} is a rating regressor; a pairwise model is auto, "
+            "bradley-terry[:FEATURES] or a registered pairwise model (finetuned-transformer)"
+        )
     cls = model_class(name)
-    if cls.kind != "pairwise":
-        raise InvalidInputError(f"--model {spec} is a {cls.kind} model, not a pairwise one")
-    return cls
+    if cls.kind != choice.kind:
+        raise InvalidInputError(f"--model {spec} is a {cls.kind} model, not a {choice.kind} one")
+    if features:
+        raise InvalidInputError(f"--model {spec}: {name} takes no :FEATURES; give just {name}")
+    config: Any = cls.config_type()
+    settings = {f.name for f in fields(config)} if is_dataclass(config) else set()
+    if "seed" in settings:
+        config = replace(config, seed=choice.seed)
+    if isinstance(config, JudgeConfig) and (choice.rubric or choice.description):
+        config = replace(config, rubric=choice.rubric, task=choice.description)
+    return lambda: cls(config)
+
+
+def _choice(
+    loaded: _Loaded,
+    spec: str,
+    seed: int,
+    balance: bool = False,
+    candidates: str | None = None,
+) -> _ModelChoice:
+    return _ModelChoice(
+        kind=loaded.kind,
+        spec=spec,
+        seed=seed,
+        balance=balance,
+        candidates=_parse_candidates(candidates),
+        rubric=loaded.rubric,
+        description=loaded.description,
+    )
 
 
 def _slug(path: Path | None, task: str | None) -> str:
@@ -283,68 +387,111 @@ def _write_json(path: Path, obj: Any) -> None:
     obj = _clean(obj)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, ensure_ascii=False, indent=2, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, ensure_ascii=False, indent=2, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _plot(kind: str, data: Any, figures: dict[str, Any], png: Path, title: str) -> Path:
+    """The report's figure; items the model gave no score are left out, as in the report."""
     from prefloop.reward.plots import plot_pairs, plot_ratings
 
     if kind == "rating":
+        pred = np.asarray(figures["pred"], dtype=np.float64)
+        keep = np.isfinite(pred)
         return plot_ratings(
-            data.ratings,
-            figures["pred"],
-            png,
-            baseline=figures.get("baseline_mean"),
-            title=title,
+            data.ratings[keep], pred[keep], png, baseline=figures.get("baseline_mean"), title=title
         )
+    p_model = np.asarray(figures["p_model"], dtype=np.float64)
+    keep = np.flatnonzero(np.isfinite(p_model))
     return plot_pairs(
-        data, figures["p_model"], figures["p_shorter"], figures["p_length"], png, title=title
+        data.subset(keep),
+        p_model[keep],
+        np.asarray(figures["p_shorter"])[keep],
+        np.asarray(figures["p_length"])[keep],
+        png,
+        title=title,
     )
 
 
-def _fmt_ci(report: dict[str, Any], key: str, ci_key: str | None = None) -> str:
-    lo, hi = report["ci"].get(ci_key or key, [float("nan"), float("nan")])
-    return f"{report[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+def _score_all(
+    model: RewardModel, texts: list[str], prompts: list[str | None], progress: Progressed
+) -> np.ndarray:
+    """``model.score`` in chunks of :data:`SCORE_CHUNK`, moving the progress bar; NaN where
+    the model gave no score."""
+    out = np.full(len(texts), np.nan)
+    for start in range(0, len(texts), SCORE_CHUNK):
+        progress("scoring", start, len(texts))
+        stop = start + SCORE_CHUNK
+        out[start:stop] = model.score(texts[start:stop], prompts[start:stop])
+    progress("scoring", len(texts), len(texts))
+    return out
+
+
+def _preferences_all(model: RewardModel, pairs: PairData, progress: Progressed) -> np.ndarray:
+    """``model.preference_probability`` in chunks, like :func:`_score_all`."""
+    out = np.full(len(pairs), np.nan)
+    for start in range(0, len(pairs), SCORE_CHUNK):
+        progress("scoring pairs", start, len(pairs))
+        chunk = np.arange(start, min(start + SCORE_CHUNK, len(pairs)))
+        out[chunk] = model.preference_probability(pairs.subset(chunk))
+    progress("scoring pairs", len(pairs), len(pairs))
+    return out
+
+
+def _warn_unscored(report: dict[str, Any], what: str) -> None:
+    unscored = int(report.get("unscored", 0))
+    if unscored:
+        _warn(
+            f"{unscored} of {report['n'] + unscored} {what} got no score from the model (for an "
+            "LLM judge: its calls failed) and are left out of every figure"
+        )
+
+
+def _with_ci(value: float, ci: list[float] | tuple[float, float] | None) -> str:
+    lo, hi = ci if ci is not None else (float("nan"), float("nan"))
+    return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def _show(report: dict[str, Any], kind: str, heading: str) -> None:
     table = Table(title=heading, show_header=True)
     table.add_column("figure")
     table.add_column("value [95% CI]")
-    base = report["baseline"]
+    base, ci, gain = report["baseline"], report["ci"], report["vs_baseline"]
+    verdict = "beats" if gain["beats_baseline"] else "does NOT clearly beat"
     if kind == "rating":
+        main = "mse"
         for key in ("mse", "mae", "spearman", "pearson"):
-            table.add_row(f"model {key}", _fmt_ci(report, key))
+            table.add_row(f"model {key}", _with_ci(report[key], ci.get(key)))
         for key in ("mse", "mae"):
-            lo, hi = report["ci"][f"baseline_{key}"]
             table.add_row(
-                f"baseline {key} (training mean)", f"{base[key]:.3f} [{lo:.3f}, {hi:.3f}]"
+                f"baseline {key} (training mean)", _with_ci(base[key], ci.get(f"baseline_{key}"))
             )
-        gain = report["vs_baseline"]
-        verdict = "beats" if gain["beats_baseline"] else "does NOT clearly beat"
         note = (
-            f"MSE reduction {gain['mse_reduction']:.3f} [{gain['ci'][0]:.3f}, "
-            f"{gain['ci'][1]:.3f}]: the model {verdict} the training-mean baseline"
+            f"MSE reduction {_with_ci(gain['mse_reduction'], gain['ci'])}: the model {verdict} "
+            "the training-mean baseline"
         )
     else:
-        table.add_row("model accuracy", _fmt_ci(report, "accuracy"))
+        main = "accuracy"
+        table.add_row("model accuracy", _with_ci(report["accuracy"], ci.get("accuracy")))
         for key, label in (
             ("shorter_wins", "shorter reply wins"),
             ("length_model", "length model"),
         ):
-            lo, hi = report["ci"][key]
-            table.add_row(f"baseline: {label}", f"{base[key]:.3f} [{lo:.3f}, {hi:.3f}]")
-        gain = report["vs_baseline"]
-        verdict = "beats" if gain["beats_baseline"] else "does NOT clearly beat"
+            table.add_row(f"baseline: {label}", _with_ci(base[key], ci.get(key)))
         note = (
-            f"accuracy gain {gain['accuracy_gain']:.3f} [{gain['ci'][0]:.3f}, "
-            f"{gain['ci'][1]:.3f}]: the model {verdict} the better length baseline"
+            f"accuracy gain {_with_ci(gain['accuracy_gain'], gain['ci'])}: the model {verdict} "
+            "the better length baseline"
         )
+    table.add_row("items measured", str(report["n"]))
+    if report.get("unscored"):
+        table.add_row("items without a score (left out)", str(report["unscored"]))
     if "train" in report:
-        main = "mse" if kind == "rating" else "accuracy"
         table.add_row(
             f"in-sample {main} (overfitting gap)",
             f"{report['train'][main]:.3f} ({report['gap'][main]:+.3f})",
@@ -354,68 +501,108 @@ def _show(report: dict[str, Any], kind: str, heading: str) -> None:
 
 
 def _cv_run(
-    kind: str,
+    choice: _ModelChoice,
     data: Any,
-    spec: str,
     folds_k: int,
-    seed: int,
     samples: int,
-    progress: Callable[[str, int, int], None],
-    balance: bool = False,
-    candidates: tuple[str, ...] | None = None,
+    progress: Progressed,
     compare: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Cross-validate ``spec`` and, with ``compare`` for ``auto`` ratings, each candidate on
+    """Cross-validate ``choice`` and, with ``compare`` for ``auto`` ratings, each candidate on
     the same folds."""
     from prefloop.reward.evaluate import (
+        cross_fitted_length_probabilities,
         cross_validate,
         make_folds,
         shorter_wins_probabilities,
     )
     from prefloop.reward.rating import RatingModelConfig
 
-    folds = make_folds(data, folds_k, seed=seed)
-    result = cross_validate(
-        _model_factory(kind, spec, seed, balance, candidates),
-        data,
-        folds,
-        samples=samples,
-        seed=seed,
-        progress=progress,
-        label=f"cross-validating {spec}",
-    )
+    folds = make_folds(data, folds_k, seed=choice.seed)
+
+    def run(spec_choice: _ModelChoice) -> Any:
+        return cross_validate(
+            _model_factory(spec_choice),
+            data,
+            folds,
+            samples=samples,
+            seed=choice.seed,
+            progress=progress,
+            label=f"cross-validating {spec_choice.spec}",
+        )
+
+    result = run(choice)
     report = result.report
-    figures: dict[str, Any] = {}
-    if kind == "rating":
+    figures: dict[str, Any]
+    if choice.kind == "rating":
         figures = {"pred": result.predictions, "baseline_mean": float(np.mean(data.ratings))}
-        if spec == "auto" and compare:
+        if choice.spec == "auto" and compare:
             models: dict[str, Any] = {}
-            for candidate in candidates or RatingModelConfig().candidates:
-                run = cross_validate(
-                    _model_factory(kind, candidate, seed, balance),
-                    data,
-                    folds,
-                    samples=samples,
-                    seed=seed,
-                    progress=progress,
-                    label=f"cross-validating {candidate}",
-                )
+            for candidate in choice.candidates or RatingModelConfig().candidates:
+                candidate_report = run(replace(choice, spec=candidate, candidates=None)).report
                 models[candidate] = {
-                    key: run.report[key] for key in ("mse", "mae", "spearman", "pearson", "ci")
+                    key: candidate_report[key]
+                    for key in ("mse", "mae", "spearman", "pearson", "ci", "unscored")
                 }
-                models[candidate]["train_mse"] = run.report["train"]["mse"]
+                models[candidate]["train_mse"] = candidate_report["train"]["mse"]
             report["models"] = models
     else:
-        from prefloop.reward.evaluate import cross_fitted_length_probabilities
-
         figures = {
             "p_model": result.predictions,
             "p_shorter": shorter_wins_probabilities(data),
-            "p_length": cross_fitted_length_probabilities(data, folds_k, seed),
+            "p_length": cross_fitted_length_probabilities(data, folds_k, choice.seed),
         }
-    report["model"] = spec
+    report["model"] = choice.spec
     report["seconds"] = round(result.seconds, 2)
     return report, figures
+
+
+def _save_model(
+    model: RewardModel,
+    out: Path,
+    *,
+    force: bool,
+    report: dict[str, Any] | None = None,
+    plot: Callable[[Path], Path] | None = None,
+) -> list[Path]:
+    """Save ``model`` to ``out`` and, given a ``report``, ``OUT.cv.json`` and the figure
+    ``OUT.cv.png`` beside it. Everything is written under temporary names first and renamed
+    at the end, so a failure leaves nothing half-written. Returns the paths written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.reports-", dir=out.parent))
+    try:
+        extras: list[Path] = []
+        if report is not None and plot is not None:
+            json_path, png_path = (out.parent / f"{out.name}.cv.{ext}" for ext in ("json", "png"))
+            plot(staging / png_path.name)
+            report["png"], report["report"] = str(png_path), str(json_path)
+            _write_json(staging / json_path.name, report)
+            extras = [png_path, json_path]
+        saved = model.save(out, overwrite=force)
+        for path in extras:
+            os.replace(staging / path.name, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [saved, *extras]
+
+
+def _register_or_undo(
+    written: list[Path], existed: bool, db: str | None, name: str | None, task: str | None
+) -> dict[str, Any]:
+    """Record the saved folder in the store; if that fails, remove what this command wrote
+    (unless it replaced an older model, which cannot be brought back)."""
+    from prefloop.reward.registry import register_folder
+    from prefloop.store import Store
+
+    try:
+        with Store.open(db) as store:
+            return register_folder(store, written[0], name=name, task=task)
+    except BaseException:
+        if not existed:
+            shutil.rmtree(written[0], ignore_errors=True)
+            for path in written[1:]:
+                path.unlink(missing_ok=True)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -424,7 +611,7 @@ def _cv_run(
 
 
 def fit(
-    out: Annotated[Path, typer.Option("--out", help="Folder to save the model in.")],
+    out: OutOption,
     data: DataOption = None,
     task: TaskOption = None,
     kind: KindOption = None,
@@ -443,82 +630,76 @@ def fit(
     ] = None,
     db: DbOption = None,
     scale: ScaleOption = None,
-    balance_levels: Annotated[
-        bool,
-        typer.Option("--balance-levels", help="Up-weight rare rating levels (training only)."),
-    ] = False,
+    balance_levels: BalanceOption = False,
     candidates: CandidatesOption = None,
+    force: ForceOption = False,
     seed: SeedOption = 0,
     samples: SamplesOption = 1000,
     json_out: JsonOption = False,
 ) -> None:
-    """Fit a reward model on a file (or a task's feedback) and save it to --out."""
+    """Fit a reward model on a file (or a task's feedback) and save it to --out.
+
+    --out must be new or empty; --force replaces a reward model saved there before. A failed
+    fit leaves no folder behind (files are written under a temporary name, renamed at the end).
+    """
+    from prefloop.reward.base import check_model_target
+
+    check_model_target(out, overwrite=force)  # before any long work
+    existed = out.exists()
     with _surface_warnings():
-        dataset, kind = _load_data(data, task, kind, scale, db)
-        chosen_candidates = _parse_candidates(candidates)
-        factory = _model_factory(kind, model, seed, balance_levels, chosen_candidates)
+        loaded = _load_data(data, task, kind, scale, db)
+        choice = _choice(loaded, model, seed, balance_levels, candidates)
+        factory = _model_factory(choice)
         report: dict[str, Any] | None = None
         figures: dict[str, Any] = {}
         with _progress(not json_out) as progress:
             if cv_folds:
                 report, figures = _cv_run(
-                    kind,
-                    dataset,
-                    model,
-                    cv_folds,
-                    seed,
-                    samples,
-                    progress,
-                    balance_levels,
-                    chosen_candidates,
-                    compare=False,
+                    choice, loaded.data, cv_folds, samples, progress, compare=False
                 )
-            fitted = factory().fit(dataset, progress=progress)
+            fitted = factory().fit(loaded.data, progress=progress)
         if report is not None:
             fitted.metrics = {"cv": {k: v for k, v in report.items() if k != "models"}}
-        saved = fitted.save(out)
-        png: Path | None = None
-        if report is not None:
-            _write_json(saved.parent / f"{saved.name}.cv.json", report)
-            png = _plot(
-                kind,
-                dataset,
-                figures,
-                saved.parent / f"{saved.name}.cv.png",
-                f"{saved.name}: {cv_folds}-fold CV",
-            )
+            _warn_unscored(report, "items (out of fold)")
+        title = f"{out.name}: {cv_folds}-fold CV"
+        written = _save_model(
+            fitted,
+            out,
+            force=force,
+            report=report,
+            plot=lambda png: _plot(loaded.kind, loaded.data, figures, png, title),
+        )
         registered = None
         if db is not None or task is not None:
-            from prefloop.reward.registry import register_folder
-            from prefloop.store import Store
-
-            with Store.open(db) as store:
-                registered = register_folder(store, saved, name=name, task=task)
+            registered = _register_or_undo(written, existed, db, name, task)
+    saved = written[0]
     summary = {
         "path": str(saved),
-        "kind": kind,
+        "kind": loaded.kind,
         "class": fitted.name,
-        "n": len(dataset),
+        "n": len(loaded.data),
         "details": fitted.details(),
         "data_fingerprint": fitted.train_.fingerprint if fitted.train_ else None,
         "cv": report,
-        "png": None if png is None else str(png),
+        "png": None if report is None else report["png"],
         "registered": registered,
     }
     if json_out:
         print_json(_clean(summary))
         return
-    console.print(f"saved a {kind} reward model ({fitted.name}) to [bold]{escape(str(saved))}[/]")
+    console.print(
+        f"saved a {loaded.kind} reward model ({fitted.name}) to [bold]{escape(str(saved))}[/]"
+    )
     if report is not None:
-        _show(report, kind, f"{cv_folds}-fold cross-validation (out of fold)")
-        console.print(f"figure: {escape(str(png))}")
+        _show(report, loaded.kind, f"{cv_folds}-fold cross-validation (out of fold)")
+        console.print(f"figure: {escape(str(report['png']))}")
     if registered is not None:
         console.print(f"registered as {registered['name']} v{registered['version']}")
 
 
 def evaluate(
-    model: Annotated[Path, typer.Option("--model", help="A saved reward-model folder.")],
-    data: Annotated[Path, typer.Option("--data", help="A JSONL file of ratings or pairs.")],
+    model: ModelDirOption,
+    data: DataFileOption,
     json_out: JsonOption = False,
     report_path: ReportOption = None,
     png: PngOption = None,
@@ -538,24 +719,28 @@ def evaluate(
     with _surface_warnings():
         fitted = load_reward_model(model)
         kind = fitted.kind
-        if kind == "rating":
-            train_scale = fitted.train_.scale if fitted.train_ else None
-            ratings = load_rating_data(data, _parse_scale(scale) or train_scale)
-            report = evaluate_ratings(fitted, ratings, samples=samples, seed=seed)
-            figures = {
-                "pred": fitted.score(ratings.texts, ratings.prompts),
-                "baseline_mean": report["baseline"]["mean"],
-            }
-            dataset: Any = ratings
-        else:
-            pairs = load_pair_data(data)
-            report = evaluate_pairs(fitted, pairs, samples=samples, seed=seed)
-            figures = {
-                "p_model": fitted.preference_probability(pairs),
-                "p_shorter": shorter_wins_probabilities(pairs),
-                "p_length": cross_fitted_length_probabilities(pairs, 5, seed),
-            }
-            dataset = pairs
+        dataset: Any
+        with _progress(not json_out) as progress:
+            if kind == "rating":
+                train_scale = fitted.train_.scale if fitted.train_ else None
+                dataset = load_rating_data(data, _parse_scale(scale) or train_scale)
+                pred = _score_all(fitted, dataset.texts, dataset.prompts, progress)
+                report = evaluate_ratings(
+                    fitted, dataset, predictions=pred, samples=samples, seed=seed
+                )
+                figures = {"pred": pred, "baseline_mean": report["baseline"]["mean"]}
+            else:
+                dataset = load_pair_data(data)
+                p_model = _preferences_all(fitted, dataset, progress)
+                report = evaluate_pairs(
+                    fitted, dataset, probabilities=p_model, samples=samples, seed=seed
+                )
+                figures = {
+                    "p_model": p_model,
+                    "p_shorter": shorter_wins_probabilities(dataset),
+                    "p_length": cross_fitted_length_probabilities(dataset, 5, seed),
+                }
+        _warn_unscored(report, "items" if kind == "rating" else "pairs")
         report["model"] = str(model)
         report["data"] = str(data)
         json_path = report_path or Path("reports") / f"reward-eval-{_slug(data, None)}.json"
@@ -581,62 +766,51 @@ def cv(
     report_path: ReportOption = None,
     png: PngOption = None,
     scale: ScaleOption = None,
-    balance_levels: Annotated[
-        bool,
-        typer.Option("--balance-levels", help="Up-weight rare rating levels (training only)."),
-    ] = False,
+    balance_levels: BalanceOption = False,
     candidates: CandidatesOption = None,
     seed: SeedOption = 0,
     samples: SamplesOption = 1000,
 ) -> None:
     """Cross-validate a model: every figure out of fold, next to baselines on the same folds."""
     with _surface_warnings():
-        dataset, kind = _load_data(data, task, kind, scale, db)
+        loaded = _load_data(data, task, kind, scale, db)
+        choice = _choice(loaded, model, seed, balance_levels, candidates)
         with _progress(not json_out) as progress:
-            report, figures = _cv_run(
-                kind,
-                dataset,
-                model,
-                folds,
-                seed,
-                samples,
-                progress,
-                balance_levels,
-                _parse_candidates(candidates),
-            )
+            report, figures = _cv_run(choice, loaded.data, folds, samples, progress)
+        _warn_unscored(report, "items (out of fold)")
         json_path = report_path or Path("reports") / f"reward-cv-{_slug(data, task)}.json"
         png_path = png or json_path.with_suffix(".png")
-        report["png"] = str(
-            _plot(kind, dataset, figures, png_path, f"{model}: {folds}-fold CV, n={len(dataset)}")
-        )
+        title = f"{model}: {folds}-fold CV, n={len(loaded.data)}"
+        report["png"] = str(_plot(loaded.kind, loaded.data, figures, png_path, title))
         report["report"] = str(json_path)
         _write_json(json_path, report)
     if json_out:
         print_json(_clean(report))
         return
-    _show(report, kind, f"{model}: {folds}-fold cross-validation (out of fold)")
+    _show(report, loaded.kind, f"{model}: {folds}-fold cross-validation (out of fold)")
     if "models" in report:
         table = Table(title="candidates on the same folds")
         for column in ("candidate", "mse", "spearman", "train mse"):
             table.add_column(column)
-        for name, figures_ in report["models"].items():
+        for candidate, row in report["models"].items():
             table.add_row(
-                name,
-                f"{figures_['mse']:.3f}",
-                f"{figures_['spearman']:.3f}",
-                f"{figures_['train_mse']:.3f}",
+                candidate, f"{row['mse']:.3f}", f"{row['spearman']:.3f}", f"{row['train_mse']:.3f}"
             )
         console.print(table)
     console.print(f"report: {escape(str(json_path))}  figure: {escape(report['png'])}")
 
 
-def _predict_line(fitted: Any, obj: dict[str, Any], where: str, line: int) -> dict[str, Any]:
-    def one(texts: list[str], prompt: str | None) -> tuple[list[float], list[float]]:
-        raw = fitted.score(texts, [prompt] * len(texts))
-        unit = fitted.score_unit(texts, [prompt] * len(texts))
-        return [float(v) for v in raw], [float(v) for v in unit]
+@dataclass(frozen=True)
+class _Line:
+    """One line of a predict input: what to score, and where the rewards go."""
 
-    out = dict(obj)
+    obj: dict[str, Any]
+    form: str  # "pair", "ranking" or "text"
+    texts: list[str]
+    prompt: str | None
+
+
+def _read_line(obj: dict[str, Any], where: str, line: int) -> _Line:
     if "chosen" in obj and "rejected" in obj:
         chosen, rejected = obj["chosen"], obj["rejected"]
         if not isinstance(chosen, str) or not isinstance(rejected, str):
@@ -647,17 +821,13 @@ def _predict_line(fitted: Any, obj: dict[str, Any], where: str, line: int) -> di
                 prompt, chosen, rejected = split_hh_dialogue(chosen, rejected)
             except ValueError as exc:
                 raise ImportFileError(where, line, str(exc)) from None
-        raw, unit = one([chosen, rejected], prompt)
-        out["reward_chosen"], out["reward_rejected"] = raw
-        out["reward_unit_chosen"], out["reward_unit_rejected"] = unit
-        return out
+        return _Line(obj, "pair", [chosen, rejected], prompt)
+    prompt = obj.get("prompt") if isinstance(obj.get("prompt"), str) else None
     if "responses" in obj:
         responses = obj["responses"]
         if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
             raise ImportFileError(where, line, '"responses" must be a list of strings')
-        prompt = obj.get("prompt") if isinstance(obj.get("prompt"), str) else None
-        out["rewards"], out["rewards_unit"] = one(responses, prompt)
-        return out
+        return _Line(obj, "ranking", list(responses), prompt)
     text = obj.get("text", obj.get("caption"))
     if not isinstance(text, str):
         raise ImportFileError(
@@ -666,42 +836,169 @@ def _predict_line(fitted: Any, obj: dict[str, Any], where: str, line: int) -> di
             'each line needs "text" (or "caption"), "chosen"+"rejected", or "responses"; '
             f"found keys {sorted(obj)}",
         )
-    prompt = obj.get("prompt") if isinstance(obj.get("prompt"), str) else None
-    raw, unit = one([text], prompt)
-    out["reward"], out["reward_unit"] = raw[0], unit[0]
+    return _Line(obj, "text", [text], prompt)
+
+
+def _with_rewards(item: _Line, raw: list[float | None], unit: list[float | None]) -> dict[str, Any]:
+    out = dict(item.obj)
+    if item.form == "pair":
+        out["reward_chosen"], out["reward_rejected"] = raw
+        out["reward_unit_chosen"], out["reward_unit_rejected"] = unit
+    elif item.form == "ranking":
+        out["rewards"], out["rewards_unit"] = raw, unit
+    else:
+        out["reward"], out["reward_unit"] = raw[0], unit[0]
     return out
 
 
+def _json_numbers(values: np.ndarray) -> list[float | None]:
+    """Plain floats, None (JSON null) where there is no score: NaN is not valid JSON."""
+    return [float(v) if math.isfinite(v) else None for v in values]
+
+
 def predict(
-    model: Annotated[Path, typer.Option("--model", help="A saved reward-model folder.")],
-    data: Annotated[Path, typer.Option("--data", help="JSONL: texts, pairs or rankings.")],
+    model: ModelDirOption,
+    data: DataFileOption,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="JSONL to write (the input plus rewards).")
     ],
 ) -> None:
     """Score every line of a file: adds "reward" (and "reward_unit" in [0, 1]); pairs get
-    "reward_chosen"/"reward_rejected", rankings "rewards"."""
+    "reward_chosen"/"reward_rejected", rankings "rewards". A text the model gave no score (an
+    LLM judge whose calls failed) gets null, counted on stderr."""
     from prefloop.reward import load_reward_model
 
     with _surface_warnings():
         fitted = load_reward_model(model)
-        lines = list(iter_json_lines(data))
-        if not lines:
+        items = [_read_line(obj, str(data), line) for line, obj in iter_json_lines(data)]
+        if not items:
             raise InvalidInputError(f"{data} is empty: nothing to score")
+        texts = [text for item in items for text in item.texts]
+        prompts = [item.prompt for item in items for _ in item.texts]
+        with _progress() as progress:
+            raw = _score_all(fitted, texts, prompts, progress)
+        unit = fitted.to_unit(raw)
         output.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle, _progress() as progress:
-                for done, (line, obj) in enumerate(lines):
-                    progress("scoring", done, len(lines))
-                    row = _predict_line(fitted, obj, str(data), line)
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-                progress("scoring", len(lines), len(lines))
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                start = 0
+                for item in items:
+                    stop = start + len(item.texts)
+                    row = _with_rewards(
+                        item, _json_numbers(raw[start:stop]), _json_numbers(unit[start:stop])
+                    )
+                    handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+                    start = stop
             os.replace(tmp, output)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-    err_console.print(f"scored {len(lines)} lines → {escape(str(output))}", highlight=False)
+    unscored = int(np.sum(~np.isfinite(raw)))
+    err_console.print(
+        f"scored {len(items)} lines ({len(texts)} texts) → {escape(str(output))}", highlight=False
+    )
+    if unscored:
+        _warn(
+            f"{unscored} of {len(texts)} texts got no score from the model (for an LLM judge: "
+            "its calls failed); their rewards are null"
+        )
+
+
+def distill(
+    teacher: Annotated[
+        Path,
+        typer.Option(
+            "--teacher", help="A saved reward-model folder that labels the data (e.g. llm-judge)."
+        ),
+    ],
+    data: DataFileOption,
+    out: OutOption,
+    student: Annotated[
+        str,
+        typer.Option(
+            "--student",
+            help="The cheap model that learns the teacher's labels: a --model spec of "
+            "`reward fit` (e.g. ridge:use, bradley-terry:use; default auto).",
+        ),
+    ] = "auto",
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            help="The student's kind: rating (learns the teacher's scores; the file holds texts "
+            "or ratings) or pairwise (learns its verdicts on the file's pairs). Default: the "
+            "teacher's kind.",
+        ),
+    ] = None,
+    test_fraction: Annotated[
+        float,
+        typer.Option(
+            "--test-fraction",
+            help="Share of the teacher-labeled items held out to measure agreement.",
+        ),
+    ] = 0.25,
+    refit: Annotated[
+        bool,
+        typer.Option(
+            "--refit/--no-refit",
+            help="After measuring, fit the student again on every labeled item (what is saved).",
+        ),
+    ] = True,
+    force: ForceOption = False,
+    seed: SeedOption = 0,
+    json_out: JsonOption = False,
+) -> None:
+    """Distill a teacher into a cheap local student: the teacher labels --data, the student
+    learns its labels and is saved to --out. Items the teacher could not label (a failed judge
+    call) are left out and counted, never scored 0."""
+    from prefloop.reward import DistillConfig, LLMJudge, distill_from_files, load_reward_model
+    from prefloop.reward.base import check_model_target
+
+    check_model_target(out, overwrite=force)
+    config = DistillConfig(test_fraction=test_fraction, seed=seed, refit_on_all=refit)
+    config.check()
+    with _surface_warnings():
+        teacher_model = load_reward_model(teacher)
+        student_kind = _check_kind(kind) or teacher_model.kind
+        student_model = _model_factory(_ModelChoice(kind=student_kind, spec=student, seed=seed))()
+        with _progress(not json_out) as progress:
+            report = distill_from_files(
+                teacher_model, data, student_model, config=config, progress=progress
+            )
+        saved = student_model.save(out, overwrite=force)
+    summary: dict[str, Any] = {"path": str(saved), "teacher_path": str(teacher)}
+    summary.update(report.to_json())
+    if isinstance(teacher_model, LLMJudge):
+        summary["teacher_stats"] = teacher_model.stats.to_json()
+    if report.teacher_failed:
+        _warn(
+            f"the teacher gave no label to {report.teacher_failed} of {report.items} items; "
+            "they are left out of training and of every figure"
+        )
+    if json_out:
+        print_json(_clean(summary))
+        return
+    table = Table(title=f"{report.student} distilled from {report.teacher} ({teacher.name})")
+    for column in ("agreement on held-out items", "n", "mse", "spearman", "accuracy"):
+        table.add_column(column)
+    for label, key in (
+        ("student vs teacher", "student_vs_teacher"),
+        ("student vs people", "student_vs_people"),
+        ("teacher vs people (ceiling)", "teacher_vs_people"),
+    ):
+        row = summary.get(key)
+        if row is None:
+            continue
+        cells = [row.get(k) for k in ("n", "mse", "spearman", "accuracy")]
+        table.add_row(label, *("-" if v is None else f"{v:g}" for v in cells))
+    console.print(table)
+    console.print(
+        f"{report.items} items: {report.train_items} trained, {report.test_items} held out, "
+        f"{report.teacher_failed} without a teacher label, {report.teacher_ties} ties",
+        highlight=False,
+    )
+    console.print(f"saved the student to [bold]{escape(str(saved))}[/]")
 
 
 def list_models(

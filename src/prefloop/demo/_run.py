@@ -294,20 +294,24 @@ class _Loop:
             seed=self.config.seed * 100_003 + self.batches,
         )
 
-    def warm_up(self) -> None:
-        total = self.config.warmup
-        self.report("warm-up", 0, total)
+    def _batches(self, phase: str, total: int) -> Iterator[int]:
+        """The sizes of the batches ``total`` requests come in; ``phase``'s bar moves after each."""
+        self.report(phase, 0, total)
         done = 0
         while done < total:
             n = min(self.config.batch_size, total - done)
+            yield n
+            done += n
+            self.report(phase, done, total)
+
+    def warm_up(self) -> None:
+        for n in self._batches("warm-up", self.config.warmup):
             inputs = self.spec.sample_inputs(n, self.rng)
             with self.store.session(readonly=True) as session:
                 task = get_task(session, self.spec.name)
                 base = get_arm(session, task, self.spec.base_prompt.name)
             requests = [GenerationRequest(base, x, policy=WARMUP_POLICY) for x in inputs]
             self._generate_and_rate(task, requests)
-            done += n
-            self.report("warm-up", done, total)
 
     def add_candidates(self) -> ProposalOutcome:
         want = self.config.candidates
@@ -366,11 +370,7 @@ class _Loop:
         )
 
     def serve(self) -> None:
-        total = self.config.requests
-        self.report("requests", 0, total)
-        done = 0
-        while done < total:
-            n = min(self.config.batch_size, total - done)
+        for n in self._batches("requests", self.config.requests):
             inputs = self.spec.sample_inputs(n, self.rng)
             users = self.rng.integers(0, 50, size=n)
             with self.store.session() as session:
@@ -389,9 +389,7 @@ class _Loop:
                     assert arm is not None, "a decision names an arm of the task"
                     requests.append(GenerationRequest(arm, x, decision=decision))
             self._generate_and_rate(task, requests)
-            done += n
             self.requests += n
-            self.report("requests", done, total)
 
     def _generate_and_rate(self, task: Task, requests: list[GenerationRequest]) -> None:
         params = self._params()

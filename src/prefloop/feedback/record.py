@@ -8,13 +8,12 @@ transaction and everything commits or rolls back together.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError
@@ -35,7 +34,7 @@ from prefloop.feedback.rewards import (
     text_similarity,
 )
 from prefloop.store.models import Feedback, Generation, Task, utcnow
-from prefloop.store.repo import add_generation
+from prefloop.store.repo import add_generation, insert_row, set_loaded
 
 EDIT_MODEL = "human-edit"
 """``Generation.model`` of the final text of an edit, stored as a generation of its own."""
@@ -44,14 +43,33 @@ _PAIRWISE_VALUE = {"a": 1.0, "b": -1.0, "tie": 0.0}
 _COMPARED = ("task_id", "kind", "source", "author", "generation_id", "other_generation_id")
 _CHUNK = 500
 _CLOCK_SKEW = timedelta(minutes=5)
-_REWARD_COLUMNS = (
-    Feedback.generation_id,
-    Feedback.id,
-    Feedback.kind,
-    Feedback.source,
-    Feedback.author,
-    Feedback.value,
-    Feedback.created_at,
+_FEEDBACK = Feedback.__table__
+_GENERATIONS = Generation.__table__
+_REWARD_COLUMNS = tuple(
+    _FEEDBACK.c[name]
+    for name in ("generation_id", "id", "kind", "source", "author", "value", "created_at")
+)
+_CACHED_REWARD_COLUMNS = tuple(
+    _GENERATIONS.c[name] for name in ("id", "status", "reward", "decision_id", "arm_id")
+)
+# statements built once (building one costs more than running it); "ids" expand to IN (…)
+_LOCK_GENERATION = (
+    select(_GENERATIONS).where(_GENERATIONS.c.id == bindparam("generation_id")).with_for_update()
+)
+_GENERATIONS_BY_ID = select(_GENERATIONS).where(
+    _GENERATIONS.c.id.in_(bindparam("ids", expanding=True))
+)
+_CACHED_REWARDS = select(*_CACHED_REWARD_COLUMNS).where(
+    _GENERATIONS.c.id.in_(bindparam("ids", expanding=True))
+)
+_REWARD_EVENTS = select(*_REWARD_COLUMNS).where(
+    _FEEDBACK.c.generation_id.in_(bindparam("ids", expanding=True)),
+    _FEEDBACK.c.kind.in_(REWARD_KINDS),
+)
+_SET_REWARD = (
+    update(_GENERATIONS)
+    .where(_GENERATIONS.c.id == bindparam("gid"))
+    .values(reward=bindparam("new_reward"))
 )
 
 
@@ -113,21 +131,16 @@ def record_feedback(session: Session, task: Task, event: FeedbackEvent) -> Recor
     generations = _check_generations(session, task, fields)
     row = Feedback(**fields)
     key = event.idempotency_key
-    if key is None:
-        session.add(row)
-        session.flush()
-    else:
-        # The unique key decides, not a look-up first: two processes may both look, find
-        # nothing and insert. The loser's insert fails; its SAVEPOINT keeps the transaction.
-        try:
-            with session.begin_nested():
-                session.add(row)
-                session.flush()
-        except IntegrityError:
-            existing = session.scalar(select(Feedback).where(Feedback.idempotency_key == key))
-            if existing is None:
-                raise
-            return _replay(session, existing, fields)
+    # The unique key decides, not a look-up first: two processes may both look, find nothing
+    # and insert. The loser's INSERT … ON CONFLICT DO NOTHING stores nothing (on PostgreSQL
+    # after waiting for the winner's transaction) and the stored row is replayed.
+    if not insert_row(session, row, unless_stored=None if key is None else "idempotency_key"):
+        existing = session.scalar(select(Feedback).where(Feedback.idempotency_key == key))
+        if existing is None:  # the winner rolled back between our insert and this read
+            raise ConflictError(
+                f"idempotency key {key!r} is being used by a concurrent request; send it again"
+            )
+        return _replay(session, existing, fields)
     derived: list[Feedback] = []
     created: list[str] = []
     if isinstance(event, EditEvent):
@@ -216,21 +229,25 @@ def _replay(session: Session, existing: Feedback, fields: dict[str, Any]) -> Rec
     )
 
 
-def _check_generations(
-    session: Session, task: Task, fields: dict[str, Any]
-) -> dict[str, Generation]:
-    """The generations the event names, checked; the one it rates is locked for re-rewarding."""
+def _check_generations(session: Session, task: Task, fields: dict[str, Any]) -> dict[str, Any]:
+    """The generations the event names (rows of their columns), checked; the one it rates is
+    locked for re-rewarding (``SELECT … FOR UPDATE``), so its cached reward is current."""
     if fields["kind"] == "ranking":
         ids = list(fields["payload"]["generation_ids"])
     else:
         ids = [g for g in (fields["generation_id"], fields["other_generation_id"]) if g]
     rated = fields["generation_id"] if fields["kind"] in (*REWARD_KINDS, "edit") else None
-    found: dict[str, Generation] = {}
+    session.flush()
+    connection = session.connection()
+    found: dict[str, Any] = {}
+    if rated is not None:
+        locked = connection.execute(_LOCK_GENERATION, {"generation_id": rated})
+        found.update((g.id, g) for g in locked)
+    others = [g for g in ids if g not in found]
+    if others:
+        found.update((g.id, g) for g in connection.execute(_GENERATIONS_BY_ID, {"ids": others}))
     for generation_id in ids:
-        lock = generation_id == rated
-        generation = session.get(
-            Generation, generation_id, with_for_update=lock, populate_existing=lock
-        )
+        generation = found.get(generation_id)
         if generation is None or generation.task_id != task.id:
             raise NotFoundError(f"no generation {generation_id!r} in task {task.name!r}")
         if generation.status != "ok":
@@ -239,12 +256,11 @@ def _check_generations(
                 "feedback about it is refused: a failure has no reward. Rate an output that "
                 "was produced"
             )
-        found[generation_id] = generation
     return found
 
 
 def _derive_edit(
-    session: Session, task: Task, edit: Feedback, draft: Generation, rules: RewardRules
+    session: Session, task: Task, edit: Feedback, draft: Any, rules: RewardRules
 ) -> tuple[list[Feedback], list[str]]:
     """An edit's automatic rating of the draft and, if the text changed, final-over-draft."""
     final_text = edit.payload["final_text"]
@@ -306,43 +322,36 @@ def refresh_rewards(
     generation_ids: Iterable[str] | None = None,
     *,
     rules: RewardRules | None = None,
-    locked: dict[str, Generation] | None = None,
+    locked: Mapping[str, Any] | None = None,
 ) -> list[RewardChange]:
     """Recompute the cached reward of these generations (all of the task's when None).
 
     Returns one :class:`RewardChange` per generation whose reward changed. Run it for a whole
     task after changing ``Task.reward_rules``. ``locked`` are generations the caller already
-    holds (loaded ``FOR UPDATE``), so their stored reward is current.
+    holds (read ``FOR UPDATE``: rows or ORM objects), so their stored reward is current.
     """
     rules = rules or reward_rules_for(task)
     locked = locked or {}
+    session.flush()
+    connection = session.connection()
     changes: list[RewardChange] = []
     for chunk in _chunks(session, task, generation_ids):
-        todo = [locked.get(gid) for gid in chunk]
-        missing = [gid for gid, g in zip(chunk, todo, strict=True) if g is None]
-        loaded = {
-            g.id: g
-            for g in (
-                session.scalars(select(Generation).where(Generation.id.in_(missing)))
-                if missing
-                else ()
-            )
-        }
+        current = {gid: locked[gid] for gid in chunk if gid in locked}
+        missing = [gid for gid in chunk if gid not in current]
+        if missing:
+            current.update((g.id, g) for g in connection.execute(_CACHED_REWARDS, {"ids": missing}))
         # only the columns derive_reward reads: a generation may have thousands of events
         events: dict[str, list[FeedbackLike]] = defaultdict(list)
-        for event in session.execute(
-            select(*_REWARD_COLUMNS).where(
-                Feedback.generation_id.in_(chunk), Feedback.kind.in_(REWARD_KINDS)
-            )
-        ):
+        for event in connection.execute(_REWARD_EVENTS, {"ids": list(chunk)}):
             events[event.generation_id].append(event)
+        moved: list[RewardChange] = []
         for gid in chunk:
-            generation = locked.get(gid) or loaded.get(gid)
+            generation = current.get(gid)
             if generation is None:
                 continue
             new = derive_reward(events[gid], rules) if generation.status == "ok" else None
             if new != generation.reward:
-                changes.append(
+                moved.append(
                     RewardChange(
                         generation_id=gid,
                         decision_id=generation.decision_id,
@@ -351,8 +360,13 @@ def refresh_rewards(
                         new=new,
                     )
                 )
-                generation.reward = new
-    session.flush()
+        if moved:
+            connection.execute(
+                _SET_REWARD, [{"gid": c.generation_id, "new_reward": c.new} for c in moved]
+            )
+            for change in moved:  # an ORM copy this session holds sees the new reward
+                set_loaded(session, Generation, change.generation_id, reward=change.new)
+        changes.extend(moved)
     return changes
 
 

@@ -12,11 +12,11 @@ ordering by ``created_at`` follows the file.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from prefloop.errors import ImportFileError, InvalidInputError
 from prefloop.feedback import SOURCES, check_rating, derive_reward, reward_rules_for
 from prefloop.io.readers import iter_pairs, iter_rankings, iter_ratings
+from prefloop.io.records import PairRecord, RankingRecord, RatingRecord
 from prefloop.store.models import DEFAULT_SCALE, Feedback, Generation, Task, new_id, utcnow
 from prefloop.store.repo import get_or_create_task, validate_scale
 
@@ -156,14 +157,46 @@ def _task(session: Session, name: str, scale: Sequence[float] | None) -> tuple[T
     return existing, False
 
 
-def _result(
+class _Record(Protocol):
+    """What every reader yields: a record that knows its line in the file."""
+
+    @property
+    def line(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Record)
+
+
+def _import_file(
+    session: Session,
     kind: Literal["ratings", "pairs", "rankings"],
     path: str | Path,
-    task: Task,
-    created: bool,
-    writer: _BulkWriter,
-    records: int,
+    task_name: str,
+    read: Callable[[str | Path], Iterable[R]],
+    store: Callable[[_BulkWriter], Callable[[R], None]],
+    *,
+    author: str,
+    source: str,
+    scale: Sequence[float] | None = None,
+    progress: Progress | None = None,
 ) -> ImportResult:
+    """The one import path: the task, then every record of ``read(path)`` through ``store``.
+
+    ``store(writer)`` gives the function that adds one record's rows to ``writer``; a record it
+    rejects (:class:`InvalidInputError`) becomes an :class:`ImportFileError` naming its line.
+    """
+    task, created = _task(session, task_name, scale)
+    writer = _BulkWriter(session, task, source=source, author=author)
+    store_record = store(writer)
+    records = 0
+    for record in read(path):
+        try:
+            store_record(record)
+        except InvalidInputError as exc:
+            raise ImportFileError(str(path), record.line, str(exc)) from None
+        records += 1
+        if progress is not None:
+            progress(record.line)
     writer.flush()
     return ImportResult(
         kind=kind,
@@ -192,30 +225,38 @@ def import_ratings(
     level of the task's scale. A line's ``author`` wins over ``author``. The generations get
     their reward at once (:func:`~prefloop.feedback.derive_reward` of their one rating).
     """
-    task, created = _task(session, task_name, scale)
-    rules = reward_rules_for(task)
-    writer = _BulkWriter(session, task, source=source, author=author)
-    records = 0
-    for record in iter_ratings(path):
-        try:
-            value = check_rating(record.rating, task.scale)
-        except InvalidInputError as exc:
-            raise ImportFileError(str(path), record.line, str(exc)) from None
-        rating = _Rating("rating", source, record.author or author, value, writer.started)
-        generation_id = writer.generation(
-            record.text,
-            prompt=record.prompt,
-            input=record.input,
-            context={"source_id": record.id} if record.id is not None else None,
-            reward=derive_reward([rating], rules),
-        )
-        writer.add_feedback(
-            "rating", generation_id=generation_id, value=value, author=rating.author
-        )
-        records += 1
-        if progress is not None:
-            progress(record.line)
-    return _result("ratings", path, task, created, writer, records)
+
+    def store(writer: _BulkWriter) -> Callable[[RatingRecord], None]:
+        rules = reward_rules_for(writer.task)
+
+        def store_rating(record: RatingRecord) -> None:
+            value = check_rating(record.rating, writer.task.scale)
+            rating = _Rating("rating", source, record.author or author, value, writer.started)
+            generation_id = writer.generation(
+                record.text,
+                prompt=record.prompt,
+                input=record.input,
+                context={"source_id": record.id} if record.id is not None else None,
+                reward=derive_reward([rating], rules),
+            )
+            writer.add_feedback(
+                "rating", generation_id=generation_id, value=value, author=rating.author
+            )
+
+        return store_rating
+
+    return _import_file(
+        session,
+        "ratings",
+        path,
+        task_name,
+        iter_ratings,
+        store,
+        author=author,
+        source=source,
+        scale=scale,
+        progress=progress,
+    )
 
 
 def import_pairs(
@@ -232,23 +273,32 @@ def import_pairs(
     Both formats of :func:`~prefloop.io.iter_pairs`; a line's ``margin`` is kept in the event's
     payload and comes back in the preference export.
     """
-    task, created = _task(session, task_name, None)
-    writer = _BulkWriter(session, task, source=source, author=author)
-    records = 0
-    for record in iter_pairs(path):
-        chosen = writer.generation(record.chosen, prompt=record.prompt)
-        rejected = writer.generation(record.rejected, prompt=record.prompt)
-        writer.add_feedback(
-            "pairwise",
-            generation_id=chosen,
-            other_generation_id=rejected,
-            value=1.0,
-            payload={} if record.margin is None else {"margin": record.margin},
-        )
-        records += 1
-        if progress is not None:
-            progress(record.line)
-    return _result("pairs", path, task, created, writer, records)
+
+    def store(writer: _BulkWriter) -> Callable[[PairRecord], None]:
+        def store_pair(record: PairRecord) -> None:
+            chosen = writer.generation(record.chosen, prompt=record.prompt)
+            rejected = writer.generation(record.rejected, prompt=record.prompt)
+            writer.add_feedback(
+                "pairwise",
+                generation_id=chosen,
+                other_generation_id=rejected,
+                value=1.0,
+                payload={} if record.margin is None else {"margin": record.margin},
+            )
+
+        return store_pair
+
+    return _import_file(
+        session,
+        "pairs",
+        path,
+        task_name,
+        iter_pairs,
+        store,
+        author=author,
+        source=source,
+        progress=progress,
+    )
 
 
 def import_rankings(
@@ -261,15 +311,24 @@ def import_rankings(
     progress: Progress | None = None,
 ) -> ImportResult:
     """K generations (same prompt) and one ranking event per line."""
-    task, created = _task(session, task_name, None)
-    writer = _BulkWriter(session, task, source=source, author=author)
-    records = 0
-    for record in iter_rankings(path):
-        ids = [writer.generation(response, prompt=record.prompt) for response in record.responses]
-        writer.add_feedback(
-            "ranking", payload={"generation_ids": ids, "ranks": list(record.ranking)}
-        )
-        records += 1
-        if progress is not None:
-            progress(record.line)
-    return _result("rankings", path, task, created, writer, records)
+
+    def store(writer: _BulkWriter) -> Callable[[RankingRecord], None]:
+        def store_ranking(record: RankingRecord) -> None:
+            ids = [writer.generation(text, prompt=record.prompt) for text in record.responses]
+            writer.add_feedback(
+                "ranking", payload={"generation_ids": ids, "ranks": list(record.ranking)}
+            )
+
+        return store_ranking
+
+    return _import_file(
+        session,
+        "rankings",
+        path,
+        task_name,
+        iter_rankings,
+        store,
+        author=author,
+        source=source,
+        progress=progress,
+    )

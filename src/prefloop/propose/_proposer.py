@@ -218,7 +218,9 @@ def propose_arms(
         parent = session.get(Arm, parent_id) if parent_id is not None else None
         fresh = _existing_templates(session, task)  # arms added while the LLM was thinking
         for template in accepted:
-            clash = _near_duplicate(template, fresh, config)
+            clash = _near_duplicate(
+                template, {f"arm {name!r}": other for name, other in fresh.items()}, config
+            )
             if clash is not None:
                 report.rejected.append(Rejection(template, clash))
                 continue
@@ -360,25 +362,18 @@ def _rejection_reason(
             + ", ".join("{" + f + "}" for f in unknown)
             + f" (the task's input fields: {known})"
         )
-    clash = _near_duplicate(template, existing, config)
-    if clash is not None:
-        return clash
-    for k, other in enumerate(accepted):
+    others = {f"arm {name!r}": other for name, other in existing.items()}
+    others |= {f"proposed template {k + 1}": other for k, other in enumerate(accepted)}
+    return _near_duplicate(template, others, config)
+
+
+def _near_duplicate(template: str, others: dict[str, str], config: ProposerConfig) -> str | None:
+    """Why ``template`` is too similar to one of ``others`` (what each is → its text), or None."""
+    for what, other in others.items():
         score = similarity(template, other, config.similarity, config.ngram)
         if score >= config.max_similarity:
             return (
-                f"near-duplicate of proposed template {k + 1} "
-                f"({config.similarity} {score:.2f} >= {config.max_similarity:g})"
-            )
-    return None
-
-
-def _near_duplicate(template: str, existing: dict[str, str], config: ProposerConfig) -> str | None:
-    for name, other in existing.items():
-        score = similarity(template, other, config.similarity, config.ngram)
-        if score >= config.max_similarity:
-            return (
-                f"near-duplicate of arm {name!r} "
+                f"near-duplicate of {what} "
                 f"({config.similarity} {score:.2f} >= {config.max_similarity:g})"
             )
     return None

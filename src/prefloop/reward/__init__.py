@@ -2,6 +2,11 @@
 
 * :class:`SklearnRatingModel` — featurizers + a scikit-learn regressor for ratings;
 * :class:`BradleyTerryModel` — a pairwise Bradley–Terry model on frozen features;
+* :class:`FinetunedRewardModel` — a transformer with a scalar head trained on pairs (torch and
+  transformers load only when it trains or loads);
+* :class:`LLMJudge` — an LLM that rates text on the task's scale (NaN, never 0, when it fails);
+* :func:`distill_ratings` / :func:`distill_pairs` — a cheap student learns an expensive
+  teacher's labels;
 * :mod:`prefloop.reward.evaluate` — metrics with bootstrap intervals next to baselines, and
   cross-validation on folds shared by every model compared;
 * :mod:`prefloop.reward.registry` — the store's ``reward_models`` table and saved folders.
@@ -34,6 +39,14 @@ from prefloop.reward.base import (
     register_model,
     registered_models,
 )
+from prefloop.reward.distill import (
+    Agreement,
+    DistillConfig,
+    DistillReport,
+    distill_from_files,
+    distill_pairs,
+    distill_ratings,
+)
 from prefloop.reward.evaluate import (
     CVResult,
     cross_validate,
@@ -42,19 +55,31 @@ from prefloop.reward.evaluate import (
     make_folds,
 )
 from prefloop.reward.featurizers import Concat, SentenceEmbedding, TextStats, build_featurizer
+from prefloop.reward.finetune import FinetuneConfig, FinetunedRewardModel, TrainingLog
+from prefloop.reward.judge import JudgeConfig, JudgeExample, JudgeFailure, JudgeStats, LLMJudge
 from prefloop.reward.pairwise import BradleyTerryConfig, BradleyTerryModel
 from prefloop.reward.rating import RatingModelConfig, SklearnRatingModel
 
 __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
+    "Agreement",
     "BradleyTerryConfig",
     "BradleyTerryModel",
     "CVResult",
     "Concat",
+    "DistillConfig",
+    "DistillReport",
     "Featurizer",
+    "FinetuneConfig",
+    "FinetunedRewardModel",
     "IncompatibleModelError",
+    "JudgeConfig",
+    "JudgeExample",
+    "JudgeFailure",
+    "JudgeStats",
     "Kind",
+    "LLMJudge",
     "ModelInfo",
     "PairData",
     "ProgressCallback",
@@ -65,9 +90,13 @@ __all__ = [
     "SklearnRatingModel",
     "TextStats",
     "TrainSummary",
+    "TrainingLog",
     "TruncationWarning",
     "build_featurizer",
     "cross_validate",
+    "distill_from_files",
+    "distill_pairs",
+    "distill_ratings",
     "evaluate_pairs",
     "evaluate_ratings",
     "library_versions",

@@ -60,6 +60,7 @@ __all__ = [
     "RewardModel",
     "TrainSummary",
     "TruncationWarning",
+    "check_model_target",
     "library_versions",
     "load_pair_data",
     "load_rating_data",
@@ -750,12 +751,18 @@ class RewardModel(ABC):
         self, texts: Sequence[str], prompts: Sequence[str | None] | None = None
     ) -> Array:
         """Rewards in [0, 1]: the scale mapped linearly (rating) or σ(reward) (pairwise)."""
-        raw = self.score(texts, prompts)
+        return self.to_unit(self.score(texts, prompts))
+
+    def to_unit(self, raw: Sequence[float] | Array) -> Array:
+        """Raw rewards (from :meth:`score`) mapped to [0, 1] as :meth:`score_unit` does, without
+        scoring again; NaN (no score) stays NaN."""
+        values = np.asarray(raw, dtype=np.float64)
         if self.kind == "pairwise":
-            return np.asarray(1.0 / (1.0 + np.exp(-raw)), dtype=np.float64)
-        assert self.train_ is not None and self.train_.scale is not None
+            return np.asarray(1.0 / (1.0 + np.exp(-values)), dtype=np.float64)
+        if self.train_ is None or self.train_.scale is None:
+            raise InvalidInputError(f"this {self.name} reward model is not fitted; call fit first")
         lo, hi = self.train_.scale[0], self.train_.scale[-1]
-        return np.clip((raw - lo) / (hi - lo), 0.0, 1.0)
+        return np.clip((values - lo) / (hi - lo), 0.0, 1.0)
 
     def preference_probability(self, data: PairData) -> Array:
         """P(chosen ≻ rejected) = σ(r(chosen) − r(rejected)) for each pair (Bradley–Terry)."""
@@ -782,22 +789,18 @@ class RewardModel(ABC):
             details=to_jsonable(self.details()),
         )
 
-    def save(self, folder: str | Path) -> Path:
-        """Save into ``folder`` (created; an existing reward-model folder is replaced).
+    def save(self, folder: str | Path, *, overwrite: bool = True) -> Path:
+        """Save into ``folder`` (created if needed).
 
-        Files go to a temporary folder beside it that is renamed at the end, so an error leaves
+        An existing reward-model folder there is replaced, unless ``overwrite=False`` (then it
+        is an error); a non-empty folder that is not a reward model is never touched. Files go
+        to a temporary folder beside the target that is renamed at the end, so an error leaves
         the old folder (or nothing) in place.
         """
         if not self.is_fitted:
             raise InvalidInputError(f"cannot save an unfitted {self.name} model; fit it first")
         target = Path(folder)
-        if target.exists() and not target.is_dir():
-            raise InvalidInputError(f"{target} is a file; give a folder for the model")
-        if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).exists():
-            raise InvalidInputError(
-                f"{target} exists and is not a prefloop reward-model folder; give a new or empty "
-                "folder so nothing of yours is overwritten"
-            )
+        check_model_target(target, overwrite=overwrite)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
@@ -836,6 +839,25 @@ class RewardModel(ABC):
         model.train_ = info.train
         model.metrics = dict(info.metrics)
         return model  # type: ignore[return-value]
+
+
+def check_model_target(target: Path, *, overwrite: bool) -> None:
+    """Raise unless a model may be saved to ``target``: new, empty, or (with ``overwrite``) a
+    reward-model folder."""
+    if target.exists() and not target.is_dir():
+        raise InvalidInputError(f"{target} is a file; give a folder for the model")
+    if not target.is_dir() or not any(target.iterdir()):
+        return
+    if not (target / MANIFEST_NAME).exists():
+        raise InvalidInputError(
+            f"{target} exists and is not a prefloop reward-model folder; give a new or empty "
+            "folder so nothing of yours is overwritten"
+        )
+    if not overwrite:
+        raise InvalidInputError(
+            f"{target} already holds a reward model; give another folder, or allow replacing "
+            "it (--force on the command line, overwrite=True in Python)"
+        )
 
 
 def _build_config(model_cls: type[RewardModel], raw: dict[str, Any], folder: Path) -> Any:

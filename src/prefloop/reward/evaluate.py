@@ -10,6 +10,10 @@ both), which is what "beats the baseline" means.
 Cross-validation uses one fold assignment (:func:`make_folds`) for every model compared:
 ratings are grouped by text (copies of a text stay together), pairs by prompt (a prompt never
 sits on both sides).
+
+A model may give no score for an item (an LLM judge whose calls all failed returns NaN): such
+items are left out of every figure — the baselines too, so the comparison stays paired — and
+counted as ``"unscored"`` next to ``"n"``, never turned into a 0.
 """
 
 from __future__ import annotations
@@ -83,6 +87,17 @@ def _rating_metrics(y: Array, pred: Array) -> dict[str, float]:
     }
 
 
+def _scored(predictions: Array, what: str = "items") -> NDArray[np.bool_]:
+    """The mask of items with a prediction (not NaN); an error when there is none at all."""
+    mask = np.isfinite(predictions)
+    if predictions.size and not mask.any():
+        raise InvalidInputError(
+            f"the model gave no score for any of the {predictions.size} {what}; nothing to "
+            "measure (for an LLM judge: check its backend, judge.failures_ says why)"
+        )
+    return mask
+
+
 def bootstrap_intervals(
     statistics: Callable[[NDArray[np.int_]], dict[str, float]],
     n: int,
@@ -137,10 +152,16 @@ def rating_report(
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """``{"n", "mse", "mae", "spearman", "pearson", "baseline": {"mse", "mae"}, "ci": {…},
-    "vs_baseline": {"mse_reduction", "ci", "beats_baseline"}}`` for predictions ``pred`` of
-    labels ``y``; ``baseline`` holds the baseline's predictions (the training mean)."""
+    """``{"n", "unscored", "mse", "mae", "spearman", "pearson", "baseline": {"mse", "mae"},
+    "ci": {…}, "vs_baseline": {"mse_reduction", "ci", "beats_baseline"}}`` for predictions
+    ``pred`` of labels ``y``; ``baseline`` holds the baseline's predictions (the training mean).
+
+    Items whose prediction is NaN (no score) are left out of every figure, the baseline's
+    included, and counted in ``"unscored"``; ``"n"`` counts the items measured."""
     y, pred, baseline = (np.asarray(a, dtype=np.float64) for a in (y, pred, baseline))
+    scored = _scored(pred)
+    unscored = int(np.sum(~scored))
+    y, pred, baseline = y[scored], pred[scored], baseline[scored]
     n = y.size
 
     def statistics(i: NDArray[np.int_]) -> dict[str, float]:
@@ -158,6 +179,7 @@ def rating_report(
     gain_ci = ci.pop("mse_reduction")
     return {
         "n": int(n),
+        "unscored": unscored,
         **{k: point[k] for k in ("mse", "mae", "spearman", "pearson")},
         "baseline": {"mse": point["baseline_mse"], "mae": point["baseline_mae"]},
         "ci": ci,
@@ -177,12 +199,16 @@ def pair_report(
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """``{"n", "accuracy", "baseline": {"shorter_wins", "length_model"}, "ci": {…},
+    """``{"n", "unscored", "accuracy", "baseline": {"shorter_wins", "length_model"}, "ci": {…},
     "vs_baseline": {"accuracy_gain", "ci", "beats_baseline"}}`` from each model's
-    P(chosen ≻ rejected) per pair; the gain is over the better of the two baselines."""
+    P(chosen ≻ rejected) per pair; the gain is over the better of the two baselines. Pairs
+    the model gave no probability (NaN) are left out and counted in ``"unscored"``."""
     p_model, p_shorter, p_length = (
         np.asarray(a, dtype=np.float64) for a in (p_model, p_shorter, p_length)
     )
+    scored = _scored(p_model, "pairs")
+    unscored = int(np.sum(~scored))
+    p_model, p_shorter, p_length = p_model[scored], p_shorter[scored], p_length[scored]
     n = p_model.size
     best_baseline = p_length if _accuracy(p_length) >= _accuracy(p_shorter) else p_shorter
 
@@ -204,6 +230,7 @@ def pair_report(
     clipped = np.clip(p_model, 1e-6, 1 - 1e-6)
     return {
         "n": int(n),
+        "unscored": unscored,
         "accuracy": point["accuracy"],
         "log_loss": float(-np.mean(np.log(clipped))),
         "baseline": {"shorter_wins": point["shorter_wins"], "length_model": point["length_model"]},
@@ -296,18 +323,25 @@ def evaluate_ratings(
     data: RatingData,
     *,
     baseline_mean: float | None = None,
+    predictions: Array | None = None,
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Report for a fitted rating model on ``data``; the baseline predicts ``baseline_mean``
-    (default: the model's own training mean) for every item."""
+    (default: the model's own training mean) for every item.
+
+    ``predictions`` are ``model.score(data.texts, data.prompts)`` when already computed (a
+    judge's calls are not repeated). Items without a score (NaN) are counted in
+    ``"unscored"`` and left out of the figures."""
     if len(data) == 0:
         raise InvalidInputError(f"no ratings to evaluate in {data.source or 'the data'}")
     if baseline_mean is None:
         if model.train_ is None or model.train_.mean is None:
             raise InvalidInputError("the model has no training mean; pass baseline_mean")
         baseline_mean = model.train_.mean
-    pred = model.score(data.texts, data.prompts)
+    pred = _checked(
+        model.score(data.texts, data.prompts) if predictions is None else predictions, len(data)
+    )
     report = rating_report(
         data.ratings, pred, np.full(len(data), baseline_mean), samples=samples, seed=seed
     )
@@ -320,19 +354,33 @@ def evaluate_pairs(
     data: PairData,
     *,
     folds: int = 5,
+    probabilities: Array | None = None,
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Report for a fitted pairwise model on ``data``. The length-only baseline is
     cross-fitted on ``data`` itself (``folds`` folds grouped by prompt), so it is measured in
-    the same run on the same pairs."""
+    the same run on the same pairs.
+
+    ``probabilities`` are ``model.preference_probability(data)`` when already computed. Pairs
+    without one (NaN) are counted in ``"unscored"`` and left out of the figures."""
     if len(data) == 0:
         raise InvalidInputError(f"no pairs to evaluate in {data.source or 'the data'}")
-    p_model = model.preference_probability(data)
+    p_model = _checked(
+        model.preference_probability(data) if probabilities is None else probabilities,
+        len(data),
+    )
     p_length = cross_fitted_length_probabilities(data, folds, seed)
     return pair_report(
         p_model, shorter_wins_probabilities(data), p_length, samples=samples, seed=seed
     )
+
+
+def _checked(values: Array, n: int) -> Array:
+    out = np.asarray(values, dtype=np.float64).reshape(-1)
+    if out.size != n:
+        raise InvalidInputError(f"{out.size} predictions for {n} items; give one per item")
+    return out
 
 
 def cross_fitted_length_probabilities(data: PairData, folds: int, seed: int) -> Array:
@@ -351,7 +399,9 @@ class CVResult:
     """Out-of-fold predictions and the report built from them."""
 
     report: dict[str, Any]
-    predictions: Array  # rating: out-of-fold prediction; pairwise: P(chosen ≻ rejected)
+    predictions: Array
+    """rating: out-of-fold prediction; pairwise: P(chosen ≻ rejected); NaN where the model
+    gave no score (counted in ``report["unscored"]``)."""
     folds: Folds
     seconds: float
 
@@ -372,50 +422,70 @@ def cross_validate(
     (computed out of fold; the rating baseline is each training part's mean, the length model
     is fitted on each training part) plus ``"train"``: the in-sample figures of the same fits,
     averaged over folds, and ``"gap"``, the train-minus-CV difference of the main metric.
+    Items the model gave no score (NaN) are counted in ``"unscored"``, in and out of fold.
     """
     start = time.perf_counter()
     n = len(data)
     oof = np.full(n, np.nan)
+    covered = np.zeros(n, dtype=np.int_)  # how many test parts hold each item: must be 1
     baseline = np.full(n, np.nan)
     p_length = np.full(n, np.nan)
     train_figures: list[dict[str, float]] = []
     for number, (train, test) in enumerate(folds, start=1):
         if progress is not None:
             progress(label, number - 1, len(folds))
+        covered[test] += 1
         train_data, test_data = data.subset(train), data.subset(test)
         model = make_model().fit(train_data)
         if isinstance(data, RatingData):
             assert isinstance(train_data, RatingData) and isinstance(test_data, RatingData)
             oof[test] = model.score(test_data.texts, test_data.prompts)
             baseline[test] = float(np.mean(train_data.ratings))
-            in_sample = model.score(train_data.texts, train_data.prompts)
-            train_figures.append(_rating_metrics(train_data.ratings, in_sample))
+            fitted = model.score(train_data.texts, train_data.prompts)
+            ok = np.isfinite(fitted)
+            figures = _rating_metrics(train_data.ratings[ok], fitted[ok]) if ok.any() else {}
         else:
             assert isinstance(train_data, PairData) and isinstance(test_data, PairData)
             oof[test] = model.preference_probability(test_data)
             p_length[test] = length_model_probabilities(train_data, test_data)
-            train_figures.append({"accuracy": _accuracy(model.preference_probability(train_data))})
+            p_train = model.preference_probability(train_data)
+            ok = np.isfinite(p_train)
+            figures = {"accuracy": _accuracy(p_train[ok])} if ok.any() else {}
+        figures["unscored"] = int(np.sum(~ok))
+        train_figures.append(figures)
     if progress is not None:
         progress(label, len(folds), len(folds))
-    if np.isnan(oof).any():
+    if np.any(covered != 1):
+        missing, repeated = int(np.sum(covered == 0)), int(np.sum(covered > 1))
         raise InvalidInputError(
-            "the folds do not cover every item once; build them with make_folds"
+            f"the folds do not cover every item once ({missing} in no test part, {repeated} "
+            "in several); build them with make_folds"
         )
+    report: dict[str, Any]
     if isinstance(data, RatingData):
         report = rating_report(data.ratings, oof, baseline, samples=samples, seed=seed)
-        train_means = {
-            key: float(np.nanmean([f[key] for f in train_figures])) for key in train_figures[0]
-        }
-        report["train"] = train_means
-        report["gap"] = {"mse": report["mse"] - train_means["mse"]}
+        in_sample = _mean_figures(train_figures, ("mse", "mae", "spearman", "pearson"))
+        report["gap"] = {"mse": report["mse"] - in_sample["mse"]}
     else:
         report = pair_report(
             oof, shorter_wins_probabilities(data), p_length, samples=samples, seed=seed
         )
-        train_accuracy = float(np.mean([f["accuracy"] for f in train_figures]))
-        report["train"] = {"accuracy": train_accuracy}
-        report["gap"] = {"accuracy": train_accuracy - report["accuracy"]}
+        in_sample = _mean_figures(train_figures, ("accuracy",))
+        report["gap"] = {"accuracy": in_sample["accuracy"] - report["accuracy"]}
+    report["train"] = in_sample
     report["folds"] = len(folds)
     return CVResult(
         report=report, predictions=oof, folds=folds, seconds=time.perf_counter() - start
     )
+
+
+def _mean_figures(per_fold: list[dict[str, float]], keys: Sequence[str]) -> dict[str, float]:
+    """Each figure averaged over the folds where it is defined (NaN when none is);
+    ``unscored`` is summed: in-sample items without a score, over all fits."""
+    out: dict[str, float] = {}
+    for key in keys:
+        values = np.array([f.get(key, np.nan) for f in per_fold], dtype=np.float64)
+        values = values[np.isfinite(values)]
+        out[key] = float(values.mean()) if values.size else float("nan")
+    out["unscored"] = int(sum(f["unscored"] for f in per_fold))
+    return out

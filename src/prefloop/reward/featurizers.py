@@ -8,6 +8,12 @@
   needs ``prefloop[local]``). ``view`` chooses what is embedded: the text, or the text together
   with its prompt (the product of the two embeddings and their cosine, so that a linear model
   can tell a reply that fits its request from one that does not).
+* :class:`StyleStats` — what the rubric calls rich, natural writing: clause connectives per
+  sentence, intensifiers, reflective endings ("것 같다"), variety of sentence endings and of
+  character pairs, and word (eojeol) length, which exposes missing spaces.
+* :class:`CharSurprisal` — how unusual a text's character sequence is under a character
+  trigram model of the training texts (fitted; a text seen in training is scored without its own
+  counts). Typos and odd phrasing are surprising; bland drafts are not.
 * :class:`Concat` — columns of several featurizers side by side (``a + b`` builds one).
 
 Embeddings are cached per text within a process, so cross-validation embeds each text once.
@@ -20,10 +26,10 @@ import os
 import re
 import threading
 import warnings
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 
@@ -31,8 +37,10 @@ from prefloop.errors import InvalidInputError
 from prefloop.reward.base import Array, Featurizer, TruncationWarning
 
 __all__ = [
+    "CharSurprisal",
     "Concat",
     "SentenceEmbedding",
+    "StyleStats",
     "TextStats",
     "build_featurizer",
     "clear_embedding_cache",
@@ -221,6 +229,139 @@ class TextStats(Featurizer):
             overlap,
             length_vs_prompt,
         ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Style: how rich and natural the writing is
+# ---------------------------------------------------------------------------------------------
+
+_EOJEOL = re.compile(r"\S+")
+# Korean clause connectives at the end of a word (-고, -서, -니, -면, -는데, -지만, -며, …): a
+# sentence that links clauses reads richer than a list of short statements.
+_KO_CONNECTIVE = re.compile(r"(고|서|니|면|는데|은데|지만|며|면서|니까|도록|려고|는지|던)$")
+_KO_REFLECTIVE = re.compile(r"(것|거) 같")
+_INTENSIFIER = re.compile(r"(정말|너무|진짜|완전|엄청|대박|매우|really|very|so much)", re.IGNORECASE)
+_TIME_WORDS = re.compile(r"(오늘|이번|다음에|today|next time)", re.IGNORECASE)
+
+_STYLE_NAMES: tuple[str, ...] = (
+    "word_chars_mean",
+    "word_chars_max",
+    "long_word_share",
+    "connectives",
+    "connectives_per_sentence",
+    "ending_variety",
+    "char_pair_variety",
+    "reflective_phrases",
+    "intensifiers",
+    "time_words",
+    "words_per_sentence",
+)
+
+
+class StyleStats(Featurizer):
+    """Rubric cues of rich, natural writing (see the module docstring). Stateless; Korean cues
+    plus language-agnostic counts."""
+
+    name: ClassVar[str] = "style"
+
+    def transform(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> Array:
+        rows = [self._row(t) for t in texts]
+        return np.array(rows, dtype=np.float64).reshape(len(rows), len(_STYLE_NAMES))
+
+    def feature_names(self) -> list[str]:
+        return [f"{self.name}:{n}" for n in _STYLE_NAMES]
+
+    @staticmethod
+    def _row(text: str) -> list[float]:
+        stripped = text.strip()
+        words = [w.strip(".,!?~…") for w in _EOJEOL.findall(stripped)]
+        words = [w for w in words if w]
+        sentences = _sentences(stripped)
+        lengths = np.array([len(w) for w in words], dtype=np.float64) if words else np.zeros(1)
+        connectives = sum(1 for w in words[:-1] if _KO_CONNECTIVE.search(w))
+        endings = [s.rstrip(".!?~… ")[-2:] for s in sentences]
+        pairs = [stripped[i : i + 2] for i in range(len(stripped) - 1)]
+        n_sentences = max(1, len(sentences))
+        return [
+            float(lengths.mean()),
+            float(lengths.max()),
+            float(np.mean(lengths >= 6)),
+            float(connectives),
+            connectives / n_sentences,
+            len(set(endings)) / max(1, len(endings)),
+            len(set(pairs)) / max(1, len(pairs)),
+            float(_count(_KO_REFLECTIVE, stripped)),
+            float(_count(_INTENSIFIER, stripped)),
+            float(_count(_TIME_WORDS, stripped)),
+            len(words) / n_sentences,
+        ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Character surprisal under a trigram model of the training texts
+# ---------------------------------------------------------------------------------------------
+
+_SURPRISAL_NAMES: tuple[str, ...] = ("mean", "p90", "max", "share_unseen")
+
+
+class CharSurprisal(Featurizer):
+    """Surprisal −log P(c | two previous characters) of each character under an add-δ smoothed
+    character trigram model (Chen & Goodman, 1999, for smoothing) fitted on the training texts;
+    columns: its mean, 90th percentile, maximum, and the share of characters whose trigram the
+    training texts never had. A text that was in the fitted corpus is scored without its own
+    counts (leave-one-out), so training texts look as surprising as new ones would.
+
+    Fitting reads texts only, never ratings. Unfitted, it refuses to transform."""
+
+    name: ClassVar[str] = "char-surprisal"
+    order: ClassVar[int] = 3
+    delta: ClassVar[float] = 0.1
+
+    def __init__(self) -> None:
+        self.context_counts_: dict[str, int] = {}
+        self.counts_: dict[str, int] = {}
+        self.texts_: dict[str, int] = {}
+        self.vocabulary_: int = 0
+
+    @classmethod
+    def _grams(cls, text: str) -> list[str]:
+        padded = "\x02" * (cls.order - 1) + re.sub(r"\s+", " ", text.strip()) + "\x03"
+        return [padded[i : i + cls.order] for i in range(len(padded) - cls.order + 1)]
+
+    def fit(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> Self:
+        counts: Counter[str] = Counter()
+        for text in texts:
+            counts.update(self._grams(text))
+        contexts: Counter[str] = Counter()
+        for gram, c in counts.items():
+            contexts[gram[:-1]] += c
+        self.counts_, self.context_counts_ = dict(counts), dict(contexts)
+        self.texts_ = dict(Counter(texts))
+        self.vocabulary_ = len({g[-1] for g in counts}) + 1
+        return self
+
+    def transform(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> Array:
+        if not self.vocabulary_:
+            raise InvalidInputError("char-surprisal is not fitted; fit it on training texts first")
+        out = np.empty((len(texts), len(_SURPRISAL_NAMES)), dtype=np.float64)
+        for i, text in enumerate(texts):
+            grams = self._grams(text)
+            own = Counter(grams) if text in self.texts_ else Counter()
+            own_context: Counter[str] = Counter()
+            for gram, c in own.items():
+                own_context[gram[:-1]] += c
+            # −log (count(ctx, c) + δ) / (count(ctx) + δ·V), without the text's own counts
+            seen = np.array([self.counts_.get(g, 0) - own[g] for g in grams], dtype=np.float64)
+            ctx = np.array(
+                [self.context_counts_.get(g[:-1], 0) - own_context[g[:-1]] for g in grams],
+                dtype=np.float64,
+            )
+            s = -np.log((seen + self.delta) / (ctx + self.delta * self.vocabulary_))
+            out[i] = [s.mean(), np.percentile(s, 90), s.max(), float(np.mean(seen == 0))]
+        return out
+
+    def feature_names(self) -> list[str]:
+        return [f"{self.name}:{n}" for n in _SURPRISAL_NAMES]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,6 +584,8 @@ class Concat(Featurizer):
 
 FEATURE_SETS: dict[str, Callable[[], Featurizer]] = {
     "stats": TextStats,
+    "style": StyleStats,
+    "char-lm": CharSurprisal,
     "use": lambda: SentenceEmbedding(model="use"),
     "use-prompt": lambda: SentenceEmbedding(model="use", view="prompt+text"),
     "minilm": lambda: SentenceEmbedding(model="minilm"),

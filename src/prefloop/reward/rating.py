@@ -1,14 +1,22 @@
 """Rating reward model: featurize a text (and its prompt), regress its rating with scikit-learn.
 
 ``model`` names a candidate ``REGRESSOR[:FEATURES]`` — a regressor (``ridge``,
-``random-forest``, ``gradient-boosting``, or ``ridge+boosting``, the mean of the two) on a
-feature set (``stats``, ``use``, ``stats+use``, … see
+``random-forest``, ``gradient-boosting``, ``ridge+boosting``, the mean of the two, or ``stack``,
+see below) on a feature set (``stats``, ``style``, ``char-lm``, ``use``, ``stats+use``, … see
 :func:`prefloop.reward.featurizers.build_featurizer`) — or ``auto``: every candidate of
 ``candidates`` is scored by cross-validation *on the training data only* and the one with the
 lowest MSE is kept (optionally the cheapest within one standard error of it, the
 one-standard-error rule of Breiman et al. 1984 / Hastie, Tibshirani & Friedman, ESL §7.10).
 Evaluated inside an outer CV this is nested cross-validation: the held-out fold never
 influences the choice.
+
+``stack`` is stacked generalization (Wolpert, 1992): a ridge regression on character n-gram
+TF-IDF of the text (``char_wb``, 1–4 characters) is fitted on the training data, its
+*out-of-fold* predictions there (5 inner folds) become one more column next to the features, and
+``ridge+boosting`` is fitted on the lot; new texts get the column from the ridge fitted on all
+the training data. Only training labels are ever used, so it nests inside any outer CV.
+
+Featurizers that learn from texts (``char-lm``) are fitted on each training part only.
 
 Ridge picks its penalty by efficient leave-one-out on the training data (RidgeCV); the tree
 ensembles use fixed, conservative settings. Predictions are clipped to the scale. Rare rating
@@ -45,14 +53,20 @@ __all__ = [
     "parse_candidate",
 ]
 
-REGRESSORS: tuple[str, ...] = ("ridge", "random-forest", "gradient-boosting", "ridge+boosting")
+REGRESSORS: tuple[str, ...] = (
+    "ridge",
+    "random-forest",
+    "gradient-boosting",
+    "ridge+boosting",
+    "stack",
+)
 DEFAULT_FEATURES = "stats+use"
 AUTO_CANDIDATES: tuple[str, ...] = (
     "ridge:stats",
-    "gradient-boosting:stats",
     "ridge+boosting:stats",
-    "random-forest:stats",
-    "ridge:stats+use",
+    "ridge+boosting:stats+style",
+    "stack:stats+style",
+    "stack:stats+style+char-lm",
 )
 """Candidates of ``model="auto"``, cheapest first (the order breaks ties)."""
 
@@ -107,7 +121,7 @@ def _make_regressor(name: str, seed: int) -> Any:
         return RandomForestRegressor(
             n_estimators=200, min_samples_leaf=3, max_features=0.3, random_state=seed, n_jobs=1
         )
-    if name == "ridge+boosting":  # the mean of the two predictions
+    if name in ("ridge+boosting", "stack"):  # the mean of the two predictions
         return VotingRegressor([("ridge", RidgeCV(alphas=RIDGE_ALPHAS)), ("boosting", boosting())])
     return boosting()
 
@@ -123,8 +137,64 @@ def _standardize_mask(featurizer: Featurizer, widths: Sequence[int]) -> Array:
     return np.concatenate(mask)
 
 
+STACK_FOLDS = 5
+"""Inner folds that give the out-of-fold TF-IDF column of ``stack``."""
+
+
+class _TextRidge:
+    """Ridge regression on character n-gram TF-IDF (``char_wb``, 1–4 characters, sublinear tf):
+    the text model whose out-of-fold predictions ``stack`` uses as a column."""
+
+    def __init__(self) -> None:
+        self.vectorizer_: Any = None
+        self.ridge_: Any = None
+        self.constant_: float = 0.0
+
+    def fit(self, texts: Sequence[str], y: Array, weights: Array | None) -> _TextRidge:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import RidgeCV
+
+        self.constant_ = float(np.average(y, weights=weights))
+        self.vectorizer_ = TfidfVectorizer(
+            analyzer="char_wb", ngram_range=(1, 4), sublinear_tf=True, min_df=2
+        )
+        try:
+            x = self.vectorizer_.fit_transform(texts)
+        except ValueError:  # too few texts for any n-gram to occur twice
+            self.vectorizer_ = None
+            return self
+        self.ridge_ = RidgeCV(alphas=RIDGE_ALPHAS).fit(x, y, sample_weight=weights)
+        return self
+
+    def predict(self, texts: Sequence[str]) -> Array:
+        if self.vectorizer_ is None:
+            return np.full(len(texts), self.constant_)
+        return np.asarray(self.ridge_.predict(self.vectorizer_.transform(texts)), dtype=float)
+
+    @classmethod
+    def out_of_fold(
+        cls, texts: Sequence[str], y: Array, weights: Array | None, seed: int
+    ) -> Array:
+        """Predictions for each training text from a model that did not see it (copies of a
+        text share a fold)."""
+        from sklearn.model_selection import GroupKFold
+
+        _, groups = np.unique(np.array(texts, dtype=object), return_inverse=True)
+        k = min(STACK_FOLDS, int(groups.max()) + 1)
+        out = np.full(len(texts), float(np.average(y, weights=weights)))
+        if k < 2:
+            return out
+        splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        for train, test in splitter.split(np.arange(len(texts)), groups=groups):
+            w = None if weights is None else weights[train]
+            model = cls().fit([texts[i] for i in train], y[train], w)
+            out[test] = model.predict([texts[i] for i in test])
+        return out
+
+
 class _Candidate:
-    """One featurizer + scaler + regressor, fitted together."""
+    """One featurizer + scaler + regressor (+ the TF-IDF text model of ``stack``), fitted
+    together on texts."""
 
     def __init__(self, spec: str, seed: int) -> None:
         self.spec = spec
@@ -135,6 +205,7 @@ class _Candidate:
         self.mean_: Array | None = None
         self.scale_: Array | None = None
         self.estimator_: Any = None
+        self.text_model_: _TextRidge | None = None
 
     def features_of(self, texts: Sequence[str], prompts: Sequence[str | None]) -> Array:
         parts = self.featurizer.parts if isinstance(self.featurizer, Concat) else [self.featurizer]
@@ -142,9 +213,23 @@ class _Candidate:
         self._widths = [b.shape[1] for b in blocks]
         return np.hstack(blocks)
 
-    def fit(self, x: Array, y: Array, weights: Array | None) -> _Candidate:
-        """Fit on ``x`` from :meth:`features_of`: standardize, then regress."""
+    def fit(
+        self,
+        texts: Sequence[str],
+        prompts: Sequence[str | None],
+        y: Array,
+        weights: Array | None,
+    ) -> _Candidate:
+        """Fit the featurizer on the texts, then standardize and regress."""
+        self.featurizer.fit(texts, prompts)
+        x = self.features_of(texts, prompts)
         mask = _standardize_mask(self.featurizer, self._widths)
+        self.text_model_ = None
+        if self.regressor_name == "stack":
+            column = _TextRidge.out_of_fold(texts, y, weights, self.seed)
+            self.text_model_ = _TextRidge().fit(texts, y, weights)
+            x = np.hstack([x, column[:, None]])
+            mask = np.r_[mask, True]
         mean = np.where(mask, x.mean(axis=0), 0.0)
         scale = np.where(mask, x.std(axis=0), 1.0)
         self.mean_, self.scale_ = mean, np.where(scale > 0, scale, 1.0)
@@ -152,8 +237,12 @@ class _Candidate:
         self.estimator_.fit((x - self.mean_) / self.scale_, y, sample_weight=weights)
         return self
 
-    def predict(self, x: Array) -> Array:
+    def predict(self, texts: Sequence[str], prompts: Sequence[str | None]) -> Array:
         assert self.mean_ is not None and self.scale_ is not None
+        x = self.features_of(texts, prompts)
+        text_model = getattr(self, "text_model_", None)  # absent in models saved before `stack`
+        if text_model is not None:
+            x = np.hstack([x, text_model.predict(texts)[:, None]])
         return np.asarray(self.estimator_.predict((x - self.mean_) / self.scale_), dtype=float)
 
 
@@ -191,10 +280,9 @@ class SklearnRatingModel(RewardModel):
         chosen = specs[0]
         if len(specs) > 1:
             chosen = self._select(specs, data, progress)
-        candidate = _Candidate(chosen, cfg.seed)
-        x = candidate.features_of(data.texts, data.prompts)
         weights = _level_weights(data.ratings) if cfg.balance_levels else None
-        self.candidate_ = candidate.fit(x, data.ratings, weights)
+        candidate = _Candidate(chosen, cfg.seed)
+        self.candidate_ = candidate.fit(data.texts, data.prompts, data.ratings, weights)
         self.scale_bounds_ = (data.scale[0], data.scale[-1])
         if not self.selection_:
             self.selection_ = {"chosen": chosen}
@@ -211,15 +299,14 @@ class SklearnRatingModel(RewardModel):
         total = len(specs) * len(folds)
         for s, spec in enumerate(specs):
             candidate = _Candidate(spec, cfg.seed)
-            x = candidate.features_of(data.texts, data.prompts)
             fold_mse = []
             for f, (train, test) in enumerate(folds):
                 if progress is not None:
                     progress("choosing a model", s * len(folds) + f, total)
-                y_train = data.ratings[train]
-                weights = _level_weights(y_train) if cfg.balance_levels else None
-                candidate.fit(x[train], y_train, weights)
-                pred = np.clip(candidate.predict(x[test]), lo, hi)
+                part, held_out = data.subset(train), data.subset(test)
+                weights = _level_weights(part.ratings) if cfg.balance_levels else None
+                candidate.fit(part.texts, part.prompts, part.ratings, weights)
+                pred = np.clip(candidate.predict(held_out.texts, held_out.prompts), lo, hi)
                 fold_mse.append(float(np.mean((pred - data.ratings[test]) ** 2)))
             values = np.array(fold_mse)
             results[spec] = {
@@ -240,9 +327,8 @@ class SklearnRatingModel(RewardModel):
     def _score(self, texts: list[str], prompts: list[str | None]) -> Array:
         if self.candidate_ is None:
             raise InvalidInputError("this rating model is not fitted; call fit first")
-        x = self.candidate_.features_of(texts, prompts)
         lo, hi = self._bounds()
-        return np.clip(self.candidate_.predict(x), lo, hi)
+        return np.clip(self.candidate_.predict(texts, prompts), lo, hi)
 
     def _bounds(self) -> tuple[float, float]:
         if self.train_ is not None and self.train_.scale is not None:

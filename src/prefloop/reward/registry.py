@@ -106,6 +106,7 @@ def scan_folders(root: str | Path) -> list[dict[str, Any]]:
                 "data_fingerprint": info.train.fingerprint if info.train else "",
                 "n_train": info.train.n if info.train else None,
                 "metrics": info.metrics,
+                "versions": info.versions,
                 "created_at": info.created_at,
             }
         )

@@ -24,17 +24,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from prefloop import bandit, feedback
+from prefloop.bandit.online import PolicyCache
 from prefloop.errors import ConflictError, InvalidInputError
 from prefloop.feedback.events import FeedbackEvent, PairwiseEvent, RankingEvent
 from prefloop.llm.base import ChatBackend, GenerationParams
 from prefloop.llm.generate import generate_for_arm, render_template
 from prefloop.serve.catalog import Catalog
 from prefloop.store import Arm, BanditDecision, Generation, Store, Task, repo
-from prefloop.store.models import DEFAULT_SCALE
+from prefloop.store.models import DEFAULT_SCALE, new_id, utcnow
 
 PENDING = "pending"
 """Status of a generation handed out by :func:`select_arm` whose output has not arrived yet."""
@@ -176,6 +177,7 @@ def _decide(
     context: Mapping[str, Any] | None,
     seed: int | None,
     active_arms: Sequence[Arm] | None = None,
+    cache: PolicyCache | None = None,
 ) -> tuple[BanditDecision, Arm]:
     decision = bandit.decide(
         session,
@@ -185,6 +187,7 @@ def _decide(
         context=dict(context or {}),
         seed=seed,
         active_arms=active_arms,
+        cache=cache,
     )
     known = {arm.id: arm for arm in active_arms or ()}
     arm = known.get(decision.arm_id) or session.get(Arm, decision.arm_id)
@@ -219,13 +222,16 @@ def select_arm(
     policy: str = "default",
     seed: int | None = None,
     catalog: Catalog | None = None,
+    policies: PolicyCache | None = None,
 ) -> Selection:
     """Choose an arm, render its prompt, and log the decision and a pending generation.
 
     The client calls its own LLM with ``prompt`` and reports the result with
     :func:`complete_generation` (its output, or the error); feedback about the generation is
     accepted once it has an output. A selection never completed stays pending: no reward.
-    ``catalog`` (a service's cache) supplies the task and its active arms without queries.
+    ``catalog`` (a service's cache) supplies the task and its active arms without queries;
+    ``policies`` keeps live policies and Thompson's probabilities between requests
+    (:class:`~prefloop.bandit.online.PolicyCache`).
     """
     if catalog is None:
         task, arms = repo.get_task(session, task_name), None
@@ -242,23 +248,32 @@ def select_arm(
         context=context,
         seed=seed,
         active_arms=arms,
+        cache=policies,
     )
     prompt = _render(arm, values)
     generation = Generation(
+        id=new_id("gen"),
         task_id=task.id,
         arm_id=arm.id,
         input=values,
         prompt=prompt,
         output=None,
         status=PENDING,
+        error=None,
+        model=None,
+        latency_ms=None,
+        prompt_tokens=None,
+        completion_tokens=None,
+        cost=None,
         policy=decision.policy,
         propensity=decision.propensity,
         decision_id=decision.id,
         end_user=end_user,
         context=dict(context or {}),
+        reward=None,
+        created_at=utcnow(),
     )
-    session.add(generation)
-    session.flush()
+    repo.insert_row(session, generation)  # one INSERT, no unit-of-work flush
     return Selection(task=task, arm=arm, decision=decision, generation=generation, prompt=prompt)
 
 
@@ -280,26 +295,45 @@ def complete_generation(
 ) -> Generation:
     """Record what the client's LLM produced for a selected generation (once).
 
-    ``error`` instead of ``output`` stores it as failed: it never gets a reward.
+    ``error`` instead of ``output`` stores it as failed: it never gets a reward. One
+    ``UPDATE … WHERE status = 'pending' RETURNING`` does it; only a refusal reads more.
     """
-    generation = repo.get_generation(session, generation_id)
     if (output is None) == (error is None):
+        repo.get_generation(session, generation_id)  # an unknown id is a 404 first
         raise InvalidInputError("give exactly one of output (the text) or error (why it failed)")
-    if generation.status != PENDING:
+    session.flush()
+    values = {
+        "generation_id": generation_id,
+        "status": "ok" if error is None else "failed",
+        "output": output,
+        "error": error,
+        "model": model,
+        "latency_ms": latency_ms,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cost": cost,
+    }
+    completed = session.connection().execute(_COMPLETE, values).first()
+    if completed is None:
+        generation = repo.get_generation(session, generation_id)
         raise ConflictError(
             f"generation {generation_id!r} is already {generation.status}; its output is "
             "recorded once (select again for a new generation)"
         )
-    generation.status = "ok" if error is None else "failed"
-    generation.output = output
-    generation.error = error
-    generation.model = model
-    generation.latency_ms = latency_ms
-    generation.prompt_tokens = prompt_tokens
-    generation.completion_tokens = completion_tokens
-    generation.cost = cost
-    session.flush()
-    return generation
+    return repo.attach_loaded(session, Generation, completed._mapping)
+
+
+def _complete_statement() -> Any:
+    """The UPDATE of :func:`complete_generation`, built once."""
+    table = Generation.__table__
+    return (
+        update(table)
+        .where(table.c.id == bindparam("generation_id"), table.c.status == PENDING)
+        .returning(*table.columns)
+    )
+
+
+_COMPLETE = _complete_statement()
 
 
 def generate(
@@ -349,12 +383,18 @@ def generate(
 
 # -- feedback and stats -----------------------------------------------------------------------
 def submit_feedback(
-    session: Session, task_name: str, event: FeedbackEvent, *, catalog: Catalog | None = None
+    session: Session,
+    task_name: str,
+    event: FeedbackEvent,
+    *,
+    catalog: Catalog | None = None,
+    policies: PolicyCache | None = None,
 ) -> feedback.RecordResult:
     """Record ``event`` and move the bandit's state by each reward it changed, in one go.
 
     A repeated idempotency key returns the first result (``duplicate=True``) and changes nothing.
-    ``catalog`` (a service's cache) supplies the task without a query.
+    ``catalog`` (a service's cache) supplies the task without a query; ``policies`` keeps the
+    live policies between requests.
     """
     task = (
         repo.get_task(session, task_name) if catalog is None else catalog.task(session, task_name)
@@ -373,7 +413,9 @@ def submit_feedback(
         raise
     if not result.duplicate:
         for change in result.reward_changes:  # by id: the rows may have left the session
-            bandit.apply_reward(session, change.generation_id, change.old, change.new)
+            bandit.apply_reward(
+                session, change.generation_id, change.old, change.new, cache=policies
+            )
     return result
 
 

@@ -122,6 +122,228 @@ Selector = Annotated[Principal, Depends(_require(Permission.SELECT))]
 FeedbackSender = Annotated[Principal, Depends(_require(Permission.FEEDBACK))]
 
 
+# -- select, generate, generations ------------------------------------------------------------
+# (the loop's routes come first: the router tries routes in the order they were added)
+@router.post(
+    "/v1/select",
+    tags=["loop"],
+    response_model=SelectResponse,
+    responses={**_ERRORS, **_NOT_FOUND},
+)
+async def select_arm(body: SelectRequest, ctx: Ctx, _who: Selector) -> Response:
+    """Choose an arm for an end user and return its rendered prompt, for clients that call
+    their own LLM. The decision and a *pending* generation are logged: complete it with
+    ``POST /v1/generations/{id}/output`` and/or send feedback against ``generation_id``."""
+    policy = body.policy or ctx.settings.default_policy
+
+    def work(session: Session) -> tuple[SelectResponse, str]:
+        chosen = ops.select_arm(
+            session,
+            body.task,
+            inputs=body.inputs,
+            end_user=body.end_user,
+            context=body.context,
+            policy=policy,
+            seed=body.seed,
+            catalog=ctx.catalog,
+            policies=ctx.policies,
+        )
+        response = SelectResponse(
+            decision_id=chosen.decision.id,
+            generation_id=chosen.generation.id,
+            policy=chosen.decision.policy,
+            arm=ArmRef(id=chosen.arm.id, name=chosen.arm.name),
+            propensity=chosen.decision.propensity,
+            prompt=chosen.prompt,
+            model_ref=chosen.arm.model_ref,
+            params=dict(chosen.arm.params or {}),
+        )
+        return response, chosen.arm.name
+
+    response, arm_name = await ctx.write(work)
+    ctx.metrics.count_decision(body.task, arm_name)
+    return _json(response)
+
+
+@router.post(
+    "/v1/generate",
+    tags=["loop"],
+    responses={
+        **_ERRORS,
+        **_NOT_FOUND,
+        502: {"model": GenerateFailure, "description": "The LLM call failed (stored as failed)."},
+        503: {"model": ErrorBody, "description": "No LLM backend is configured."},
+    },
+)
+def generate(body: GenerateRequest, ctx: Ctx, _who: Selector) -> Any:
+    """Choose an arm, call the server's LLM backend and log the generation. A failed LLM call
+    answers 502 with the error and the id of the stored failed generation (it gets no reward)."""
+    backend = ctx.backend()
+    params = GenerationParams(
+        max_tokens=body.params.max_tokens,
+        temperature=body.params.temperature,
+        top_p=body.params.top_p,
+        seed=body.params.seed,
+        stop=tuple(body.params.stop),
+    )
+    result = ops.generate(
+        ctx.store,
+        body.task,
+        backend,
+        inputs=body.inputs,
+        params=params,
+        end_user=body.end_user,
+        context=body.context,
+        policy=body.policy or ctx.settings.default_policy,
+        seed=body.seed,
+    )
+    ctx.metrics.count_decision(body.task, result.arm.name)
+    generation = result.generation
+    if result.failed:
+        ctx.metrics.count_llm_failure(body.task, (generation.error or "").split(":", 1)[0])
+        failure = GenerateFailure(
+            error="llm_failed",
+            detail=f"the LLM call failed: {generation.error}",
+            generation_id=generation.id,
+            decision_id=result.decision.id,
+        )
+        return JSONResponse(status_code=502, content=failure.model_dump())
+    return GenerationOut.of(generation)
+
+
+@router.get("/v1/generations/{generation_id}", tags=["loop"], responses={**_ERRORS, **_NOT_FOUND})
+def get_generation(generation_id: str, ctx: Ctx, _who: Reader) -> GenerationOut:
+    return ctx.read(lambda s: GenerationOut.of(ops.get_generation(s, generation_id)))
+
+
+@router.post(
+    "/v1/generations/{generation_id}/output",
+    tags=["loop"],
+    response_model=GenerationOut,
+    responses={**_ERRORS, **_NOT_FOUND, **_CONFLICT},
+)
+async def complete_generation(
+    generation_id: str, body: GenerationOutput, ctx: Ctx, _who: Selector
+) -> Response:
+    """Record what your LLM produced for a selected generation (once), or that it failed."""
+
+    def work(session: Session) -> GenerationOut:
+        generation = ops.complete_generation(
+            session, generation_id, **body.model_dump(exclude_none=True)
+        )
+        return GenerationOut.of(generation)
+
+    return _json(await ctx.write(work))
+
+
+# -- feedback -----------------------------------------------------------------------------------
+@router.post(
+    "/v1/feedback",
+    status_code=201,
+    tags=["loop"],
+    response_model=FeedbackResponse,
+    responses={
+        **_ERRORS,
+        **_NOT_FOUND,
+        200: {"model": FeedbackResponse, "description": "A repeated idempotency key."},
+    },
+)
+async def send_feedback(
+    body: FeedbackRequest,
+    ctx: Ctx,
+    who: FeedbackSender,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            description="Same as the event's idempotency_key; a repeat stores nothing new.",
+        ),
+    ] = None,
+) -> Response:
+    """Record one feedback event of any kind (rating, thumbs, regenerate, pairwise, ranking,
+    edit). Idempotent by the ``Idempotency-Key`` header or the event's ``idempotency_key``: a
+    repeat answers 200 with the first result and ``duplicate: true``; a new event answers 201."""
+    event = body.event
+    if idempotency_key is not None:
+        if event.idempotency_key not in (None, idempotency_key):
+            raise InvalidInputError(
+                f"the Idempotency-Key header ({idempotency_key!r}) and the event's "
+                f"idempotency_key ({event.idempotency_key!r}) differ; send one of them"
+            )
+        event = event.model_copy(update={"idempotency_key": idempotency_key})
+    if who.role == "labeler":
+        defaults = {"author": who.name, "source": "labeler"}
+        event = event.model_copy(
+            update={k: v for k, v in defaults.items() if k not in event.model_fields_set}
+        )
+
+    def work(session: Session) -> FeedbackResponse:
+        result = ops.submit_feedback(
+            session, body.task, event, catalog=ctx.catalog, policies=ctx.policies
+        )
+        return FeedbackResponse(
+            feedback_id=result.feedback_id,
+            duplicate=result.duplicate,
+            derived_ids=list(result.derived_ids),
+            reward_changes=[
+                RewardChangeOut(
+                    generation_id=c.generation_id,
+                    decision_id=c.decision_id,
+                    arm_id=c.arm_id,
+                    old=c.old,
+                    new=c.new,
+                )
+                for c in result.reward_changes
+            ],
+        )
+
+    answer = await ctx.write(work)
+    ctx.metrics.count_feedback(body.task, event.kind, duplicate=answer.duplicate)
+    return _json(answer, status=200 if answer.duplicate else 201)
+
+
+# -- stats --------------------------------------------------------------------------------------
+@router.get("/v1/stats", tags=["loop"], responses={**_ERRORS, **_NOT_FOUND})
+def stats(
+    ctx: Ctx,
+    _who: Reader,
+    task: Annotated[str, Query(min_length=1, description="The task's name.")],
+    policy: Annotated[
+        str | None, Query(min_length=1, description="Count only this policy's decisions.")
+    ] = None,
+) -> StatsResponse:
+    """Per arm: rewarded count, mean reward and its 95% interval, share of decisions, the
+    probability of being best; the current best arm and that probability."""
+
+    def work(session: Session) -> StatsResponse:
+        summary = ops.task_stats(session, task, policy)
+        return StatsResponse(
+            task=summary.task,
+            policy=policy,
+            arms=[
+                ArmStatsOut(
+                    arm_id=arm.arm_id,
+                    arm=arm.arm,
+                    count=arm.count,
+                    mean_reward=arm.mean_reward,
+                    interval=arm.interval,
+                    share=arm.share,
+                    p_best=arm.p_best,
+                    retired=arm.retired,
+                )
+                for arm in summary.arms
+            ],
+            best_arm=summary.best_arm,
+            best_probability=summary.best_probability,
+            decisions=summary.decisions,
+            feedbacks=summary.feedbacks,
+        )
+
+    return ctx.read(work)
+
+
 # -- service ----------------------------------------------------------------------------------
 @router.get("/healthz", tags=["service"], responses={503: {"model": ErrorBody}})
 def healthz(ctx: Ctx) -> Any:
@@ -229,220 +451,3 @@ def retire_arm(task: str, arm: str, ctx: Ctx, _who: Admin) -> ArmOut:
         return ArmOut.of(ops.retire_arm(session, task, arm), ops.get_task(session, task))
 
     return ctx.changing_catalog(work)
-
-
-# -- select, generate, generations ------------------------------------------------------------
-@router.post(
-    "/v1/select",
-    tags=["loop"],
-    response_model=SelectResponse,
-    responses={**_ERRORS, **_NOT_FOUND},
-)
-def select_arm(body: SelectRequest, ctx: Ctx, _who: Selector) -> Response:
-    """Choose an arm for an end user and return its rendered prompt, for clients that call
-    their own LLM. The decision and a *pending* generation are logged: complete it with
-    ``POST /v1/generations/{id}/output`` and/or send feedback against ``generation_id``."""
-    policy = body.policy or ctx.settings.default_policy
-
-    def work(session: Session) -> tuple[SelectResponse, str]:
-        chosen = ops.select_arm(
-            session,
-            body.task,
-            inputs=body.inputs,
-            end_user=body.end_user,
-            context=body.context,
-            policy=policy,
-            seed=body.seed,
-            catalog=ctx.catalog,
-        )
-        response = SelectResponse(
-            decision_id=chosen.decision.id,
-            generation_id=chosen.generation.id,
-            policy=chosen.decision.policy,
-            arm=ArmRef(id=chosen.arm.id, name=chosen.arm.name),
-            propensity=chosen.decision.propensity,
-            prompt=chosen.prompt,
-            model_ref=chosen.arm.model_ref,
-            params=dict(chosen.arm.params or {}),
-        )
-        return response, chosen.arm.name
-
-    response, arm_name = ctx.transaction(work)
-    ctx.metrics.count_decision(body.task, arm_name)
-    return _json(response)
-
-
-@router.post(
-    "/v1/generate",
-    tags=["loop"],
-    responses={
-        **_ERRORS,
-        **_NOT_FOUND,
-        502: {"model": GenerateFailure, "description": "The LLM call failed (stored as failed)."},
-        503: {"model": ErrorBody, "description": "No LLM backend is configured."},
-    },
-)
-def generate(body: GenerateRequest, ctx: Ctx, _who: Selector) -> Any:
-    """Choose an arm, call the server's LLM backend and log the generation. A failed LLM call
-    answers 502 with the error and the id of the stored failed generation (it gets no reward)."""
-    backend = ctx.backend()
-    params = GenerationParams(
-        max_tokens=body.params.max_tokens,
-        temperature=body.params.temperature,
-        top_p=body.params.top_p,
-        seed=body.params.seed,
-        stop=tuple(body.params.stop),
-    )
-    result = ops.generate(
-        ctx.store,
-        body.task,
-        backend,
-        inputs=body.inputs,
-        params=params,
-        end_user=body.end_user,
-        context=body.context,
-        policy=body.policy or ctx.settings.default_policy,
-        seed=body.seed,
-    )
-    ctx.metrics.count_decision(body.task, result.arm.name)
-    generation = result.generation
-    if result.failed:
-        ctx.metrics.count_llm_failure(body.task, (generation.error or "").split(":", 1)[0])
-        failure = GenerateFailure(
-            error="llm_failed",
-            detail=f"the LLM call failed: {generation.error}",
-            generation_id=generation.id,
-            decision_id=result.decision.id,
-        )
-        return JSONResponse(status_code=502, content=failure.model_dump())
-    return GenerationOut.of(generation)
-
-
-@router.get("/v1/generations/{generation_id}", tags=["loop"], responses={**_ERRORS, **_NOT_FOUND})
-def get_generation(generation_id: str, ctx: Ctx, _who: Reader) -> GenerationOut:
-    return ctx.read(lambda s: GenerationOut.of(ops.get_generation(s, generation_id)))
-
-
-@router.post(
-    "/v1/generations/{generation_id}/output",
-    tags=["loop"],
-    response_model=GenerationOut,
-    responses={**_ERRORS, **_NOT_FOUND, **_CONFLICT},
-)
-def complete_generation(
-    generation_id: str, body: GenerationOutput, ctx: Ctx, _who: Selector
-) -> Response:
-    """Record what your LLM produced for a selected generation (once), or that it failed."""
-
-    def work(session: Session) -> GenerationOut:
-        generation = ops.complete_generation(
-            session, generation_id, **body.model_dump(exclude_none=True)
-        )
-        return GenerationOut.of(generation)
-
-    return _json(ctx.transaction(work))
-
-
-# -- feedback and stats -----------------------------------------------------------------------
-@router.post(
-    "/v1/feedback",
-    status_code=201,
-    tags=["loop"],
-    response_model=FeedbackResponse,
-    responses={
-        **_ERRORS,
-        **_NOT_FOUND,
-        200: {"model": FeedbackResponse, "description": "A repeated idempotency key."},
-    },
-)
-def send_feedback(
-    body: FeedbackRequest,
-    ctx: Ctx,
-    who: FeedbackSender,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=200,
-            description="Same as the event's idempotency_key; a repeat stores nothing new.",
-        ),
-    ] = None,
-) -> Response:
-    """Record one feedback event of any kind (rating, thumbs, regenerate, pairwise, ranking,
-    edit). Idempotent by the ``Idempotency-Key`` header or the event's ``idempotency_key``: a
-    repeat answers 200 with the first result and ``duplicate: true``; a new event answers 201."""
-    event = body.event
-    if idempotency_key is not None:
-        if event.idempotency_key not in (None, idempotency_key):
-            raise InvalidInputError(
-                f"the Idempotency-Key header ({idempotency_key!r}) and the event's "
-                f"idempotency_key ({event.idempotency_key!r}) differ; send one of them"
-            )
-        event = event.model_copy(update={"idempotency_key": idempotency_key})
-    if who.role == "labeler":
-        defaults = {"author": who.name, "source": "labeler"}
-        event = event.model_copy(
-            update={k: v for k, v in defaults.items() if k not in event.model_fields_set}
-        )
-
-    def work(session: Session) -> FeedbackResponse:
-        result = ops.submit_feedback(session, body.task, event, catalog=ctx.catalog)
-        return FeedbackResponse(
-            feedback_id=result.feedback_id,
-            duplicate=result.duplicate,
-            derived_ids=list(result.derived_ids),
-            reward_changes=[
-                RewardChangeOut(
-                    generation_id=c.generation_id,
-                    decision_id=c.decision_id,
-                    arm_id=c.arm_id,
-                    old=c.old,
-                    new=c.new,
-                )
-                for c in result.reward_changes
-            ],
-        )
-
-    answer = ctx.transaction(work)
-    ctx.metrics.count_feedback(body.task, event.kind, duplicate=answer.duplicate)
-    return _json(answer, status=200 if answer.duplicate else 201)
-
-
-@router.get("/v1/stats", tags=["loop"], responses={**_ERRORS, **_NOT_FOUND})
-def stats(
-    ctx: Ctx,
-    _who: Reader,
-    task: Annotated[str, Query(min_length=1, description="The task's name.")],
-    policy: Annotated[
-        str | None, Query(min_length=1, description="Count only this policy's decisions.")
-    ] = None,
-) -> StatsResponse:
-    """Per arm: rewarded count, mean reward and its 95% interval, share of decisions, the
-    probability of being best; the current best arm and that probability."""
-
-    def work(session: Session) -> StatsResponse:
-        summary = ops.task_stats(session, task, policy)
-        return StatsResponse(
-            task=summary.task,
-            policy=policy,
-            arms=[
-                ArmStatsOut(
-                    arm_id=arm.arm_id,
-                    arm=arm.arm,
-                    count=arm.count,
-                    mean_reward=arm.mean_reward,
-                    interval=arm.interval,
-                    share=arm.share,
-                    p_best=arm.p_best,
-                    retired=arm.retired,
-                )
-                for arm in summary.arms
-            ],
-            best_arm=summary.best_arm,
-            best_probability=summary.best_probability,
-            decisions=summary.decisions,
-            feedbacks=summary.feedbacks,
-        )
-
-    return ctx.read(work)

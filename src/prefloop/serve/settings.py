@@ -61,6 +61,20 @@ class ServeSettings(BaseSettings):
         "process (changes made through this process apply at once; ones made elsewhere, e.g. "
         "by the CLI, after at most this long). 0 reads them on every request.",
     )
+    propensity_refresh: float = Field(
+        default=0.01,
+        ge=0,
+        description="Thompson sampling's selection probabilities (1000 posterior draws) are "
+        "computed again once an arm's rewards moved by more than this fraction of its count "
+        "since the last computation (an arm with fewer than 1/this rewards: at each reward); "
+        "in between decisions reuse them (batched Thompson sampling). 0: at every change.",
+    )
+    write_threads: int | None = Field(
+        default=None,
+        gt=0,
+        description="Threads that run the select, output and feedback transactions (default: "
+        "1 on SQLite, which writes one transaction at a time; 8 on PostgreSQL).",
+    )
     transaction_retries: int = Field(
         default=3,
         ge=0,

@@ -6,14 +6,21 @@ Errors are prefloop's own (:class:`NotFoundError`, :class:`InvalidInputError`,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, inspect, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError
 from prefloop.store.models import DEFAULT_SCALE, Arm, Generation, Task
+
+T = TypeVar("T")
 
 ARM_LABELS = ("production", "candidate", "retired")
 
@@ -157,3 +164,82 @@ def add_generation(session: Session, task: Task, **fields: Any) -> Generation:
     session.add(generation)
     session.flush()
     return generation
+
+
+# -- single-statement writes for the service's hot path -----------------------------------------
+def insert_row(
+    session: Session, row: Any, *, unless_stored: str | Sequence[str] | None = None
+) -> bool:
+    """INSERT ``row`` (a new ORM object) with one statement and attach it as a loaded row.
+
+    The unit of work (flush) is skipped: the columns set on ``row`` are inserted, the others get
+    their column defaults, an integer primary key that was not set comes back by ``RETURNING``.
+    With ``unless_stored`` (the column or columns of a unique index) a row whose values are
+    already stored is not inserted (``ON CONFLICT DO NOTHING``, race-free across processes): then
+    nothing is attached and the result is False.
+    """
+    session.flush()  # pending ORM rows first, so foreign keys see them (a no-op when clean)
+    mapper = inspect(type(row))
+    table = mapper.local_table
+    values = {
+        column.key: row.__dict__[attr.key]
+        for attr in mapper.column_attrs
+        for column in attr.columns
+        if attr.key in row.__dict__
+    }
+    missing = tuple(c.key for c in table.primary_key.columns if c.key not in values)
+    unique = (unless_stored,) if isinstance(unless_stored, str) else tuple(unless_stored or ())
+    connection = session.connection()
+    statement = _insert_statement(connection.dialect.name, table, unique, missing)
+    result = connection.execute(statement, values)
+    if missing:
+        returned = result.first()
+        if returned is None:  # the unique value was stored already
+            return False
+        for name, value in zip(missing, returned, strict=True):
+            setattr(row, mapper.get_property_by_column(table.c[name]).key, value)
+    elif unique and result.rowcount == 0:
+        return False
+    make_transient_to_detached(row)
+    session.add(row)
+    return True
+
+
+def set_loaded(session: Session, model: type[Any], key: Any, **values: Any) -> None:
+    """After a Core UPDATE of row ``key``: give a copy this session holds the new values."""
+    loaded = session.identity_map.get(identity_key(model, key))
+    if loaded is not None:
+        for name, value in values.items():
+            set_committed_value(loaded, name, value)
+
+
+@functools.cache
+def _insert_statement(
+    dialect: str, table: Table, unless_stored: tuple[str, ...], returning: tuple[str, ...]
+) -> Any:
+    """The INSERT of :func:`insert_row`, built once per shape (building costs more than running);
+    both SQLite and PostgreSQL spell ``ON CONFLICT DO NOTHING``."""
+    statement: Any = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(table)
+    if unless_stored:
+        statement = statement.on_conflict_do_nothing(
+            index_elements=[table.c[name] for name in unless_stored]
+        )
+    if returning:
+        statement = statement.returning(*(table.c[name] for name in returning))
+    return statement
+
+
+def attach_loaded(session: Session, model: type[T], values: Mapping[str, Any]) -> T:
+    """The ORM object of the row a Core statement returned (every column in ``values``): the
+    copy this session holds, brought up to date, or a new one attached as loaded."""
+    mapper = inspect(model)
+    key = mapper.identity_key_from_primary_key([values[c.key] for c in mapper.primary_key])
+    loaded = session.identity_map.get(key)
+    if loaded is not None:
+        for name, value in values.items():
+            set_committed_value(loaded, name, value)
+        return cast(T, loaded)
+    row = model(**values)
+    make_transient_to_detached(row)
+    session.add(row)
+    return row
