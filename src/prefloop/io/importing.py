@@ -15,14 +15,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from prefloop.errors import ImportFileError, InvalidInputError
-from prefloop.feedback import SOURCES, check_rating, derive_reward, reward_rules_for
+from prefloop.feedback import (
+    SOURCES,
+    RewardRules,
+    check_rating,
+    derive_reward,
+    reward_rules_for,
+)
 from prefloop.io.readers import iter_pairs, iter_rankings, iter_ratings
 from prefloop.io.records import PairRecord, RankingRecord, RatingRecord
 from prefloop.store.models import DEFAULT_SCALE, Feedback, Generation, Task, new_id, utcnow
@@ -76,6 +83,11 @@ class _BulkWriter:
         self.generations: list[dict[str, Any]] = []
         self.feedback: list[dict[str, Any]] = []
         self.total_generations = self.total_feedback = 0
+
+    @cached_property
+    def rules(self) -> RewardRules:
+        """The task's reward rules, read when the first rating needs them."""
+        return reward_rules_for(self.task)
 
     def now(self) -> datetime:
         """The import's start plus one microsecond per row so far (keeps the file order)."""
@@ -167,46 +179,88 @@ class _Record(Protocol):
 R = TypeVar("R", bound=_Record)
 
 
-def _import_file(
-    session: Session,
-    kind: Literal["ratings", "pairs", "rankings"],
-    path: str | Path,
-    task_name: str,
-    read: Callable[[str | Path], Iterable[R]],
-    store: Callable[[_BulkWriter], Callable[[R], None]],
-    *,
-    author: str,
-    source: str,
-    scale: Sequence[float] | None = None,
-    progress: Progress | None = None,
-) -> ImportResult:
-    """The one import path: the task, then every record of ``read(path)`` through ``store``.
+@dataclass(frozen=True)
+class _Import(Generic[R]):
+    """One kind of import: how its file is read and what one record stores."""
 
-    ``store(writer)`` gives the function that adds one record's rows to ``writer``; a record it
-    rejects (:class:`InvalidInputError`) becomes an :class:`ImportFileError` naming its line.
-    """
-    task, created = _task(session, task_name, scale)
-    writer = _BulkWriter(session, task, source=source, author=author)
-    store_record = store(writer)
-    records = 0
-    for record in read(path):
-        try:
-            store_record(record)
-        except InvalidInputError as exc:
-            raise ImportFileError(str(path), record.line, str(exc)) from None
-        records += 1
-        if progress is not None:
-            progress(record.line)
-    writer.flush()
-    return ImportResult(
-        kind=kind,
-        task=task.name,
-        file=str(path),
-        imported=records,
-        generations=writer.total_generations,
-        feedback=writer.total_feedback,
-        created_task=created,
+    kind: Literal["ratings", "pairs", "rankings"]
+    read: Callable[[str | Path], Iterable[R]]
+    store: Callable[[_BulkWriter, R], None]
+    """Adds one record's rows to the writer; raises InvalidInputError for a bad record."""
+
+    def run(
+        self,
+        session: Session,
+        path: str | Path,
+        task_name: str,
+        *,
+        author: str,
+        source: str,
+        scale: Sequence[float] | None = None,
+        progress: Progress | None = None,
+    ) -> ImportResult:
+        """The one import path: the task, then every record of the file, in batches; a record
+        :attr:`store` rejects becomes an :class:`ImportFileError` naming its line."""
+        task, created = _task(session, task_name, scale)
+        writer = _BulkWriter(session, task, source=source, author=author)
+        records = 0
+        for record in self.read(path):
+            try:
+                self.store(writer, record)
+            except InvalidInputError as exc:
+                raise ImportFileError(str(path), record.line, str(exc)) from None
+            records += 1
+            if progress is not None:
+                progress(record.line)
+        writer.flush()
+        return ImportResult(
+            kind=self.kind,
+            task=task.name,
+            file=str(path),
+            imported=records,
+            generations=writer.total_generations,
+            feedback=writer.total_feedback,
+            created_task=created,
+        )
+
+
+def _store_rating(writer: _BulkWriter, record: RatingRecord) -> None:
+    """One generation with its reward, and its one rating."""
+    value = check_rating(record.rating, writer.task.scale)
+    author = record.author or writer.author
+    rating = _Rating("rating", writer.source, author, value, writer.started)
+    generation_id = writer.generation(
+        record.text,
+        prompt=record.prompt,
+        input=record.input,
+        context={"source_id": record.id} if record.id is not None else None,
+        reward=derive_reward([rating], writer.rules),
     )
+    writer.add_feedback("rating", generation_id=generation_id, value=value, author=author)
+
+
+def _store_pair(writer: _BulkWriter, record: PairRecord) -> None:
+    """Two generations and one pairwise event, chosen winning."""
+    chosen = writer.generation(record.chosen, prompt=record.prompt)
+    rejected = writer.generation(record.rejected, prompt=record.prompt)
+    writer.add_feedback(
+        "pairwise",
+        generation_id=chosen,
+        other_generation_id=rejected,
+        value=1.0,
+        payload={} if record.margin is None else {"margin": record.margin},
+    )
+
+
+def _store_ranking(writer: _BulkWriter, record: RankingRecord) -> None:
+    """K generations and one ranking event."""
+    ids = [writer.generation(text, prompt=record.prompt) for text in record.responses]
+    writer.add_feedback("ranking", payload={"generation_ids": ids, "ranks": list(record.ranking)})
+
+
+_RATINGS = _Import("ratings", iter_ratings, _store_rating)
+_PAIRS = _Import("pairs", iter_pairs, _store_pair)
+_RANKINGS = _Import("rankings", iter_rankings, _store_ranking)
 
 
 def import_ratings(
@@ -225,37 +279,8 @@ def import_ratings(
     level of the task's scale. A line's ``author`` wins over ``author``. The generations get
     their reward at once (:func:`~prefloop.feedback.derive_reward` of their one rating).
     """
-
-    def store(writer: _BulkWriter) -> Callable[[RatingRecord], None]:
-        rules = reward_rules_for(writer.task)
-
-        def store_rating(record: RatingRecord) -> None:
-            value = check_rating(record.rating, writer.task.scale)
-            rating = _Rating("rating", source, record.author or author, value, writer.started)
-            generation_id = writer.generation(
-                record.text,
-                prompt=record.prompt,
-                input=record.input,
-                context={"source_id": record.id} if record.id is not None else None,
-                reward=derive_reward([rating], rules),
-            )
-            writer.add_feedback(
-                "rating", generation_id=generation_id, value=value, author=rating.author
-            )
-
-        return store_rating
-
-    return _import_file(
-        session,
-        "ratings",
-        path,
-        task_name,
-        iter_ratings,
-        store,
-        author=author,
-        source=source,
-        scale=scale,
-        progress=progress,
+    return _RATINGS.run(
+        session, path, task_name, author=author, source=source, scale=scale, progress=progress
     )
 
 
@@ -273,32 +298,7 @@ def import_pairs(
     Both formats of :func:`~prefloop.io.iter_pairs`; a line's ``margin`` is kept in the event's
     payload and comes back in the preference export.
     """
-
-    def store(writer: _BulkWriter) -> Callable[[PairRecord], None]:
-        def store_pair(record: PairRecord) -> None:
-            chosen = writer.generation(record.chosen, prompt=record.prompt)
-            rejected = writer.generation(record.rejected, prompt=record.prompt)
-            writer.add_feedback(
-                "pairwise",
-                generation_id=chosen,
-                other_generation_id=rejected,
-                value=1.0,
-                payload={} if record.margin is None else {"margin": record.margin},
-            )
-
-        return store_pair
-
-    return _import_file(
-        session,
-        "pairs",
-        path,
-        task_name,
-        iter_pairs,
-        store,
-        author=author,
-        source=source,
-        progress=progress,
-    )
+    return _PAIRS.run(session, path, task_name, author=author, source=source, progress=progress)
 
 
 def import_rankings(
@@ -311,24 +311,4 @@ def import_rankings(
     progress: Progress | None = None,
 ) -> ImportResult:
     """K generations (same prompt) and one ranking event per line."""
-
-    def store(writer: _BulkWriter) -> Callable[[RankingRecord], None]:
-        def store_ranking(record: RankingRecord) -> None:
-            ids = [writer.generation(text, prompt=record.prompt) for text in record.responses]
-            writer.add_feedback(
-                "ranking", payload={"generation_ids": ids, "ranks": list(record.ranking)}
-            )
-
-        return store_ranking
-
-    return _import_file(
-        session,
-        "rankings",
-        path,
-        task_name,
-        iter_rankings,
-        store,
-        author=author,
-        source=source,
-        progress=progress,
-    )
+    return _RANKINGS.run(session, path, task_name, author=author, source=source, progress=progress)

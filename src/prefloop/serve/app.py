@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -27,6 +25,7 @@ from prefloop.serve.metrics import Metrics
 from prefloop.serve.middleware import BodyLimitMiddleware, MetricsMiddleware
 from prefloop.serve.settings import ServeSettings
 from prefloop.store import Store
+from prefloop.store.db import WalCheckpointer
 
 log = logging.getLogger("prefloop.serve")
 T = TypeVar("T")
@@ -52,7 +51,6 @@ class ServiceContext:
     _backend: ChatBackend | None = field(default=None, repr=False)
     _backend_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _write_lock: threading.Lock | None = field(default=None, repr=False)
-    _writers: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # SQLite runs one write transaction at a time (BEGIN IMMEDIATE). Left to SQLite, the
@@ -61,24 +59,6 @@ class ServiceContext:
         # Other processes (more workers, the CLI) still meet SQLite's busy timeout.
         if self.store.dialect == "sqlite":
             self._write_lock = threading.Lock()
-        threads = self.settings.write_threads or (1 if self.store.dialect == "sqlite" else 8)
-        self._writers = ThreadPoolExecutor(threads, thread_name_prefix="prefloop-write")
-
-    async def write(self, work: Callable[[Session], T]) -> T:
-        """:meth:`transaction` on the service's own write threads, awaited by the event loop.
-
-        The loop's routes write on a few dedicated threads instead of the framework's pool of
-        40: on SQLite, which runs one write at a time, one warm thread takes the requests in
-        turn and no thread sleeps on the write lock or competes for the GIL while waiting.
-        """
-        assert self._writers is not None
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writers, self.transaction, work)
-
-    def close(self) -> None:
-        """Stop the write threads (after the work they hold)."""
-        if self._writers is not None:
-            self._writers.shutdown(wait=True)
 
     def backend(self) -> ChatBackend:
         """The LLM backend of /v1/generate, made on first use (a local model loads slowly)."""
@@ -249,10 +229,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        context.close()
-        if owns_store:
-            opened.close()
+        checkpointer = None
+        if opened.dialect == "sqlite" and settings.sqlite_checkpoint_seconds > 0:
+            checkpointer = WalCheckpointer(opened, interval=settings.sqlite_checkpoint_seconds)
+            checkpointer.start()
+        try:
+            yield
+        finally:
+            if checkpointer is not None:
+                checkpointer.stop()
+            if owns_store:
+                opened.close()
 
     app = FastAPI(
         title="prefloop",
