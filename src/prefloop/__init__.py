@@ -3,6 +3,8 @@
 The public API is re-exported here; everything else is implementation.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from prefloop.errors import (
     ConflictError,
     ImportFileError,
@@ -11,7 +13,9 @@ from prefloop.errors import (
     PrefloopError,
     StoreVersionError,
 )
-from prefloop.store import Store
+
+if TYPE_CHECKING:
+    from prefloop.store import Store
 
 __version__ = "0.1.0"
 
@@ -25,3 +29,12 @@ __all__ = [
     "StoreVersionError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The store (SQLAlchemy, Alembic) loads on first use, so `prefloop --help` starts fast.
+    if name == "Store":
+        from prefloop.store import Store
+
+        return Store
+    raise AttributeError(f"module 'prefloop' has no attribute {name!r}")

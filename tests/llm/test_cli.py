@@ -127,7 +127,7 @@ def test_propose_without_usable_templates_exits_1_and_says_why(
     assert len(chat_server.chat_requests) == 2
 
 
-# What `prefloop --help` must not pay for: model code, ML libraries, the HTTP client.
+# What `prefloop --help` must not pay for: model code, ML libraries, the HTTP client, the store.
 HEAVY_AT_START_UP = (
     "prefloop.llm",
     "prefloop.propose",
@@ -140,6 +140,8 @@ HEAVY_AT_START_UP = (
     "matplotlib",
     "openai",
     "pydantic_settings",
+    "sqlalchemy",
+    "alembic",
 )
 
 

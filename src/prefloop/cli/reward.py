@@ -23,8 +23,6 @@ from rich.table import Table
 
 from prefloop.cli._output import JsonOption, console, err_console, print_json
 from prefloop.errors import ImportFileError, InvalidInputError
-from prefloop.io import split_hh_dialogue
-from prefloop.io.readers import iter_json_lines
 
 if TYPE_CHECKING:
     from prefloop.reward.base import PairData, RatingData, RewardModel
@@ -217,6 +215,8 @@ def _parse_scale(text: str | None) -> tuple[float, ...] | None:
 
 
 def _detect_kind(path: Path) -> str:
+    from prefloop.io.readers import iter_json_lines
+
     for _line, obj in iter_json_lines(path):
         if "chosen" in obj or "responses" in obj:
             return "pairwise"
@@ -817,6 +817,8 @@ def _read_line(obj: dict[str, Any], where: str, line: int) -> _Line:
             raise ImportFileError(where, line, '"chosen" and "rejected" must be strings')
         prompt = obj.get("prompt")
         if not isinstance(prompt, str):
+            from prefloop.io import split_hh_dialogue
+
             try:
                 prompt, chosen, rejected = split_hh_dialogue(chosen, rejected)
             except ValueError as exc:
@@ -866,6 +868,7 @@ def predict(
     """Score every line of a file: adds "reward" (and "reward_unit" in [0, 1]); pairs get
     "reward_chosen"/"reward_rejected", rankings "rewards". A text the model gave no score (an
     LLM judge whose calls failed) gets null, counted on stderr."""
+    from prefloop.io.readers import iter_json_lines
     from prefloop.reward import load_reward_model
 
     with _surface_warnings():
