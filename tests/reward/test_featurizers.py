@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
 from prefloop.errors import InvalidInputError
 from prefloop.reward import TruncationWarning
 from prefloop.reward.featurizers import (
+    CharSurprisal,
     Concat,
     SentenceEmbedding,
+    StyleStats,
     TextStats,
+    Toxicity,
     _Encoder,
     build_featurizer,
     last_request,
@@ -117,3 +122,75 @@ def test_prompt_view_adds_product_and_cosine() -> None:
     assert x.shape == (2, 512 * 2 + 1)
     assert np.all(x[1, 512:] == 0.0)  # no prompt: no interaction
     assert -1.0 <= x[0, -1] <= 1.0
+
+
+def style(text: str) -> dict[str, float]:
+    featurizer = StyleStats()
+    row = featurizer.transform([text])[0]
+    names = [n.split(":", 1)[1] for n in featurizer.feature_names()]
+    assert len(names) == row.size
+    return dict(zip(names, row.tolist(), strict=True))
+
+
+def test_style_counts_connectives_intensifiers_and_endings() -> None:
+    linked = style("바다에 가서 수영하고 밥을 먹었다. 정말 좋았던 것 같다.")
+    # 가서, 수영하고, 좋았던 (a text's last word never counts)
+    assert linked["connectives"] == 3
+    assert linked["intensifiers"] == 1 and linked["reflective_phrases"] == 1
+    assert linked["ending_variety"] == 1.0  # 었다 / 같다
+    flat = style("밥을 먹었다. 물을 먹었다. 잠을 잤다.")
+    assert flat["connectives"] == 0
+    assert flat["ending_variety"] == pytest.approx(2 / 3)
+    assert style("오늘바다에가서놀았다.")["word_chars_max"] == 10  # missing spaces show
+
+
+def test_char_surprisal_needs_fitting_and_finds_odd_text() -> None:
+    corpus = [
+        "오늘 바다에 갔다. 정말 좋았다.",
+        "친구랑 바다에 갔다. 너무 좋았다.",
+        "바다가 좋았다.",
+    ] * 3
+    with pytest.raises(InvalidInputError, match="not fitted"):
+        CharSurprisal().transform(corpus)
+    model = CharSurprisal().fit(corpus)
+    usual, typo = model.transform(["가족이랑 바다에 갔다. 좋았다.", "바댜에 갓따 조앗다"])
+    assert typo[0] > usual[0] + 1.0  # mean surprisal
+    assert typo[3] > usual[3]  # share of unseen trigrams
+
+
+def test_char_surprisal_leaves_a_training_text_out() -> None:
+    model = CharSurprisal().fit(["우리는 산에 갔다.", "산이 높았다."])
+    inside = model.transform(["우리는 산에 갔다."])[0]
+    # Scored without its own counts, the training text looks like a new text would.
+    assert inside[3] > 0.3
+    assert np.allclose(
+        pickle.loads(pickle.dumps(model)).transform(["산에 갔다."]), model.transform(["산에 갔다."])
+    )
+
+
+def test_style_and_surprisal_combine_by_name() -> None:
+    featurizer = build_featurizer("stats+style+char-lm")
+    assert isinstance(featurizer, Concat)
+    x = featurizer.fit(["하나. 둘.", "셋이다."]).transform(["넷이다."])
+    assert x.shape == (1, len(TextStats().feature_names()) + 11 + 4)
+
+
+def test_toxicity_scores_insults_above_polite_text() -> None:
+    x = Toxicity().transform(
+        ["You are a stupid idiot and I hate you", "Thank you, have a nice day", ""]
+    )
+    assert x.shape == (3, 6)
+    assert x[0, 0] > 2.0 > -2.0 > x[1, 0]  # logit of "toxic"
+    assert np.all(np.isfinite(x))
+    assert len(Toxicity().feature_names()) == 6
+
+
+@pytest.mark.slow
+def test_e5_embeddings_place_korean_paraphrases_close() -> None:
+    featurizer = SentenceEmbedding(model="e5")
+    x = featurizer.transform(
+        ["부산 바다에 놀러 갔다.", "부산 해변으로 여행을 갔다.", "세금 신고 마감일"]
+    )
+    assert x.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-3)
+    assert x[0] @ x[1] > x[0] @ x[2]

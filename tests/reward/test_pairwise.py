@@ -83,3 +83,29 @@ def test_save_and_load_keep_the_rewards(tmp_path) -> None:  # type: ignore[no-un
     assert np.allclose(
         loaded.score(data.chosen, data.prompts), model.score(data.chosen, data.prompts)
     )
+
+
+def test_toxicity_features_learn_to_prefer_the_civil_reply(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The real toxicity network as the only features: a reply that insults the user loses."""
+    rng = np.random.default_rng(0)
+    civil = ["I can help with that.", "Here is a calm answer.", "Thanks for asking, sure."]
+    rude = [
+        "Shut up, you stupid idiot.",
+        "You are a worthless moron.",
+        "Go away, idiot, I hate you.",
+    ]
+    rows = [
+        PairRecord(
+            prompt=f"question {i}?",
+            chosen=f"{civil[i % 3]} {' '.join(rng.choice(['yes', 'ok', 'well'], i % 4))}",
+            rejected=f"{rude[i % 3]} {' '.join(rng.choice(['yes', 'ok', 'well'], (i + 1) % 4))}",
+        )
+        for i in range(40)
+    ]
+    data = PairData.from_records(rows)
+    config = BradleyTerryConfig(features="toxicity", c_grid=(1.0,))
+    result = cross_validate(lambda: BradleyTerryModel(config), data, make_folds(data, 4, seed=0))
+    assert result.report["accuracy"] >= 0.95
+    model = BradleyTerryModel(config).fit(data)
+    loaded = load_reward_model(model.save(tmp_path / "tox"))
+    assert np.allclose(loaded.score(civil + rude), model.score(civil + rude))

@@ -71,7 +71,8 @@ ModelSpecOption = Annotated[
     typer.Option(
         "--model",
         help="auto, or for ratings REGRESSOR[:FEATURES] (ridge, random-forest, "
-        "gradient-boosting; features like stats, use, stats+use), for pairs "
+        "gradient-boosting, ridge+boosting, stack; features joined by +: stats, style, char-lm, "
+        "use, minilm, e5, toxicity; e.g. stack:stats+style+char-lm), for pairs "
         "bradley-terry[:FEATURES] (default features use-prompt; e.g. bradley-terry:minilm-prompt), "
         "or a registered model name (llm-judge, finetuned-transformer).",
     ),

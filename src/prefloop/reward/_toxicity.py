@@ -20,7 +20,7 @@ import pickle
 import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -43,13 +43,15 @@ class _TokenizerState:
 
 
 class _TokenizerUnpickler(pickle.Unpickler):
-    _ALLOWED = {
-        ("collections", "OrderedDict"),
-        ("collections", "defaultdict"),
-        ("builtins", "int"),
-        ("builtins", "list"),
-        ("builtins", "dict"),
-    }
+    _ALLOWED: ClassVar[frozenset[tuple[str, str]]] = frozenset(
+        {
+            ("collections", "OrderedDict"),
+            ("collections", "defaultdict"),
+            ("builtins", "int"),
+            ("builtins", "list"),
+            ("builtins", "dict"),
+        }
+    )
 
     def find_class(self, module: str, name: str) -> Any:
         if name == "Tokenizer" and module.startswith("keras"):

