@@ -545,9 +545,9 @@ def breakdown(url: str, iterations: int, *, warmup: int = 30) -> dict[str, Any]:
     pay per decision if decisions were append-only and the state were folded in later.
     """
     from prefloop import bandit, feedback
+    from prefloop.bandit.online import PolicyCache
     from prefloop.feedback import RatingEvent
     from prefloop.llm import render_template
-    from prefloop.bandit.online import PolicyCache
     from prefloop.serve import ServeSettings
     from prefloop.serve.catalog import Catalog
     from prefloop.store import BanditDecision, Generation, repo
@@ -689,6 +689,11 @@ def run_database(kind: str, args: argparse.Namespace, folder: Path) -> dict[str,
     out["throughput_vs_bare"] = round(sat["requests_per_s"] / base["requests_per_s"], 3)
     out["throughput_vs_bare_async"] = round(
         sat["requests_per_s"] / out["bare_async_saturation"]["requests_per_s"], 3
+    )
+    # the same comparison in server CPU per request: less sensitive to other load on the machine
+    # changing between the phases (throughput is what the target is about)
+    out["server_cpu_per_request_bare_over_prefloop"] = round(
+        base["cpu_ms_per_request"]["server"] / sat["cpu_ms_per_request"]["server"], 3
     )
     paced_out = out["prefloop_paced"]
     out["targets"] = {

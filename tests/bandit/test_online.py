@@ -15,12 +15,15 @@ from prefloop.bandit import (
     decide,
     evaluate_offline,
     logged_decisions,
+    make_policy,
     rebuild_state,
     recommend_arm,
     recompute_state,
     state_differences,
     stored_state,
 )
+from prefloop.bandit._thompson import ThompsonSampling
+from prefloop.bandit.online import PolicyCache
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError
 from prefloop.store import Store, repo
 from prefloop.store.models import Arm, BanditDecision, Generation, PolicyState
@@ -273,3 +276,130 @@ def test_decide_with_the_callers_arms_and_apply_reward_by_id(store: Store) -> No
         assert apply_reward(s, made[0][1], -0.5, -0.5) is False  # no change
         with pytest.raises(NotFoundError, match="no generation 'ghost'"):
             apply_reward(s, "ghost", None, 1.0)
+
+
+# -- the service's cache (PolicyCache) ------------------------------------------------------------
+def _decide_cached(store: Store, cache: PolicyCache, **kwargs: object) -> BanditDecision:
+    with store.session() as s:
+        return decide(s, repo.get_task(s, "diary"), cache=cache, **kwargs)  # type: ignore[arg-type]
+
+
+def _reward_cached(store: Store, cache: PolicyCache, decision_id: str, reward: float) -> None:
+    """A generation for the decision, then its reward, as the service's routes do."""
+    with store.session() as s:
+        task = repo.get_task(s, "diary")
+        decision = s.get(BanditDecision, decision_id)
+        assert decision is not None
+        generation = repo.add_generation(
+            s, task, arm_id=decision.arm_id, output="x", decision_id=decision.id, reward=reward
+        )
+        assert apply_reward(s, generation.id, None, reward, cache=cache)
+
+
+def test_two_workers_with_their_own_caches_stay_consistent(store: Store) -> None:
+    """Two service processes share the store, each with its own cache: a write by one makes
+    the other load the state again, so no update is lost and the state equals the log."""
+    _task(store)
+    other = Store.open(store.url)  # the second worker: its own engine and connections
+    try:
+        first, second = PolicyCache(refresh=0.0), PolicyCache(refresh=0.0)
+        rewards = [1.0, -0.5, 0.5, 0.0, -1.0, 1.0]
+        for step, reward in enumerate(rewards):
+            cache, where = (first, store) if step % 2 == 0 else (second, other)
+            decision = _decide_cached(where, cache)
+            _reward_cached(where, cache, decision.id, reward)
+        assert _compare(store, "default") == []
+        with store.session(readonly=True) as s:
+            row = s.scalar(select(PolicyState))
+            assert row is not None and row.state["t"] == len(rewards)
+            assert sum(arm["n"] for arm in row.state["arms"].values()) == len(rewards)
+        # each decision followed the other worker's writes: the state was loaded again
+        assert first.loads == second.loads == len(rewards) // 2
+        loads = first.loads
+        decision = _decide_cached(store, first)  # the second worker wrote last
+        _reward_cached(store, first, decision.id, 0.5)
+        assert first.loads == loads + 1
+        for _ in range(3):  # alone, a worker reuses its live policy
+            decision = _decide_cached(store, first)
+            _reward_cached(store, first, decision.id, 0.5)
+        assert first.loads == loads + 1
+        assert _compare(store, "default") == []
+    finally:
+        other.close()
+
+
+def test_a_rolled_back_request_does_not_leave_its_policy_in_the_cache(store: Store) -> None:
+    _task(store)
+    cache = PolicyCache(refresh=0.0)
+    _decide_cached(store, cache)
+    loads = cache.loads
+    with pytest.raises(RuntimeError), store.session() as s:
+        decide(s, repo.get_task(s, "diary"), cache=cache)
+        raise RuntimeError("the request fails after deciding: its transaction rolls back")
+    _decide_cached(store, cache)
+    assert cache.loads == loads + 1  # the cached copy held the rolled-back decision
+    assert _compare(store, "default") == []
+    with store.session(readonly=True) as s:
+        assert s.scalar(select(func.count()).select_from(BanditDecision)) == 2
+        row = s.scalar(select(PolicyState))
+        assert row is not None and row.state["t"] == 2
+
+
+def test_thompson_probabilities_are_reused_until_the_rewards_move(store: Store) -> None:
+    """Batched Thompson sampling: the vector is computed once and reused while no arm's rewards
+    moved by more than ``refresh`` of their count; each decision logs the probability it had."""
+    _task(store)
+    cache = PolicyCache(refresh=0.5)
+    first = _decide_cached(store, cache)
+    assert cache.computed == 1
+    same = [_decide_cached(store, cache) for _ in range(5)]
+    assert cache.computed == 1  # no reward: the same vector
+    for decision in (first, *same):
+        assert decision.probabilities == first.probabilities
+        with store.session(readonly=True) as s:
+            arm = s.get(Arm, decision.arm_id)
+        assert arm is not None and decision.propensity == decision.probabilities[arm.name]
+    _reward_cached(store, cache, first.id, 1.0)  # an arm with no rewards got one: recompute
+    _decide_cached(store, cache)
+    assert cache.computed == 2
+    seeded = _decide_cached(store, cache, seed=3)  # a seeded decision draws afresh
+    assert cache.computed == 2 and set(seeded.probabilities) == {"A", "B", "C"}
+    assert _compare(store, "default") == []
+
+
+def test_the_refresh_rule_is_relative_to_each_arms_count(store: Store) -> None:
+    _task(store, arms=("A",))
+    cache = PolicyCache(refresh=0.25)
+    decisions = [_decide_cached(store, cache) for _ in range(9)]
+    for decision in decisions[:4]:
+        _reward_cached(store, cache, decision.id, 1.0)
+    computed = cache.computed
+    _decide_cached(store, cache)  # 4 rewards since the last vector (0 rewards): recompute
+    assert cache.computed == computed + 1
+    _reward_cached(store, cache, decisions[4].id, 1.0)  # 1 more on 4: ≤ 25%
+    _decide_cached(store, cache)
+    assert cache.computed == computed + 1
+    _reward_cached(store, cache, decisions[5].id, 1.0)  # 2 more on 4: > 25%
+    _decide_cached(store, cache)
+    assert cache.computed == computed + 2
+    with pytest.raises(InvalidInputError, match="refresh must be a number"):
+        PolicyCache(refresh=-1)
+
+
+def test_select_from_draws_by_the_given_probabilities() -> None:
+    policy = make_policy("default", arms=["A", "B", "C"], seed=0)
+    assert isinstance(policy, ThompsonSampling)
+    vector = {"A": 0.2, "B": 0.5, "C": 0.3}
+    chosen = [policy.select_from(vector).arm for _ in range(4000)]
+    for arm, p in vector.items():
+        assert abs(chosen.count(arm) / 4000 - p) < 0.03  # 4 sd at n = 4000
+    assert policy.t == 4000 and policy.arm_summary()["B"]["decisions"] == chosen.count("B")
+    with pytest.raises(InvalidInputError, match="active arms"):
+        policy.select_from({"A": 1.0})
+    with pytest.raises(InvalidInputError, match="sum to 1"):
+        policy.select_from({"A": 0.5, "B": 0.5, "C": 0.5})
+    sticky = make_policy("default", arms=["A", "B"], config={"sticky": True}, seed=1)
+    assert isinstance(sticky, ThompsonSampling)
+    kept = sticky.select_from({"A": 0.5, "B": 0.5}, end_user="u1").arm
+    again = sticky.select_from({"A": 0.5, "B": 0.5}, end_user="u1")
+    assert again.arm == kept and again.sticky and again.propensity == 1.0

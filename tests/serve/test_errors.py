@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.serve.conftest import Api, AppFactory, row_counts
@@ -127,3 +129,33 @@ def test_bodies_over_the_limit_are_413_and_write_nothing(make_api: AppFactory) -
     )
     assert small.status_code == 200
     assert row_counts(api.store)["generations"] == before["generations"] + 1
+
+
+def test_a_database_restart_costs_no_request(make_api: AppFactory, monkeypatch: Any) -> None:
+    """PostgreSQL drops every connection (as a restart does) while the pool holds them: the
+    next requests, reads and writes, are retried on new connections instead of failing."""
+    from sqlalchemy import text
+
+    from prefloop.store import db
+
+    api = make_api(insecure_no_auth=True)  # no key look-up: the write meets the dead connection
+    if api.store.dialect != "postgresql":
+        pytest.skip("SQLite has no server connections to lose")
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 3600.0)  # no ping: the retry must do it
+    api.seed()
+    chosen = api.select()
+    with api.store.session() as first, api.store.session() as second:  # two in the pool
+        first.execute(text("SELECT 1"))
+        second.execute(text("SELECT 1"))
+    with api.store.engine.connect() as conn:  # the older one; the other is dropped
+        killed = conn.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                "AND backend_type = 'client backend'"
+            )
+        ).scalar_one()
+    assert killed >= 1
+    api.complete(chosen["generation_id"])  # a write on a dead pooled connection: retried
+    assert api.rate(chosen["generation_id"], 1).status_code == 201
+    assert api.call("GET", "/v1/tasks", "labeler").status_code == 200

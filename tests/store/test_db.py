@@ -110,3 +110,65 @@ def test_sqlite_settings(sqlite_store: Store) -> None:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
     assert sqlite_store.dialect == "sqlite"
+
+
+def _pool_two_and_kill_one(store: Store) -> int:
+    """Leave two connections in the pool, the next one handed out dead (the server dropped it,
+    as a restart would); returns how many were terminated."""
+    with store.session() as first, store.session() as second:
+        first.execute(text("SELECT 1"))
+        second.execute(text("SELECT 1"))
+    with store.engine.connect() as other:  # the pool hands out the oldest first
+        return int(
+            other.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend'"
+                )
+            ).scalar_one()
+        )
+
+
+@pytest.mark.postgres
+def test_an_idle_dead_postgres_connection_is_replaced(
+    postgres_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pooled connections idle longer than PING_AFTER_IDLE_S are pinged before use, so one the
+    server dropped meanwhile is replaced instead of failing the next transaction."""
+    from prefloop.store import db
+    from tests.conftest import fresh_postgres_url
+
+    store = Store.open(fresh_postgres_url(postgres_admin_url))
+    try:
+        assert _pool_two_and_kill_one(store) == 1
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)  # every checkout counts as idle
+        with store.session() as s:
+            assert s.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_recently_used_connection_is_not_pinged(
+    postgres_admin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection back in the pool for less than PING_AFTER_IDLE_S is handed out unpinged
+    (the round trip a busy service saves); one that died meanwhile fails its transaction with
+    the connection marked invalid, which the service retries."""
+    from sqlalchemy.exc import OperationalError
+
+    from prefloop.store import db
+    from tests.conftest import fresh_postgres_url
+
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 3600.0)  # however slow this machine is
+    store = Store.open(fresh_postgres_url(postgres_admin_url))
+    try:
+        assert _pool_two_and_kill_one(store) == 1
+        with pytest.raises(OperationalError) as caught, store.session() as s:
+            s.execute(text("SELECT 1"))
+        assert caught.value.connection_invalidated
+        with store.session() as s:  # the pool replaced it
+            assert s.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        store.close()

@@ -18,10 +18,10 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from prefloop.bandit._base import Decision, DecisionEvent, Policy, PolicyConfig
@@ -412,7 +412,7 @@ class _StateRow:
 
 
 def _state_statements() -> tuple[Any, Any, Any]:
-    table = PolicyState.__table__
+    table = cast(Table, PolicyState.__table__)
     read = select(
         table.c.id, table.c.config, table.c.state, table.c.version, table.c.updated_at
     ).where(table.c.task_id == bindparam("task_id"), table.c.policy == bindparam("policy"))
@@ -422,9 +422,9 @@ def _state_statements() -> tuple[Any, Any, Any]:
 
 def _decision_of_statement() -> Any:
     """A generation's status, its decision and the decision's arm name, in one statement."""
-    g, d, a = Generation.__table__, BanditDecision.__table__, Arm.__table__
-    columns = (g.c.status, g.c.error, g.c.decision_id, d.c.id, d.c.task_id, d.c.policy)
-    columns += (d.c.created_at, d.c.propensity, d.c.probabilities, d.c.end_user, d.c.context)
+    g, d, a = (cast(Table, m.__table__) for m in (Generation, BanditDecision, Arm))
+    columns = [g.c.status, g.c.error, g.c.decision_id, d.c.id, d.c.task_id, d.c.policy]
+    columns += [d.c.created_at, d.c.propensity, d.c.probabilities, d.c.end_user, d.c.context]
     joined = g.outerjoin(d, d.c.id == g.c.decision_id).outerjoin(a, a.c.id == d.c.arm_id)
     query = select(*columns, a.c.name).select_from(joined)
     return query.where(g.c.id == bindparam("generation_id"))

@@ -11,9 +11,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError
@@ -43,8 +43,8 @@ _PAIRWISE_VALUE = {"a": 1.0, "b": -1.0, "tie": 0.0}
 _COMPARED = ("task_id", "kind", "source", "author", "generation_id", "other_generation_id")
 _CHUNK = 500
 _CLOCK_SKEW = timedelta(minutes=5)
-_FEEDBACK = Feedback.__table__
-_GENERATIONS = Generation.__table__
+_FEEDBACK = cast(Table, Feedback.__table__)
+_GENERATIONS = cast(Table, Generation.__table__)
 _REWARD_COLUMNS = tuple(
     _FEEDBACK.c[name]
     for name in ("generation_id", "id", "kind", "source", "author", "value", "created_at")

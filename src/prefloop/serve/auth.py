@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Literal, get_args
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from prefloop.errors import InvalidInputError, NotFoundError
@@ -153,21 +154,27 @@ class Authenticator:
             return True, cached[1]
         return False, None
 
+    def _look_up(self, digest: str) -> Principal | None:
+        with self._store.session(readonly=True) as session:
+            record = session.scalar(
+                select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+            )
+            if record is None or record.role not in ROLES:
+                return None
+            return Principal(name=record.name, role=record.role, key_prefix=record.prefix)
+
     def authenticate(self, key: str) -> Principal | None:
         known, principal = self.remembered(key)
         if known:
             return principal
         digest = hash_key(key)
         now = time.monotonic()
-        with self._store.session(readonly=True) as session:
-            record = session.scalar(
-                select(ApiKey).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
-            )
-            principal = (
-                Principal(name=record.name, role=record.role, key_prefix=record.prefix)
-                if record is not None and record.role in ROLES
-                else None
-            )
+        try:
+            principal = self._look_up(digest)
+        except DBAPIError as exc:  # a pooled connection the database dropped: once more
+            if not exc.connection_invalidated:
+                raise
+            principal = self._look_up(digest)
         if self._cache_seconds > 0:
             with self._lock:
                 if len(self._cache) > 10_000:  # bound memory under a flood of wrong keys

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from prefloop import bandit, feedback
@@ -325,7 +325,7 @@ def complete_generation(
 
 def _complete_statement() -> Any:
     """The UPDATE of :func:`complete_generation`, built once."""
-    table = Generation.__table__
+    table = cast(Table, Generation.__table__)
     return (
         update(table)
         .where(table.c.id == bindparam("generation_id"), table.c.status == PENDING)

@@ -130,7 +130,7 @@ FeedbackSender = Annotated[Principal, Depends(_require(Permission.FEEDBACK))]
     response_model=SelectResponse,
     responses={**_ERRORS, **_NOT_FOUND},
 )
-def select_arm(body: SelectRequest, ctx: Ctx, _who: Selector) -> Response:
+async def select_arm(body: SelectRequest, ctx: Ctx, _who: Selector) -> Response:
     """Choose an arm for an end user and return its rendered prompt, for clients that call
     their own LLM. The decision and a *pending* generation are logged: complete it with
     ``POST /v1/generations/{id}/output`` and/or send feedback against ``generation_id``."""
@@ -160,7 +160,7 @@ def select_arm(body: SelectRequest, ctx: Ctx, _who: Selector) -> Response:
         )
         return response, chosen.arm.name
 
-    response, arm_name = ctx.transaction(work)
+    response, arm_name = await ctx.write(work)
     ctx.metrics.count_decision(body.task, arm_name)
     return _json(response)
 
@@ -222,7 +222,7 @@ def get_generation(generation_id: str, ctx: Ctx, _who: Reader) -> GenerationOut:
     response_model=GenerationOut,
     responses={**_ERRORS, **_NOT_FOUND, **_CONFLICT},
 )
-def complete_generation(
+async def complete_generation(
     generation_id: str, body: GenerationOutput, ctx: Ctx, _who: Selector
 ) -> Response:
     """Record what your LLM produced for a selected generation (once), or that it failed."""
@@ -233,7 +233,7 @@ def complete_generation(
         )
         return GenerationOut.of(generation)
 
-    return _json(ctx.transaction(work))
+    return _json(await ctx.write(work))
 
 
 # -- feedback -----------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ def complete_generation(
         200: {"model": FeedbackResponse, "description": "A repeated idempotency key."},
     },
 )
-def send_feedback(
+async def send_feedback(
     body: FeedbackRequest,
     ctx: Ctx,
     who: FeedbackSender,
@@ -299,7 +299,7 @@ def send_feedback(
             ],
         )
 
-    answer = ctx.transaction(work)
+    answer = await ctx.write(work)
     ctx.metrics.count_feedback(body.task, event.kind, duplicate=answer.duplicate)
     return _json(answer, status=200 if answer.duplicate else 201)
 

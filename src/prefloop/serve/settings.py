@@ -69,12 +69,12 @@ class ServeSettings(BaseSettings):
         "since the last computation (an arm with fewer than 1/this rewards: at each reward); "
         "in between decisions reuse them (batched Thompson sampling). 0: at every change.",
     )
-    sqlite_checkpoint_seconds: float = Field(
-        default=0.2,
-        ge=0,
-        description="On SQLite, copy the write-ahead log into the database file this often from "
-        "a background thread, so that no request does it while holding the write lock. 0 "
-        "leaves it to SQLite (in the commit that passes 1000 pages).",
+    write_threads: int | None = Field(
+        default=None,
+        gt=0,
+        description="Worker threads that run the select, output and feedback transactions at "
+        "once. Default: 4 on PostgreSQL (they queue on the policy's state row anyway); on "
+        "SQLite FastAPI's pool (40; SQLite writes one transaction at a time in any case).",
     )
     transaction_retries: int = Field(
         default=3,

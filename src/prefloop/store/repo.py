@@ -13,7 +13,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Table, inspect, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
@@ -181,12 +181,8 @@ def insert_row(
     session.flush()  # pending ORM rows first, so foreign keys see them (a no-op when clean)
     mapper = inspect(type(row))
     table = mapper.local_table
-    values = {
-        column.key: row.__dict__[attr.key]
-        for attr in mapper.column_attrs
-        for column in attr.columns
-        if attr.key in row.__dict__
-    }
+    given = row.__dict__
+    values = {column: given[attr] for attr, column in _column_keys(mapper) if attr in given}
     missing = tuple(c.key for c in table.primary_key.columns if c.key not in values)
     unique = (unless_stored,) if isinstance(unless_stored, str) else tuple(unless_stored or ())
     connection = session.connection()
@@ -214,6 +210,12 @@ def set_loaded(session: Session, model: type[Any], key: Any, **values: Any) -> N
 
 
 @functools.cache
+def _column_keys(mapper: Mapper[Any]) -> tuple[tuple[str, str], ...]:
+    """(attribute, column) names of a mapped class."""
+    return tuple((attr.key, column.key) for attr in mapper.column_attrs for column in attr.columns)
+
+
+@functools.cache
 def _insert_statement(
     dialect: str, table: Table, unless_stored: tuple[str, ...], returning: tuple[str, ...]
 ) -> Any:
@@ -229,7 +231,7 @@ def _insert_statement(
     return statement
 
 
-def attach_loaded(session: Session, model: type[T], values: Mapping[str, Any]) -> T:
+def attach_loaded(session: Session, model: type[T], values: Mapping[Any, Any]) -> T:
     """The ORM object of the row a Core statement returned (every column in ``values``): the
     copy this session holds, brought up to date, or a new one attached as loaded."""
     mapper = inspect(model)
