@@ -52,6 +52,7 @@ from prefloop.bandit._thompson import ThompsonConfig
 from prefloop.bandit._ucb import ReferenceUCB1Config, UCB1Config
 from prefloop.bandit.online import (
     ArmStats,
+    PolicyCache,
     TaskStats,
     apply_reward,
     arm_stats,
@@ -74,6 +75,7 @@ __all__ = [
     "LoggedDecision",
     "OffPolicyEstimate",
     "Policy",
+    "PolicyCache",
     "PolicyConfig",
     "Recommendation",
     "ReferenceUCB1Config",
