@@ -538,7 +538,8 @@ class _Steps:
 
 
 def breakdown(url: str, iterations: int, *, warmup: int = 30) -> dict[str, Any]:
-    """One client's loop without HTTP, timed step by step with the functions the service calls.
+    """One client's loop without HTTP, timed step by step with the ORM-path functions (the
+    service's fallback) and then with the hot path the service runs (``hot_path_*``).
 
     Also times a what-if: the decision made from an in-memory copy of the policy (no state row
     read, locked or written) and only the BanditDecision row appended — what a service would
@@ -599,6 +600,30 @@ def breakdown(url: str, iterations: int, *, warmup: int = 30) -> dict[str, Any]:
                     )
                 steps.mark("feedback: bandit.apply_reward (locks, writes the state row)")
             steps.mark("feedback: commit")
+        # the same loop on the service's hot path (raw DBAPI transactions, no Session)
+        from prefloop.serve.hotpath import HotPath
+
+        hot, hot_steps = HotPath(store.engine), _Steps()
+        catalog = Catalog(ttl=3600.0)  # kept for the whole loop (the service reloads each 1 s)
+        with store.session() as s:
+            catalog.entry(s, TASK)
+        for n in range(warmup + iterations):
+            if n == warmup:
+                hot_steps = _Steps()
+            hot_steps.restart()
+            picked = hot.select(
+                catalog, policies, TASK, inputs={"topic": "x"}, end_user=f"u{n % 64}",
+                context={}, policy="default", check=lambda _task: None,
+            )  # fmt: skip
+            hot_steps.mark("select")
+            hot.complete(picked.generation_id, {"output": "text"})
+            hot_steps.mark("output")
+            value = 1.0 if rng.random() < ARM_QUALITY[picked.arm.name] else -1.0
+            event = RatingEvent(
+                generation_id=picked.generation_id, value=value, idempotency_key=uuid.uuid4().hex
+            )
+            hot.feedback(catalog, policies, TASK, event)
+            hot_steps.mark("feedback")
         # the what-if: decisions from a cached policy, appended without touching the state row
         with store.session(readonly=True) as s:
             task = repo.get_task(s, TASK)
@@ -630,6 +655,9 @@ def breakdown(url: str, iterations: int, *, warmup: int = 30) -> dict[str, Any]:
         "cpu_ms": per_iteration(steps.cpu, iterations),
         "wall_ms": per_iteration(steps.wall, iterations),
         "cpu_ms_total": round(sum(steps.cpu.values()) * 1000 / iterations, 3),
+        "hot_path_cpu_ms": per_iteration(hot_steps.cpu, iterations),
+        "hot_path_wall_ms": per_iteration(hot_steps.wall, iterations),
+        "hot_path_cpu_ms_total": round(sum(hot_steps.cpu.values()) * 1000 / iterations, 3),
         "what_if_append_only_decision_cpu_ms": per_iteration(what_if.cpu, iterations),
         "what_if_append_only_decision_wall_ms": per_iteration(what_if.wall, iterations),
     }

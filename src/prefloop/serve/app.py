@@ -23,6 +23,7 @@ from prefloop.errors import ConflictError, InvalidInputError, NotFoundError, Pre
 from prefloop.llm.base import ChatBackend
 from prefloop.serve.auth import Authenticator, count_active_keys
 from prefloop.serve.catalog import Catalog
+from prefloop.serve.hotpath import Fallback, HotPath
 from prefloop.serve.metrics import Metrics
 from prefloop.serve.middleware import BodyLimitMiddleware, MetricsMiddleware
 from prefloop.serve.settings import ServeSettings
@@ -58,8 +59,10 @@ class ServiceContext:
     _write_lock: threading.Lock | None = field(default=None, repr=False)
     _write_limiter: anyio.CapacityLimiter | None = field(default=None, repr=False)
     _writing_started: bool = field(default=False, repr=False)
+    hot: HotPath = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.hot = HotPath(self.store.engine)
         # SQLite runs one write transaction at a time (BEGIN IMMEDIATE). Left to SQLite, the
         # waiting threads poll with growing sleeps (its busy handler), so the lock sits idle
         # while they sleep and latency piles up; queueing them here hands it over at once.
@@ -120,6 +123,31 @@ class ServiceContext:
         if not self._writing_started:
             self.start_writing()
         return await anyio.to_thread.run_sync(self.transaction, work, limiter=self._write_limiter)
+
+    def hot_transaction(self, raw: Callable[[], T], work: Callable[[Session], T]) -> T:
+        """``raw`` (a :class:`~prefloop.serve.hotpath.HotPath` transaction) with the retry
+        rules of :meth:`transaction`; when it declines (:class:`Fallback`, nothing committed)
+        ``work`` runs on the ORM path instead."""
+        attempts = self.settings.transaction_retries + 1
+        for attempt in range(attempts):
+            try:
+                with self._writing():
+                    return raw()
+            except Fallback:
+                break
+            except (IntegrityError, OperationalError) as exc:
+                if attempt + 1 == attempts or not _retryable(exc):
+                    raise
+                log.info("retrying a transaction after %s", type(exc.orig).__name__)
+        return self.transaction(work)
+
+    async def hot_write(self, raw: Callable[[], T], work: Callable[[Session], T]) -> T:
+        """:meth:`hot_transaction` in a worker thread, under the limit of :meth:`write`."""
+        if not self._writing_started:
+            self.start_writing()
+        return await anyio.to_thread.run_sync(
+            self.hot_transaction, raw, work, limiter=self._write_limiter
+        )
 
     def changing_catalog(self, work: Callable[[Session], T]) -> T:
         """:meth:`transaction` for work that changes tasks or arms: the catalog cache is
@@ -232,7 +260,7 @@ def create_app(
     factory) defaults to the OpenAI-compatible backend configured by ``PREFLOOP_LLM_*``.
     Raises :class:`ServeConfigError` when no API key is configured and auth is not switched off.
     """
-    from prefloop.serve.routes import router
+    from prefloop.serve.routes import document_security, router
 
     settings = settings or ServeSettings()
     owns_store = store is None
@@ -280,6 +308,7 @@ def create_app(
     app.state.prefloop = context
     _install_error_handlers(app)
     app.include_router(router)
+    document_security(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -63,6 +63,13 @@ class Catalog:
                 self._entries[task_name] = fresh
         return fresh
 
+    def cached(self, task_name: str) -> CatalogEntry | None:
+        """The entry of ``task_name`` if one younger than ``ttl`` is kept (no database)."""
+        cached = self._entries.get(task_name)
+        if cached is not None and time.monotonic() - cached.loaded_at < self.ttl:
+            return cached
+        return None
+
     def task(self, session: Session, task_name: str) -> Task:
         return self.entry(session, task_name).task
 

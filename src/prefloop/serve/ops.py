@@ -44,6 +44,7 @@ __all__ = [
     "PENDING",
     "Generated",
     "Selection",
+    "check_inputs",
     "complete_generation",
     "create_arm",
     "create_task",
@@ -195,7 +196,7 @@ def _decide(
     return decision, arm
 
 
-def _check_inputs(task: Task, inputs: Mapping[str, Any]) -> None:
+def check_inputs(task: Task, inputs: Mapping[str, Any]) -> None:
     missing = [f for f in task.input_fields or [] if f not in inputs]
     if missing:
         raise InvalidInputError(
@@ -239,7 +240,7 @@ def select_arm(
         entry = catalog.entry(session, task_name)
         task, arms = entry.task, entry.active_arms
     values = dict(inputs or {})
-    _check_inputs(task, values)
+    check_inputs(task, values)
     decision, arm = _decide(
         session,
         task,
@@ -357,7 +358,7 @@ def generate(
     values = dict(inputs or {})
     with store.session() as session:
         task = repo.get_task(session, task_name)
-        _check_inputs(task, values)
+        check_inputs(task, values)
         decision, arm = _decide(
             session, task, policy=policy, end_user=end_user, context=context, seed=seed
         )

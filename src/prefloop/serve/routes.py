@@ -7,19 +7,23 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from prefloop.errors import InvalidInputError
+from prefloop.feedback import RecordResult
 from prefloop.llm.base import GenerationParams
 from prefloop.serve import ops
 from prefloop.serve.app import ServiceContext
 from prefloop.serve.auth import Permission, Principal
+from prefloop.serve.hotpath import Fallback
 from prefloop.serve.metrics import CONTENT_TYPE
 from prefloop.serve.schemas import (
     ArmCreate,
@@ -79,16 +83,32 @@ async def _context(request: Request) -> ServiceContext:
 Ctx = Annotated[ServiceContext, Depends(_context)]
 
 
+SECURITY: list[dict[str, list[str]]] = [{"HTTPBearer": []}, {"APIKeyHeader": []}]
+"""The security requirement of every key-protected route (either header)."""
+SECURITY_SCHEMES = {
+    "HTTPBearer": _bearer.model.model_dump(mode="json", by_alias=True, exclude_none=True),
+    "APIKeyHeader": _api_key_header.model.model_dump(mode="json", by_alias=True, exclude_none=True),
+}
+
+
+def _presented_key(request: Request) -> str | None:
+    """The key of ``Authorization: Bearer <key>``, else of ``X-API-Key`` (as FastAPI's
+    ``HTTPBearer`` and ``APIKeyHeader`` read them, without two dependencies to solve)."""
+    scheme, credentials = get_authorization_scheme_param(request.headers.get("Authorization"))
+    if scheme and credentials and scheme.lower() == "bearer":
+        return credentials
+    return request.headers.get(_api_key_header.model.name) or None
+
+
 def _require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
-    async def dependency(
-        request: Request,
-        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-        api_key: Annotated[str | None, Depends(_api_key_header)],
-    ) -> Principal:
+    # one dependency reading the headers itself: FastAPI solving the two security schemes as
+    # sub-dependencies cost a tenth of a hot request's CPU; the OpenAPI document still lists
+    # them (document_security)
+    async def dependency(request: Request) -> Principal:
         context: ServiceContext = request.app.state.prefloop
         if context.settings.insecure_no_auth:
             return Principal(name="insecure-no-auth", role="admin", key_prefix="none")
-        key = bearer.credentials if bearer is not None else api_key
+        key = _presented_key(request)
         if not key:
             raise HTTPException(
                 401,
@@ -113,7 +133,27 @@ def _require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
             )
         return principal
 
+    dependency.prefloop_permission = permission  # type: ignore[attr-defined]
     return dependency
+
+
+def document_security(app: FastAPI) -> None:
+    """List the key headers in the OpenAPI document: as security schemes, and as the security
+    of every route that depends on a key (FastAPI finds them only as dependencies)."""
+    for route in router.routes:  # the app holds the router itself, not copies of its routes
+        if isinstance(route, APIRoute) and any(
+            hasattr(dependency.call, "prefloop_permission")
+            for dependency in route.dependant.dependencies
+        ):
+            route.openapi_extra = {**(route.openapi_extra or {}), "security": SECURITY}
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        spec = build()
+        spec.setdefault("components", {}).setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 Admin = Annotated[Principal, Depends(_require(Permission.ADMIN))]
@@ -130,10 +170,11 @@ FeedbackSender = Annotated[Principal, Depends(_require(Permission.FEEDBACK))]
     response_model=SelectResponse,
     responses={**_ERRORS, **_NOT_FOUND},
 )
-async def select_arm(body: SelectRequest, ctx: Ctx, _who: Selector) -> Response:
+async def select_arm(body: SelectRequest, request: Request, _who: Selector) -> Response:
     """Choose an arm for an end user and return its rendered prompt, for clients that call
     their own LLM. The decision and a *pending* generation are logged: complete it with
     ``POST /v1/generations/{id}/output`` and/or send feedback against ``generation_id``."""
+    ctx: ServiceContext = request.app.state.prefloop  # (the hot routes skip the dependency)
     policy = body.policy or ctx.settings.default_policy
 
     def work(session: Session) -> tuple[SelectResponse, str]:
@@ -160,7 +201,32 @@ async def select_arm(body: SelectRequest, ctx: Ctx, _who: Selector) -> Response:
         )
         return response, chosen.arm.name
 
-    response, arm_name = await ctx.write(work)
+    def raw() -> tuple[SelectResponse, str]:
+        if body.seed is not None:  # a seeded decision loads the policy afresh: the ORM path
+            raise Fallback("a seeded decision")
+        picked = ctx.hot.select(
+            ctx.catalog,
+            ctx.policies,
+            body.task,
+            inputs=dict(body.inputs or {}),
+            end_user=body.end_user,
+            context=dict(body.context or {}),
+            policy=policy,
+            check=lambda task: ops.check_inputs(task, body.inputs or {}),
+        )
+        response = SelectResponse(
+            decision_id=picked.decision_id,
+            generation_id=picked.generation_id,
+            policy=picked.policy,
+            arm=ArmRef(id=picked.arm.id, name=picked.arm.name),
+            propensity=picked.propensity,
+            prompt=picked.prompt,
+            model_ref=picked.arm.model_ref,
+            params=dict(picked.arm.params or {}),
+        )
+        return response, picked.arm.name
+
+    response, arm_name = await ctx.hot_write(raw, work)
     ctx.metrics.count_decision(body.task, arm_name)
     return _json(response)
 
@@ -223,9 +289,10 @@ def get_generation(generation_id: str, ctx: Ctx, _who: Reader) -> GenerationOut:
     responses={**_ERRORS, **_NOT_FOUND, **_CONFLICT},
 )
 async def complete_generation(
-    generation_id: str, body: GenerationOutput, ctx: Ctx, _who: Selector
+    generation_id: str, body: GenerationOutput, request: Request, _who: Selector
 ) -> Response:
     """Record what your LLM produced for a selected generation (once), or that it failed."""
+    ctx: ServiceContext = request.app.state.prefloop
 
     def work(session: Session) -> GenerationOut:
         generation = ops.complete_generation(
@@ -233,7 +300,11 @@ async def complete_generation(
         )
         return GenerationOut.of(generation)
 
-    return _json(await ctx.write(work))
+    def raw() -> GenerationOut:
+        values = body.model_dump(exclude_none=True)
+        return GenerationOut.of(ctx.hot.complete(generation_id, values))
+
+    return _json(await ctx.hot_write(raw, work))
 
 
 # -- feedback -----------------------------------------------------------------------------------
@@ -250,7 +321,7 @@ async def complete_generation(
 )
 async def send_feedback(
     body: FeedbackRequest,
-    ctx: Ctx,
+    request: Request,
     who: FeedbackSender,
     idempotency_key: Annotated[
         str | None,
@@ -265,6 +336,7 @@ async def send_feedback(
     """Record one feedback event of any kind (rating, thumbs, regenerate, pairwise, ranking,
     edit). Idempotent by the ``Idempotency-Key`` header or the event's ``idempotency_key``: a
     repeat answers 200 with the first result and ``duplicate: true``; a new event answers 201."""
+    ctx: ServiceContext = request.app.state.prefloop
     event = body.event
     if idempotency_key is not None:
         if event.idempotency_key not in (None, idempotency_key):
@@ -280,9 +352,16 @@ async def send_feedback(
         )
 
     def work(session: Session) -> FeedbackResponse:
-        result = ops.submit_feedback(
-            session, body.task, event, catalog=ctx.catalog, policies=ctx.policies
+        return answer_of(
+            ops.submit_feedback(
+                session, body.task, event, catalog=ctx.catalog, policies=ctx.policies
+            )
         )
+
+    def raw() -> FeedbackResponse:
+        return answer_of(ctx.hot.feedback(ctx.catalog, ctx.policies, body.task, event))
+
+    def answer_of(result: RecordResult) -> FeedbackResponse:
         return FeedbackResponse(
             feedback_id=result.feedback_id,
             duplicate=result.duplicate,
@@ -299,7 +378,7 @@ async def send_feedback(
             ],
         )
 
-    answer = await ctx.write(work)
+    answer = await ctx.hot_write(raw, work)
     ctx.metrics.count_feedback(body.task, event.kind, duplicate=answer.duplicate)
     return _json(answer, status=200 if answer.duplicate else 201)
 

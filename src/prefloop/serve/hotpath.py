@@ -1,0 +1,506 @@
+"""The three hot transactions on a pooled connection's DBAPI connection: no Session, no
+SQLAlchemy per-statement machinery.
+
+The statements are the ones the ORM path runs (the SQLAlchemy Core statements of
+:mod:`prefloop.serve.ops`, :mod:`prefloop.bandit.online` and :mod:`prefloop.feedback.record`),
+compiled once per dialect to the driver's SQL text and paramstyle. Values go through the same
+column types' bind and result processors, so the rows written read back through the ORM exactly
+as rows the ORM wrote (JSON, datetimes). The transaction is the ORM path's: ``BEGIN IMMEDIATE``
+on SQLite, the state row and the rated generation locked ``FOR UPDATE`` on PostgreSQL,
+``INSERT … ON CONFLICT (idempotency_key) DO NOTHING`` deciding between duplicates; it commits
+once and rolls back on any error, so a failed request writes nothing.
+
+Only the common case runs here: a task and arms in the catalog cache, an existing policy state
+row, no seed, a rating, thumbs or regenerate event about a completed generation. Anything else
+(a refusal to explain, a duplicate key to replay, a first decision) raises :class:`Fallback`
+before anything is committed, and the caller runs the ORM path (:mod:`prefloop.serve.ops`),
+which answers with its errors and messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Engine, Table, bindparam, select
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+
+from prefloop.bandit._base import Decision
+from prefloop.bandit._thompson import ThompsonSampling
+from prefloop.bandit.online import (
+    _DECISION_OF,
+    _LOCK_STATE,
+    _WRITE_STATE,
+    PolicyCache,
+    _StateRow,
+    _tick,
+)
+from prefloop.feedback.events import FeedbackEvent, RatingEvent, RegenerateEvent, ThumbsEvent
+from prefloop.feedback.record import (
+    _FEEDBACK,
+    _LOCK_GENERATION,
+    _REWARD_COLUMNS,
+    _SET_REWARD,
+    RecordResult,
+    RewardChange,
+    _fields,
+    reward_rules_for,
+)
+from prefloop.feedback.rewards import REWARD_KINDS, derive_reward
+from prefloop.llm.generate import render_template
+from prefloop.serve.catalog import Catalog
+from prefloop.store.models import Arm, BanditDecision, Generation, Task, new_id, utcnow
+from prefloop.store.repo import _insert_statement
+
+T = TypeVar("T")
+
+__all__ = ["Fallback", "HotPath", "Picked"]
+
+
+class Fallback(Exception):
+    """The raw path does not handle this request; run the ORM path (nothing was committed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    """A Core statement compiled for one dialect: SQL text, parameter order, processors."""
+
+    sql: str
+    positions: tuple[str, ...] | None  # qmark (SQLite); None: named (psycopg)
+    defaults: dict[str, Any]
+    binds: tuple[tuple[str, Callable[[Any], Any]], ...]
+    results: tuple[Callable[[Any], Any] | None, ...]
+
+    @classmethod
+    def of(cls, statement: Any, dialect: Dialect, keys: Sequence[str] | None = None) -> _Statement:
+        compiled = statement.compile(
+            dialect=dialect,
+            column_keys=list(keys) if keys is not None else None,
+        )
+        binds = []
+        for name, bind in compiled.binds.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                binds.append((name, process))
+        defaults = {  # parameters with a value in the statement (e.g. status = 'pending')
+            name: bind.value
+            for bind, name in compiled.bind_names.items()
+            if not bind.required and bind.value is not None
+        }
+        returned = getattr(statement, "_returning", ()) or ()
+        columns = (
+            list(statement.selected_columns) if hasattr(statement, "selected_columns") else []
+        ) or list(returned)
+        results = tuple(_result_processor(c.type, dialect) for c in columns)
+        positions = compiled.positiontup
+        return cls(
+            sql=compiled.string,
+            positions=tuple(positions) if positions is not None else None,
+            defaults=defaults,
+            binds=tuple(binds),
+            results=results,
+        )
+
+    def params(self, values: Mapping[str, Any]) -> Any:
+        merged = {**self.defaults, **values}
+        for name, process in self.binds:
+            if name in merged:
+                merged[name] = process(merged[name])
+        if self.positions is None:
+            return merged
+        return tuple(merged[name] for name in self.positions)
+
+    def row(self, raw: Sequence[Any] | None) -> tuple[Any, ...] | None:
+        if raw is None:
+            return None
+        return tuple(v if p is None else p(v) for p, v in zip(self.results, raw, strict=True))
+
+
+def _result_processor(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    try:
+        return cast(
+            "Callable[[Any], Any] | None",
+            type_.dialect_impl(dialect).result_processor(dialect, None),
+        )
+    except TypeError:  # psycopg's Float asks for the column's type code: float8 needs nothing
+        return None
+
+
+_GENERATION_COLUMNS = tuple(c.key for c in cast(Table, Generation.__table__).columns)
+_DECISION_COLUMNS = tuple(c.key for c in cast(Table, BanditDecision.__table__).columns)
+_FEEDBACK_KEYS = (
+    "task_id",
+    "kind",
+    "source",
+    "author",
+    "idempotency_key",
+    "created_at",
+    "generation_id",
+    "other_generation_id",
+    "value",
+    "payload",
+)
+_COMPLETE_KEYS = (
+    "status",
+    "output",
+    "error",
+    "model",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost",
+)
+_EVENTS_OF_ONE = select(*_REWARD_COLUMNS).where(
+    _FEEDBACK.c.generation_id == bindparam("gid"),
+    _FEEDBACK.c.kind.in_([bindparam(f"kind{k}", kind) for k, kind in enumerate(REWARD_KINDS)]),
+)  # the kinds as plain parameters: an expanding IN would need rendering per execution
+_HANDLED_EVENTS = (RatingEvent, ThumbsEvent, RegenerateEvent)
+
+
+class _Statements:
+    """Every statement of the hot path, compiled for one dialect."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        from prefloop.serve.ops import _COMPLETE
+
+        name = dialect.name
+        generations = cast(Table, Generation.__table__)
+        decisions = cast(Table, BanditDecision.__table__)
+        self.lock_state = _Statement.of(_LOCK_STATE, dialect)
+        self.write_state = _Statement.of(_WRITE_STATE, dialect, ("state", "version", "updated_at"))
+        self.insert_decision = _Statement.of(
+            _insert_statement(name, decisions, (), ()), dialect, _DECISION_COLUMNS
+        )
+        self.insert_generation = _Statement.of(
+            _insert_statement(name, generations, (), ()), dialect, _GENERATION_COLUMNS
+        )
+        self.complete = _Statement.of(_COMPLETE, dialect, _COMPLETE_KEYS)
+        self.lock_generation = _Statement.of(_LOCK_GENERATION, dialect)
+        self.insert_feedback = _Statement.of(
+            _insert_statement(name, _FEEDBACK, (), ("id",)), dialect, _FEEDBACK_KEYS
+        )
+        self.insert_feedback_once = _Statement.of(
+            _insert_statement(name, _FEEDBACK, ("idempotency_key",), ("id",)),
+            dialect,
+            _FEEDBACK_KEYS,
+        )
+        self.reward_events = _Statement.of(_EVENTS_OF_ONE, dialect)
+        self.set_reward = _Statement.of(_SET_REWARD, dialect)
+        self.decision_of = _Statement.of(_DECISION_OF, dialect)
+        self.generation_columns = tuple(c.key for c in _LOCK_GENERATION.selected_columns)
+
+
+class _Tx:
+    """One transaction's cursor with the compiled statements."""
+
+    def __init__(self, cursor: Any, statements: _Statements) -> None:
+        self.cursor = cursor
+        self.s = statements
+        self.writes: list[tuple[str, Any]] = []
+
+    def one(self, statement: _Statement, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        self.cursor.execute(statement.sql, statement.params(values))
+        return statement.row(self.cursor.fetchone())
+
+    def all(self, statement: _Statement, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        self.cursor.execute(statement.sql, statement.params(values))
+        return [cast(tuple[Any, ...], statement.row(r)) for r in self.cursor.fetchall()]
+
+    def later(self, statement: _Statement, values: Mapping[str, Any]) -> None:
+        """Run a write whose answer nothing waits for at commit, in order with the others
+        (on PostgreSQL pipelined with the COMMIT: one round trip, not one each)."""
+        self.writes.append((statement.sql, statement.params(values)))
+
+    def lock_state(self, task_id: int, policy: str) -> _StateRow:
+        found = self.one(self.s.lock_state, {"task_id": task_id, "policy": policy})
+        if found is None:  # the first decision creates the row: the ORM path does that
+            raise Fallback("no policy state row yet")
+        return _StateRow(*found)
+
+    def write_state(self, row: _StateRow, state: dict[str, Any]) -> None:
+        row.state, row.version, row.updated_at = state, row.version + 1, _tick(row.updated_at)
+        values = {"state": row.state, "version": row.version, "updated_at": row.updated_at}
+        self.later(self.s.write_state, {"row_id": row.id, **values})
+
+
+@dataclass(frozen=True, slots=True)
+class Picked:
+    """What :meth:`HotPath.select` chose and logged."""
+
+    decision_id: str
+    generation_id: str
+    policy: str
+    propensity: float
+    arm: Arm
+    prompt: str | None
+
+
+class HotPath:
+    """The select, output and feedback transactions of one store, on raw DBAPI connections."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+        self.sqlite = engine.dialect.name == "sqlite"
+        self.statements = _Statements(engine.dialect)
+        self.committed = 0
+        """Transactions this path committed (statistics: the others declined or failed)."""
+
+    # -- the transaction ---------------------------------------------------------------------
+    def transaction(self, work: Callable[[_Tx], T]) -> T:
+        """Run ``work`` in one transaction on a pooled connection; commit, or roll back and
+        raise (DBAPI errors as SQLAlchemy's, with ``connection_invalidated`` set for a dead
+        connection, so the caller's retry rules apply unchanged)."""
+        pooled = self.engine.raw_connection()  # pool checkout: the idle-ping rules apply
+        dbapi: Any = pooled.driver_connection
+        cursor = None
+        try:
+            cursor = dbapi.cursor()
+            if self.sqlite:
+                cursor.execute("BEGIN IMMEDIATE")
+            try:
+                tx = _Tx(cursor, self.statements)
+                result = work(tx)
+                if self.sqlite:
+                    for sql, params in tx.writes:
+                        cursor.execute(sql, params)
+                    cursor.execute("COMMIT")
+                elif tx.writes:
+                    with dbapi.pipeline():
+                        for sql, params in tx.writes:
+                            cursor.execute(sql, params)
+                        dbapi.commit()
+                else:
+                    dbapi.commit()
+                self.committed += 1
+                return result
+            except BaseException:
+                self._rollback(dbapi, cursor)
+                raise
+        except self.dialect.loaded_dbapi.Error as exc:
+            dead = self.dialect.is_disconnect(exc, dbapi, cursor)
+            if dead:
+                pooled.invalidate(exc)
+            raise DBAPIError.instance(
+                None,
+                None,
+                exc,
+                self.dialect.loaded_dbapi.Error,
+                connection_invalidated=dead,
+                dialect=self.dialect,
+            ) from exc
+        finally:
+            if cursor is not None:
+                with contextlib.suppress(self.dialect.loaded_dbapi.Error):
+                    cursor.close()
+            pooled.close()
+
+    def _rollback(self, dbapi: Any, cursor: Any) -> None:
+        try:
+            if self.sqlite:
+                if dbapi.in_transaction:
+                    cursor.execute("ROLLBACK")
+            else:
+                dbapi.rollback()
+        except self.dialect.loaded_dbapi.Error:
+            pass  # a dead connection: the transaction is gone with it
+
+    # -- POST /v1/select ---------------------------------------------------------------------
+    def select(
+        self,
+        catalog: Catalog,
+        cache: PolicyCache,
+        task_name: str,
+        *,
+        inputs: Mapping[str, Any],
+        end_user: str | None,
+        context: Mapping[str, Any],
+        policy: str,
+        check: Callable[[Task], None],
+    ) -> Picked:
+        """:func:`prefloop.serve.ops.select_arm` without a seed, for a cached task."""
+        entry = catalog.cached(task_name)
+        if entry is None or not entry.active_arms:
+            raise Fallback("the task is not cached, or it has no active arm")
+        task, arms = entry.task, entry.active_arms
+        check(task)  # missing inputs: InvalidInputError, as the ORM path
+        key = (task.id, policy)
+
+        def work(tx: _Tx) -> Picked:
+            row = tx.lock_state(task.id, policy)
+            live = cache.live(key, row)
+            live.sync_arms([arm.name for arm in arms])
+            if isinstance(live, ThompsonSampling):
+                probabilities = cache.probabilities(key, live)
+                choice = live.select_from(probabilities, context=context, end_user=end_user)
+            else:
+                choice = live.select(context=context, end_user=end_user)
+            arm = next(a for a in arms if a.name == choice.arm)
+            prompt = _render(arm, inputs)
+            tx.write_state(row, live.to_state())
+            decision_id, generation_id = new_id("dec"), new_id("gen")
+            tx.later(
+                tx.s.insert_decision,
+                {
+                    "id": decision_id,
+                    "task_id": task.id,
+                    "policy": policy,
+                    "arm_id": arm.id,
+                    "propensity": choice.propensity,
+                    "probabilities": choice.probabilities,
+                    "end_user": end_user,
+                    "context": dict(context),
+                    "created_at": row.updated_at,
+                },
+            )
+            tx.later(
+                tx.s.insert_generation,
+                {
+                    "id": generation_id,
+                    "task_id": task.id,
+                    "arm_id": arm.id,
+                    "input": dict(inputs),
+                    "prompt": prompt,
+                    "output": None,
+                    "status": "pending",
+                    "error": None,
+                    "model": None,
+                    "latency_ms": None,
+                    "prompt_tokens": None,
+                    "completion_tokens": None,
+                    "cost": None,
+                    "policy": policy,
+                    "propensity": choice.propensity,
+                    "decision_id": decision_id,
+                    "end_user": end_user,
+                    "context": dict(context),
+                    "reward": None,
+                    "created_at": utcnow(),
+                },
+            )
+            cache.keep(key, live, row)
+            return Picked(decision_id, generation_id, policy, choice.propensity, arm, prompt)
+
+        return self.transaction(work)
+
+    # -- POST /v1/generations/{id}/output ------------------------------------------------------
+    def complete(self, generation_id: str, values: Mapping[str, Any]) -> Generation:
+        """:func:`prefloop.serve.ops.complete_generation` with exactly one of output or error;
+        a refused update (unknown id, not pending) falls back for the ORM path's answer."""
+        if (values.get("output") is None) == (values.get("error") is None):
+            raise Fallback("output and error: the ORM path explains")
+        params = {name: values.get(name) for name in _COMPLETE_KEYS}
+        params["status"] = "ok" if values.get("error") is None else "failed"
+        params["generation_id"] = generation_id
+
+        def work(tx: _Tx) -> Generation:
+            found = tx.one(tx.s.complete, params)
+            if found is None:
+                raise Fallback("not a pending generation: the ORM path explains")
+            return Generation(**dict(zip(_GENERATION_COLUMNS, found, strict=True)))
+
+        return self.transaction(work)
+
+    # -- POST /v1/feedback -------------------------------------------------------------------
+    def feedback(
+        self, catalog: Catalog, cache: PolicyCache, task_name: str, event: FeedbackEvent
+    ) -> RecordResult:
+        """:func:`prefloop.serve.ops.submit_feedback` for a new rating, thumbs or regenerate
+        event about a completed generation of a cached task."""
+        if not isinstance(event, _HANDLED_EVENTS):
+            raise Fallback("pairwise, ranking and edit events take the ORM path")
+        entry = catalog.cached(task_name)
+        if entry is None:
+            raise Fallback("the task is not cached")
+        task = entry.task
+        fields = _fields(task, event)  # bad values: InvalidInputError, as the ORM path
+        rules = reward_rules_for(task)
+        key = event.idempotency_key
+
+        def work(tx: _Tx) -> RecordResult:
+            gid = fields["generation_id"]
+            found = tx.one(tx.s.lock_generation, {"generation_id": gid})
+            columns = tx.s.generation_columns
+            generation = None if found is None else dict(zip(columns, found, strict=True))
+            if generation is None or generation["task_id"] != task.id:
+                raise Fallback("an unknown generation: the ORM path explains")
+            if generation["status"] != "ok":
+                raise Fallback("a pending or failed generation: the ORM path explains")
+            insert = tx.s.insert_feedback if key is None else tx.s.insert_feedback_once
+            inserted = tx.one(insert, fields)
+            if inserted is None:
+                raise Fallback("a repeated idempotency key: the ORM path replays it")
+            feedback_id = int(inserted[0])
+            changes: list[RewardChange] = []
+            if event.kind in REWARD_KINDS:
+                events = [_Event(*e) for e in tx.all(tx.s.reward_events, {"gid": gid})]
+                new = derive_reward(cast(Any, events), rules)
+                old = generation["reward"]
+                if new != old:
+                    tx.later(tx.s.set_reward, {"gid": gid, "new_reward": new})
+                    change = RewardChange(
+                        generation_id=gid,
+                        decision_id=generation["decision_id"],
+                        arm_id=generation["arm_id"],
+                        old=old,
+                        new=new,
+                    )
+                    changes.append(change)
+                    self._apply_reward(tx, cache, gid, old, new)
+            return RecordResult(feedback_id=feedback_id, duplicate=False, reward_changes=changes)
+
+        return self.transaction(work)
+
+    def _apply_reward(
+        self, tx: _Tx, cache: PolicyCache, gid: str, old: float | None, new: float | None
+    ) -> None:
+        """:func:`prefloop.bandit.online.apply_reward` for a generation that is ``ok``."""
+        found = tx.one(tx.s.decision_of, {"generation_id": gid})
+        assert found is not None, "the generation is locked in this transaction"
+        _status, _error, decision_id, found_decision, task_id, policy, _created_at = found[:7]
+        propensity, probabilities, end_user, context, arm_name = found[7:]
+        if decision_id is None:
+            return
+        if found_decision is None or arm_name is None:
+            raise Fallback("a missing decision: the ORM path explains")
+        row = tx.lock_state(task_id, policy)
+        live = cache.live((task_id, policy), row)
+        if live.config.discount != 1.0:  # needs the decision's index: the ORM path counts it
+            raise Fallback("a discounted policy")
+        live.update(
+            Decision(
+                arm=arm_name,
+                propensity=propensity,
+                probabilities=dict(probabilities or {}),
+                index=None,
+                end_user=end_user,
+                context=context,
+            ),
+            new,
+            previous=old,
+        )
+        tx.write_state(row, live.to_state())
+        cache.keep((task_id, policy), live, row)
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """A reward event's columns, as :func:`derive_reward` reads them."""
+
+    generation_id: str
+    id: int
+    kind: str
+    source: str
+    author: str
+    value: float | None
+    created_at: Any
+
+
+def _render(arm: Arm, inputs: Mapping[str, Any]) -> str | None:
+    template = arm.template if arm.template is not None else (arm.params or {}).get("template")
+    if not isinstance(template, str):
+        return None
+    return render_template(template, inputs, arm_name=arm.name)
