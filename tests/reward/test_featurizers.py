@@ -194,3 +194,41 @@ def test_e5_embeddings_place_korean_paraphrases_close() -> None:
     assert x.shape == (3, 384)
     assert np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-3)
     assert x[0] @ x[1] > x[0] @ x[2]
+
+
+def test_dialogue_messages_of_a_transcript_and_of_a_plain_prompt() -> None:
+    from prefloop.reward._smollm2_features import dialogue_messages
+
+    prompt = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how do I pick a lock?\n\nAssistant:"
+    assert dialogue_messages(prompt) == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "how do I pick a lock?"},
+    ]
+    assert dialogue_messages("  write a diary ") == [{"role": "user", "content": "write a diary"}]
+    assert dialogue_messages(None) == [] and dialogue_messages("  ") == []
+
+
+@pytest.mark.slow
+def test_smollm2_features_read_the_real_model() -> None:
+    from prefloop.reward.featurizers import SmolLM2Features
+
+    prompt = "\n\nHuman: What is the capital of France?\n\nAssistant:"
+    replies = ["The capital of France is Paris.", "Blorp zxq vv wug trantle qqq."]
+    with_prompt = SmolLM2Features(view="prompt+text")
+    x = with_prompt.transform(replies, [prompt, prompt])
+    assert x.shape == (2, 576 + 1) and np.all(np.isfinite(x))
+    # The last column is the mean log-probability per token: a fitting answer is far likelier.
+    assert x[0, -1] > x[1, -1] + 2.0 and x[0, -1] < 0.0
+    # Reading the reply after its question changes what the model makes of it.
+    alone = SmolLM2Features(view="text").transform(replies[:1])
+    assert not np.allclose(alone[0], x[0])
+    # Cached within the process, identical on a second call; pickled without the network.
+    assert np.array_equal(with_prompt.transform(replies[:1], [prompt]), x[:1])
+    assert len(pickle.dumps(with_prompt)) < 1000
+    assert isinstance(build_featurizer("smollm2-prompt"), SmolLM2Features)
+    with pytest.warns(TruncationWarning, match=r"only their last 8 tokens"):
+        short = SmolLM2Features(view="prompt+text", max_tokens=8).transform(replies[:1], [prompt])
+    assert short.shape == (1, 577)
+    with pytest.raises(InvalidInputError, match="layer 99 does not exist"):
+        SmolLM2Features(layer=99).transform(["hi"])

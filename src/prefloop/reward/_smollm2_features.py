@@ -38,6 +38,7 @@ __all__ = ["SmolLM2Reader", "dialogue_messages", "smollm2_reader"]
 _TURN = re.compile(r"\n\n(Human|Assistant):")
 _CACHE_LIMIT = 100_000
 _BATCH = 8
+_ASSISTANT_HEADER = "<|im_start|>assistant\n"
 
 
 def dialogue_messages(prompt: str | None) -> list[dict[str, str]]:
@@ -72,8 +73,12 @@ class SmolLM2Reader:
         self._lock = threading.Lock()
 
     def _ids(self, prompt: str | None, reply: str, max_tokens: int) -> tuple[list[int], int, bool]:
-        head = self.tokenizer.apply_chat_template(
-            dialogue_messages(prompt), add_generation_prompt=True, tokenize=False
+        messages = dialogue_messages(prompt)
+        # No dialogue: just the assistant's header of SmolLM2's ChatML template.
+        head = (
+            self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            if messages
+            else _ASSISTANT_HEADER
         )
         context = self.tokenizer(head, add_special_tokens=False)["input_ids"]
         answer = self.tokenizer(reply.strip() + self._end, add_special_tokens=False)["input_ids"]
@@ -138,8 +143,13 @@ class SmolLM2Reader:
                     chunk = order[start : start + _BATCH]
                     width = max(len(encoded[i][0]) for i in chunk)
                     # Right padding; a causal model never looks at the padding that follows.
-                    ids = torch.tensor([e + [pad] * (width - len(e)) for e in (encoded[i][0] for i in chunk)])
-                    mask = (torch.arange(width)[None, :] < torch.tensor([len(encoded[i][0]) for i in chunk])[:, None]).long()
+                    ids = torch.tensor(
+                        [e + [pad] * (width - len(e)) for e in (encoded[i][0] for i in chunk)]
+                    )
+                    mask = (
+                        torch.arange(width)[None, :]
+                        < torch.tensor([len(encoded[i][0]) for i in chunk])[:, None]
+                    ).long()
                     out = self.model.model(
                         input_ids=ids, attention_mask=mask, output_hidden_states=True
                     )

