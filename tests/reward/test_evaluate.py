@@ -199,3 +199,22 @@ def test_folds_that_miss_or_repeat_an_item_are_refused() -> None:
     repeated = [*folds, folds[0]]
     with pytest.raises(InvalidInputError, match=r"0 in no test part, \d+ in several"):
         cross_validate(make, data, repeated, samples=100)
+
+
+def test_plots_leave_unscored_items_out_and_say_so(tmp_path) -> None:
+    from prefloop.reward.plots import plot_pairs, plot_ratings
+
+    y = np.array([-1.0, -0.5, 0.0, 0.5, 1.0, 0.5])
+    pred = np.array([-0.8, np.nan, 0.1, 0.4, 0.9, np.nan])
+    png = plot_ratings(y, pred, tmp_path / "r.png", baseline=0.2)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no item has a score"):
+        plot_ratings(y, np.full(y.size, np.nan), tmp_path / "none.png")
+
+    data = PairData(prompts=["p"] * 3, chosen=["ab", "abcd", "xy"], rejected=["abc", "a", "zw"])
+    png = plot_pairs(
+        data, np.array([0.9, np.nan, 0.2]), np.ones(3), np.full(3, 0.5), tmp_path / "p.png"
+    )
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no pair has a score"):
+        plot_pairs(data, np.full(3, np.nan), np.ones(3), np.ones(3), tmp_path / "none.png")

@@ -39,6 +39,12 @@ def plot_ratings(
     """Scatter of prediction vs label and calibration by prediction bucket; returns the path."""
     plt = _pyplot()
     y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
+    scored = np.isfinite(pred)  # a judge's failed items have no score: left out, and said so
+    if not scored.any():
+        raise ValueError("no item has a score: nothing to plot")
+    if not scored.all():
+        title = f"{title} ({int((~scored).sum())} unscored left out)"
+        y, pred = y[scored], pred[scored]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
     rng = np.random.default_rng(0)
     levels = np.unique(y)
@@ -99,6 +105,15 @@ def plot_pairs(
             for c, r in zip(data.chosen, data.rejected, strict=True)
         ]
     )
+    p_model = np.asarray(p_model, dtype=float)
+    scored = np.isfinite(p_model)  # pairs a judge could not compare: left out, and said so
+    if not scored.any():
+        raise ValueError("no pair has a score: nothing to plot")
+    if not scored.all():
+        title = f"{title} ({int((~scored).sum())} unscored left out)"
+        ratio, p_model = ratio[scored], p_model[scored]
+        p_shorter = np.asarray(p_shorter, dtype=float)[scored]
+        p_length = np.asarray(p_length, dtype=float)[scored]
     edges = np.unique(np.quantile(ratio, np.linspace(0, 1, buckets + 1)))
     which = np.clip(np.searchsorted(edges, ratio, side="right") - 1, 0, max(0, edges.size - 2))
     fig, ax = plt.subplots(figsize=(7, 4.2))
