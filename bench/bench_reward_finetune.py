@@ -5,6 +5,7 @@ the "shorter reply wins" and length-model baselines measured on the same held-ou
     .venv/bin/python bench/bench_reward_finetune.py --folds 5  # 5-fold CV (meant for a GPU)
     .venv/bin/python bench/bench_reward_finetune.py --quick    # a smoke run of a few minutes
     .venv/bin/python bench/bench_reward_finetune.py --threads 1 --fit-all  # + time on 1,500
+    .venv/bin/python bench/bench_reward_finetune.py --folds 5 --ensemble  # + fast BT, ensemble
 
 Prints one JSON object. The folds are prefloop's (:func:`prefloop.reward.evaluate.make_folds`,
 grouped by prompt, seeded); the 80/20 design trains on four of five folds and tests on the
@@ -14,6 +15,13 @@ bootstrap intervals and the paired gain over the better baseline come from
 time next to the load average, because the CPU may be shared with other work: on an otherwise
 idle machine the wall time is the CPU time with ``--threads 1``, and at best the CPU time
 divided by ``--threads`` otherwise. ``--fit-all`` adds one timed training on all 1,500 pairs.
+
+``--ensemble`` also fits the default fast Bradley–Terry model (``BradleyTerryConfig()``) on each
+fold's training pairs and reports, on the same out-of-fold pairs, (a) the fine-tuned model,
+(b) fast BT and (c) their ensemble: the mean of the two log-odds that chosen beats rejected,
+d = (r_ft(c) − r_ft(r) + r_bt(c) − r_bt(r)) / 2, P = σ(d). The equal weights are fixed in
+advance, never tuned on the folds. Each fold's figures go to stderr as one JSON line as soon as
+the fold finishes, so an interrupted run still leaves usable per-fold results.
 """
 
 from __future__ import annotations
@@ -32,15 +40,45 @@ import torch
 
 from prefloop.reward.base import PairData, TruncationWarning, load_pair_data
 from prefloop.reward.evaluate import (
+    bootstrap_intervals,
     length_model_probabilities,
     make_folds,
     pair_report,
     shorter_wins_probabilities,
 )
 from prefloop.reward.finetune import FinetuneConfig, FinetunedRewardModel
+from prefloop.reward.pairwise import BradleyTerryConfig, BradleyTerryModel
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-harmless-train.jsonl"
 TARGET_ACCURACY = 0.66
+
+
+def _log_odds(model: FinetunedRewardModel | BradleyTerryModel, data: PairData) -> np.ndarray:
+    """r(chosen) − r(rejected) per pair: the model's log-odds that chosen beats rejected."""
+    return np.asarray(
+        model.score(data.chosen, data.prompts) - model.score(data.rejected, data.prompts),
+        dtype=np.float64,
+    )
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=np.float64)
+
+
+def _acc(p: np.ndarray) -> float:
+    return float(np.mean((p > 0.5) + 0.5 * (p == 0.5)))
+
+
+def run_bt(train: PairData, test: PairData, seed: int) -> dict[str, Any]:
+    """The default fast Bradley–Terry model fitted on the same training pairs."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    model = BradleyTerryModel(BradleyTerryConfig(seed=seed)).fit(train)
+    d_bt = _log_odds(model, test)
+    return {
+        "d_bt": d_bt,
+        "bt_seconds": (time.perf_counter() - wall, time.process_time() - cpu),
+        "bt_c": model.chosen_c_,
+    }
 
 
 def run_fold(train: PairData, test: PairData, config: FinetuneConfig) -> dict[str, Any]:
@@ -52,18 +90,20 @@ def run_fold(train: PairData, test: PairData, config: FinetuneConfig) -> dict[st
         model.fit(train)
         fit_wall, fit_cpu = time.perf_counter() - wall, time.process_time() - cpu
         started = time.perf_counter()
-        p_model = model.preference_probability(test)
+        d_model = _log_odds(model, test)
+        p_model = _sigmoid(d_model)
         score_wall = time.perf_counter() - started
     log = model.training_
     assert log is not None
     return {
+        "d_model": d_model,
         "p_model": p_model,
         "p_shorter": shorter_wins_probabilities(test),
         "p_length": length_model_probabilities(train, test),
         "figures": {
             "train_pairs": len(train),
             "test_pairs": len(test),
-            "accuracy": round(float(np.mean((p_model > 0.5) + 0.5 * (p_model == 0.5))), 4),
+            "accuracy": round(_acc(p_model), 4),
             "train_wall_seconds": round(fit_wall, 1),
             "train_cpu_seconds": round(fit_cpu, 1),
             "score_wall_seconds": round(score_wall, 1),
@@ -76,6 +116,45 @@ def run_fold(train: PairData, test: PairData, config: FinetuneConfig) -> dict[st
             "loss_last_10_steps": round(float(np.mean(log.losses[-10:])), 4),
             "train_accuracy_last_10_steps": round(float(np.mean(log.train_accuracy[-10:])), 4),
         },
+    }
+
+
+def _ensemble_report(results: list[dict[str, Any]], joined: Any, seed: int) -> dict[str, Any]:
+    """Out-of-fold accuracy with bootstrap intervals for the fine-tuned model, fast BT and their
+    fixed equal-weight ensemble, next to the baselines, on the same resampled pairs."""
+    p = {
+        "finetuned": joined("p_model"),
+        "fast_bt": joined("p_bt"),
+        "ensemble": joined("p_ensemble"),
+        "shorter_wins": joined("p_shorter"),
+        "length_model": joined("p_length"),
+    }
+    d_model, d_bt = joined("d_model"), joined("d_bt")
+    n = len(d_model)
+
+    def statistics(i: np.ndarray) -> dict[str, float]:
+        out = {k: _acc(v[i]) for k, v in p.items()}
+        out["ensemble_minus_fast_bt"] = out["ensemble"] - out["fast_bt"]
+        out["ensemble_minus_finetuned"] = out["ensemble"] - out["finetuned"]
+        out["finetuned_minus_fast_bt"] = out["finetuned"] - out["fast_bt"]
+        return out
+
+    point = statistics(np.arange(n))
+    ci = bootstrap_intervals(statistics, n, seed=seed)
+    return {
+        "n": n,
+        "weights": "fixed in advance: mean of the two log-odds (0.5, 0.5), not tuned",
+        "accuracy": {k: round(v, 4) for k, v in point.items()},
+        "ci95": {k: [round(x, 4) for x in v] for k, v in ci.items()},
+        "agreement_finetuned_bt": round(float(np.mean((d_model > 0) == (d_bt > 0))), 4),
+        "log_odds_correlation": round(float(np.corrcoef(d_model, d_bt)[0, 1]), 4),
+        "log_odds_std": {
+            "finetuned": round(float(np.std(d_model)), 4),
+            "fast_bt": round(float(np.std(d_bt)), 4),
+        },
+        "ensemble_meets_target": point["ensemble"] >= TARGET_ACCURACY,
+        "bt_wall_seconds": round(sum(r["bt_seconds"][0] for r in results), 1),
+        "bt_cpu_seconds": round(sum(r["bt_seconds"][1] for r in results), 1),
     }
 
 
@@ -111,6 +190,12 @@ def main() -> None:
         action="store_true",
         help="also time one training on all 1,500 pairs (the budget: 15 minutes on 2 cores)",
     )
+    parser.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="also fit the default fast Bradley–Terry model per fold and report it and the "
+        "equal-weight log-odds ensemble of both on the same out-of-fold pairs",
+    )
     args = parser.parse_args()
 
     if not DATA.exists():
@@ -131,9 +216,12 @@ def main() -> None:
 
     five = make_folds(data, 5, seed=args.seed)
     if args.quick:
-        train, test = five[0]
-        splits = [(train[:160], test[:80])]
-        design = "quick: 160 train / 80 test pairs (a smoke run, not a measurement)"
+        quick_folds = make_folds(data, folds, seed=args.seed) if folds >= 2 else five[:1]
+        splits = [(train[:160], test[:80]) for train, test in quick_folds]
+        design = (
+            f"quick: {len(splits)} split(s) of 160 train / 80 test pairs "
+            "(a smoke run, not a measurement)"
+        )
     elif folds <= 1:
         splits = five[:1]
         design = "80/20: trained on 4 of 5 prompt-grouped folds, tested on the fifth"
@@ -141,7 +229,36 @@ def main() -> None:
         splits = make_folds(data, folds, seed=args.seed)
         design = f"{folds}-fold cross-validation, folds grouped by prompt"
 
-    results = [run_fold(data.subset(tr), data.subset(te), config) for tr, te in splits]
+    results = []
+    for f, (tr, te) in enumerate(splits):
+        train, test = data.subset(tr), data.subset(te)
+        result = run_fold(train, test, config)
+        if args.ensemble:
+            result.update(run_bt(train, test, args.seed))
+            d_ens = (result["d_model"] + result["d_bt"]) / 2.0
+            result["p_bt"], result["p_ensemble"] = _sigmoid(result["d_bt"]), _sigmoid(d_ens)
+            bt_wall, bt_cpu = result["bt_seconds"]
+            result["figures"].update(
+                {
+                    "bt_accuracy": round(_acc(result["p_bt"]), 4),
+                    "ensemble_accuracy": round(_acc(result["p_ensemble"]), 4),
+                    "agreement_finetuned_bt": round(
+                        float(np.mean((result["d_model"] > 0) == (result["d_bt"] > 0))), 4
+                    ),
+                    "bt_chosen_C": result["bt_c"],
+                    "bt_wall_seconds": round(bt_wall, 1),
+                    "bt_cpu_seconds": round(bt_cpu, 1),
+                }
+            )
+        result["figures"]["shorter_wins_accuracy"] = round(_acc(result["p_shorter"]), 4)
+        result["figures"]["length_model_accuracy"] = round(_acc(result["p_length"]), 4)
+        print(json.dumps({"fold": f, **result["figures"]}), file=sys.stderr, flush=True)
+        results.append(result)
+
+    def joined(key: str) -> np.ndarray:
+        return np.concatenate([r[key] for r in results])
+
+    ensemble = _ensemble_report(results, joined, args.seed) if args.ensemble else None
     report = pair_report(
         np.concatenate([r["p_model"] for r in results]),
         np.concatenate([r["p_shorter"] for r in results]),
@@ -188,6 +305,7 @@ def main() -> None:
                 "train_cpu_seconds": round(sum(f["train_cpu_seconds"] for f in figures), 1),
                 "folds": figures,
                 "full_training": full_training,
+                "ensemble": ensemble,
             }
         )
     )
