@@ -150,14 +150,13 @@ def apply_reward(
     if found is None:
         raise NotFoundError(f"no generation {generation_id!r}")
     status, error, decision_id, found_decision, task_id, policy, created_at = found[:7]
-    propensity, probabilities, end_user, context, arm_name = found[7:]
     if decision_id is None:
         return False
     if status != "ok" and new_reward is not None:
         raise InvalidInputError(
             f"generation {generation_id!r} failed ({error!r}); a failed LLM call has no reward"
         )
-    if found_decision is None or arm_name is None:
+    if found_decision is None or found[-1] is None:
         raise NotFoundError(f"generation {generation_id!r} names a missing decision")
     row = _read_state(session, task_id, policy, lock=True)
     if row is None:
@@ -179,18 +178,7 @@ def apply_reward(
                 BanditDecision.created_at < created_at,
             )
         )
-    live.update(
-        Decision(
-            arm=arm_name,
-            propensity=propensity,
-            probabilities=dict(probabilities or {}),
-            index=index,
-            end_user=end_user,
-            context=context,
-        ),
-        new_reward,
-        previous=old_reward,
-    )
+    live.update(_logged_decision(found, index), new_reward, previous=old_reward)
     _save(session, row, live)
     if cache is not None:
         cache.keep((task_id, policy), live, row)
@@ -433,6 +421,20 @@ def _decision_of_statement() -> Any:
 # built once: building a statement costs far more than running a cached one
 _READ_STATE, _LOCK_STATE, _WRITE_STATE = _state_statements()
 _DECISION_OF = _decision_of_statement()
+
+
+def _logged_decision(found: Sequence[Any], index: int | None) -> Decision:
+    """The decision a :data:`_DECISION_OF` row describes (its arm must be known), as the
+    policy's ``update`` takes it; ``index`` is its position in the log (discounting only)."""
+    propensity, probabilities, end_user, context, arm_name = found[7:]
+    return Decision(
+        arm=arm_name,
+        propensity=propensity,
+        probabilities=dict(probabilities or {}),
+        index=index,
+        end_user=end_user,
+        context=context,
+    )
 
 
 def _read_state(session: Session, task_id: int, policy: str, *, lock: bool) -> _StateRow | None:

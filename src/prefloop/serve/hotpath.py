@@ -28,13 +28,13 @@ from sqlalchemy import Engine, Table, bindparam, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
-from prefloop.bandit._base import Decision
 from prefloop.bandit._thompson import ThompsonSampling
 from prefloop.bandit.online import (
     _DECISION_OF,
     _LOCK_STATE,
     _WRITE_STATE,
     PolicyCache,
+    _logged_decision,
     _StateRow,
     _tick,
 )
@@ -461,27 +461,15 @@ class HotPath:
         found = tx.one(tx.s.decision_of, {"generation_id": gid})
         assert found is not None, "the generation is locked in this transaction"
         _status, _error, decision_id, found_decision, task_id, policy, _created_at = found[:7]
-        propensity, probabilities, end_user, context, arm_name = found[7:]
         if decision_id is None:
             return
-        if found_decision is None or arm_name is None:
+        if found_decision is None or found[-1] is None:
             raise Fallback("a missing decision: the ORM path explains")
         row = tx.lock_state(task_id, policy)
         live = cache.live((task_id, policy), row)
         if live.config.discount != 1.0:  # needs the decision's index: the ORM path counts it
             raise Fallback("a discounted policy")
-        live.update(
-            Decision(
-                arm=arm_name,
-                propensity=propensity,
-                probabilities=dict(probabilities or {}),
-                index=None,
-                end_user=end_user,
-                context=context,
-            ),
-            new,
-            previous=old,
-        )
+        live.update(_logged_decision(found, None), new, previous=old)
         tx.write_state(row, live.to_state())
         cache.keep((task_id, policy), live, row)
 
