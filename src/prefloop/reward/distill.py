@@ -266,8 +266,7 @@ def _teacher_preferences(
 
     if isinstance(teacher, LLMJudge):
         return teacher.compare(pairs.chosen, pairs.rejected, pairs.prompts, progress)
-    diff = teacher.score(pairs.chosen, pairs.prompts) - teacher.score(pairs.rejected, pairs.prompts)
-    return np.asarray(1.0 / (1.0 + np.exp(-diff)), dtype=np.float64)
+    return teacher.preference_probability(pairs)
 
 
 def distill_pairs(
