@@ -603,7 +603,7 @@ def breakdown(url: str, iterations: int, *, warmup: int = 30) -> dict[str, Any]:
         # the same loop on the service's hot path (raw DBAPI transactions, no Session)
         from prefloop.serve.hotpath import HotPath
 
-        hot, hot_steps = HotPath(store.engine), _Steps()
+        hot, hot_steps = HotPath(store.engine, lambda: store.session(readonly=True)), _Steps()
         catalog = Catalog(ttl=3600.0)  # kept for the whole loop (the service reloads each 1 s)
         with store.session() as s:
             catalog.entry(s, TASK)

@@ -106,7 +106,7 @@ def make_api(store: Store) -> Iterator[AppFactory]:
         keys = {role: create_api_key(session, name=f"{role}-key", role=role).key for role in ROLES}
 
     def build(backend: ChatBackend | None = None, **settings: Any) -> Api:
-        config = ServeSettings(database_url=store.url, key_cache_seconds=0, **settings)
+        config = ServeSettings(database_url=store.url, **{"key_cache_seconds": 0, **settings})
         client = TestClient(create_app(config, store=store, backend=backend))
         client.__enter__()
         clients.append(client)

@@ -4,6 +4,7 @@ nothing, and the state stays equal to its recomputation."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +33,7 @@ def _setup(store: Store) -> tuple[Catalog, PolicyCache, HotPath]:
     catalog, cache = Catalog(ttl=60.0), PolicyCache(refresh=0.01)
     with store.session() as s:  # the first decision (it creates the state row) and the catalog
         ops.select_arm(s, "diary", inputs=INPUTS, catalog=catalog, policies=cache)
-    return catalog, cache, HotPath(store.engine)
+    return catalog, cache, HotPath(store.engine, lambda: store.session(readonly=True))
 
 
 def _check(hot: HotPath, task: Any) -> None:
@@ -172,3 +173,29 @@ def test_hot_path_declines_what_the_orm_path_explains(store: Store) -> None:
     after = row_counts(store)
     assert after["feedback"] == before["feedback"] + 1
     assert after["generations"] == before["generations"]
+
+
+def test_positional_statements_are_the_named_ones_with_other_placeholders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """psycopg's statements are compiled with %s placeholders; apart from those, the SQL must be
+    what the engine's own (named) dialect renders, with the parameters in the same order."""
+    from sqlalchemy.dialects.postgresql import psycopg
+
+    import prefloop.serve.hotpath as hotpath
+
+    named = psycopg.dialect()
+    assert hotpath.positional(named).paramstyle == "format"
+    compiled = hotpath._Statements(named)
+    monkeypatch.setattr(hotpath, "positional", lambda dialect: dialect)
+    plain = hotpath._Statements(named)
+    checked = 0
+    for name, statement in vars(compiled).items():
+        if not isinstance(statement, hotpath._Statement):
+            continue
+        other = vars(plain)[name]
+        assert statement.positions is not None and other.positions is None
+        assert statement.sql == re.sub(r"%\((\w+)\)s", "%s", other.sql), name
+        assert list(statement.positions) == re.findall(r"%\((\w+)\)s", other.sql), name
+        checked += 1
+    assert checked >= 10

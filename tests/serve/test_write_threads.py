@@ -1,5 +1,5 @@
 """The loop's routes run their transactions on a limited number of worker threads
-(ServiceContext.write): 4 by default on PostgreSQL, FastAPI's pool on SQLite."""
+(ServiceContext.write): 4 by default on PostgreSQL, 40 (FastAPI's pool size) on SQLite."""
 
 from __future__ import annotations
 

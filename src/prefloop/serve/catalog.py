@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -69,6 +70,17 @@ class Catalog:
         if cached is not None and time.monotonic() - cached.loaded_at < self.ttl:
             return cached
         return None
+
+    def current(
+        self, task_name: str, read: Callable[[], AbstractContextManager[Session]]
+    ) -> CatalogEntry:
+        """The entry of ``task_name``: the kept one while younger than ``ttl``, else read
+        afresh in a read transaction of its own (``read()`` opens it)."""
+        cached = self.cached(task_name)
+        if cached is not None:
+            return cached
+        with read() as session:
+            return self.entry(session, task_name)
 
     def task(self, session: Session, task_name: str) -> Task:
         return self.entry(session, task_name).task

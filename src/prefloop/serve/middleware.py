@@ -69,7 +69,7 @@ class BodyLimitMiddleware:
         while True:
             message = await receive()
             if message["type"] != "http.request":  # the client went away
-                await self.app(scope, _replay([message], receive), send)
+                await self.app(scope, replay([message], receive), send)
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -82,12 +82,12 @@ class BodyLimitMiddleware:
         body = b"".join(chunks)
         await self.app(
             scope,
-            _replay([{"type": "http.request", "body": body, "more_body": False}], receive),
+            replay([{"type": "http.request", "body": body, "more_body": False}], receive),
             send,
         )
 
 
-def _replay(messages: list[Message], then: Receive) -> Receive:
+def replay(messages: list[Message], then: Receive) -> Receive:
     """A ``receive`` that gives ``messages`` first, then whatever ``then`` gives."""
     pending = list(messages)
 

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from prefloop.errors import InvalidInputError
 from prefloop.feedback import RecordResult
+from prefloop.feedback.events import FeedbackEvent
 from prefloop.llm.base import GenerationParams
 from prefloop.serve import ops
 from prefloop.serve.app import ServiceContext
@@ -94,10 +95,36 @@ SECURITY_SCHEMES = {
 def _presented_key(request: Request) -> str | None:
     """The key of ``Authorization: Bearer <key>``, else of ``X-API-Key`` (as FastAPI's
     ``HTTPBearer`` and ``APIKeyHeader`` read them, without two dependencies to solve)."""
-    scheme, credentials = get_authorization_scheme_param(request.headers.get("Authorization"))
+    return presented_key(request.headers.get("Authorization"), request.headers.get(_KEY_HEADER))
+
+
+_KEY_HEADER = _api_key_header.model.name
+
+
+def presented_key(authorization: str | None, api_key: str | None) -> str | None:
+    """The key of an ``Authorization`` header's bearer credentials, else ``X-API-Key``'s."""
+    scheme, credentials = get_authorization_scheme_param(authorization)
     if scheme and credentials and scheme.lower() == "bearer":
         return credentials
-    return request.headers.get(_api_key_header.model.name) or None
+    return api_key or None
+
+
+def principal_of(
+    context: ServiceContext, key: str | None, permission: Permission
+) -> tuple[bool, Principal | None]:
+    """``(True, principal)`` when ``key`` is known without the store and may do ``permission``;
+    ``(False, None)`` when it must be looked up or refused (the route's dependency explains)."""
+    if context.settings.insecure_no_auth:
+        return True, _INSECURE
+    if not key:
+        return False, None
+    known, principal = context.authenticator.remembered(key)
+    if not known or principal is None or not principal.may(permission):
+        return False, None
+    return True, principal
+
+
+_INSECURE = Principal(name="insecure-no-auth", role="admin", key_prefix="none")
 
 
 def _require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
@@ -107,7 +134,7 @@ def _require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     async def dependency(request: Request) -> Principal:
         context: ServiceContext = request.app.state.prefloop
         if context.settings.insecure_no_auth:
-            return Principal(name="insecure-no-auth", role="admin", key_prefix="none")
+            return _INSECURE
         key = _presented_key(request)
         if not key:
             raise HTTPException(
@@ -164,6 +191,34 @@ FeedbackSender = Annotated[Principal, Depends(_require(Permission.FEEDBACK))]
 
 # -- select, generate, generations ------------------------------------------------------------
 # (the loop's routes come first: the router tries routes in the order they were added)
+def select_raw(ctx: ServiceContext, body: SelectRequest) -> tuple[SelectResponse, str]:
+    """``POST /v1/select`` on the raw hot path (:class:`Fallback` when it does not apply):
+    the response and the chosen arm's name."""
+    if body.seed is not None:  # a seeded decision loads the policy afresh: the ORM path
+        raise Fallback("a seeded decision")
+    picked = ctx.hot.select(
+        ctx.catalog,
+        ctx.policies,
+        body.task,
+        inputs=dict(body.inputs or {}),
+        end_user=body.end_user,
+        context=dict(body.context or {}),
+        policy=body.policy or ctx.settings.default_policy,
+        check=lambda task: ops.check_inputs(task, body.inputs or {}),
+    )
+    response = SelectResponse(
+        decision_id=picked.decision_id,
+        generation_id=picked.generation_id,
+        policy=picked.policy,
+        arm=ArmRef(id=picked.arm.id, name=picked.arm.name),
+        propensity=picked.propensity,
+        prompt=picked.prompt,
+        model_ref=picked.arm.model_ref,
+        params=dict(picked.arm.params or {}),
+    )
+    return response, picked.arm.name
+
+
 @router.post(
     "/v1/select",
     tags=["loop"],
@@ -175,7 +230,6 @@ async def select_arm(body: SelectRequest, request: Request, _who: Selector) -> R
     their own LLM. The decision and a *pending* generation are logged: complete it with
     ``POST /v1/generations/{id}/output`` and/or send feedback against ``generation_id``."""
     ctx: ServiceContext = request.app.state.prefloop  # (the hot routes skip the dependency)
-    policy = body.policy or ctx.settings.default_policy
 
     def work(session: Session) -> tuple[SelectResponse, str]:
         chosen = ops.select_arm(
@@ -184,7 +238,7 @@ async def select_arm(body: SelectRequest, request: Request, _who: Selector) -> R
             inputs=body.inputs,
             end_user=body.end_user,
             context=body.context,
-            policy=policy,
+            policy=body.policy or ctx.settings.default_policy,
             seed=body.seed,
             catalog=ctx.catalog,
             policies=ctx.policies,
@@ -201,32 +255,7 @@ async def select_arm(body: SelectRequest, request: Request, _who: Selector) -> R
         )
         return response, chosen.arm.name
 
-    def raw() -> tuple[SelectResponse, str]:
-        if body.seed is not None:  # a seeded decision loads the policy afresh: the ORM path
-            raise Fallback("a seeded decision")
-        picked = ctx.hot.select(
-            ctx.catalog,
-            ctx.policies,
-            body.task,
-            inputs=dict(body.inputs or {}),
-            end_user=body.end_user,
-            context=dict(body.context or {}),
-            policy=policy,
-            check=lambda task: ops.check_inputs(task, body.inputs or {}),
-        )
-        response = SelectResponse(
-            decision_id=picked.decision_id,
-            generation_id=picked.generation_id,
-            policy=picked.policy,
-            arm=ArmRef(id=picked.arm.id, name=picked.arm.name),
-            propensity=picked.propensity,
-            prompt=picked.prompt,
-            model_ref=picked.arm.model_ref,
-            params=dict(picked.arm.params or {}),
-        )
-        return response, picked.arm.name
-
-    response, arm_name = await ctx.hot_write(raw, work)
+    response, arm_name = await ctx.hot_write(lambda: select_raw(ctx, body), work)
     ctx.metrics.count_decision(body.task, arm_name)
     return _json(response)
 
@@ -300,11 +329,13 @@ async def complete_generation(
         )
         return GenerationOut.of(generation)
 
-    def raw() -> GenerationOut:
-        values = body.model_dump(exclude_none=True)
-        return GenerationOut.of(ctx.hot.complete(generation_id, values))
+    return _json(await ctx.hot_write(lambda: output_raw(ctx, generation_id, body), work))
 
-    return _json(await ctx.hot_write(raw, work))
+
+def output_raw(ctx: ServiceContext, generation_id: str, body: GenerationOutput) -> GenerationOut:
+    """``POST /v1/generations/{id}/output`` on the raw hot path (or :class:`Fallback`)."""
+    values = body.model_dump(exclude_none=True)
+    return GenerationOut.of(ctx.hot.complete(generation_id, values))
 
 
 # -- feedback -----------------------------------------------------------------------------------
@@ -337,6 +368,24 @@ async def send_feedback(
     edit). Idempotent by the ``Idempotency-Key`` header or the event's ``idempotency_key``: a
     repeat answers 200 with the first result and ``duplicate: true``; a new event answers 201."""
     ctx: ServiceContext = request.app.state.prefloop
+    event = feedback_event(body, who, idempotency_key)
+
+    def work(session: Session) -> FeedbackResponse:
+        return _feedback_answer(
+            ops.submit_feedback(
+                session, body.task, event, catalog=ctx.catalog, policies=ctx.policies
+            )
+        )
+
+    answer = await ctx.hot_write(lambda: feedback_raw(ctx, body.task, event), work)
+    ctx.metrics.count_feedback(body.task, event.kind, duplicate=answer.duplicate)
+    return _json(answer, status=200 if answer.duplicate else 201)
+
+
+def feedback_event(
+    body: FeedbackRequest, who: Principal, idempotency_key: str | None
+) -> FeedbackEvent:
+    """The event to record: the ``Idempotency-Key`` header's key, a labeler's defaults."""
     event = body.event
     if idempotency_key is not None:
         if event.idempotency_key not in (None, idempotency_key):
@@ -350,37 +399,30 @@ async def send_feedback(
         event = event.model_copy(
             update={k: v for k, v in defaults.items() if k not in event.model_fields_set}
         )
+    return event
 
-    def work(session: Session) -> FeedbackResponse:
-        return answer_of(
-            ops.submit_feedback(
-                session, body.task, event, catalog=ctx.catalog, policies=ctx.policies
+
+def feedback_raw(ctx: ServiceContext, task: str, event: FeedbackEvent) -> FeedbackResponse:
+    """``POST /v1/feedback`` on the raw hot path (or :class:`Fallback`)."""
+    return _feedback_answer(ctx.hot.feedback(ctx.catalog, ctx.policies, task, event))
+
+
+def _feedback_answer(result: RecordResult) -> FeedbackResponse:
+    return FeedbackResponse(
+        feedback_id=result.feedback_id,
+        duplicate=result.duplicate,
+        derived_ids=list(result.derived_ids),
+        reward_changes=[
+            RewardChangeOut(
+                generation_id=c.generation_id,
+                decision_id=c.decision_id,
+                arm_id=c.arm_id,
+                old=c.old,
+                new=c.new,
             )
-        )
-
-    def raw() -> FeedbackResponse:
-        return answer_of(ctx.hot.feedback(ctx.catalog, ctx.policies, body.task, event))
-
-    def answer_of(result: RecordResult) -> FeedbackResponse:
-        return FeedbackResponse(
-            feedback_id=result.feedback_id,
-            duplicate=result.duplicate,
-            derived_ids=list(result.derived_ids),
-            reward_changes=[
-                RewardChangeOut(
-                    generation_id=c.generation_id,
-                    decision_id=c.decision_id,
-                    arm_id=c.arm_id,
-                    old=c.old,
-                    new=c.new,
-                )
-                for c in result.reward_changes
-            ],
-        )
-
-    answer = await ctx.hot_write(raw, work)
-    ctx.metrics.count_feedback(body.task, event.kind, duplicate=answer.duplicate)
-    return _json(answer, status=200 if answer.duplicate else 201)
+            for c in result.reward_changes
+        ],
+    )
 
 
 # -- stats --------------------------------------------------------------------------------------

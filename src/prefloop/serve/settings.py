@@ -76,6 +76,18 @@ class ServeSettings(BaseSettings):
         "once. Default: 4 on PostgreSQL (they queue on the policy's state row anyway); on "
         "SQLite FastAPI's pool (40; SQLite writes one transaction at a time in any case).",
     )
+    fast_lane: bool = Field(
+        default=True,
+        description="Answer the common case of POST /v1/select, /v1/generations/{id}/output "
+        "and /v1/feedback before FastAPI's routing (same code, same answers; anything else, "
+        "e.g. an error to explain, still goes through FastAPI). False: FastAPI answers all.",
+    )
+    sqlite_writes_on_loop: bool = Field(
+        default=True,
+        description="On SQLite, run the fast lane's transactions on the event loop when no "
+        "other thread or process is writing (they take a fraction of a millisecond; the hop "
+        "to a thread costs more), else in a write thread. False: always in a write thread.",
+    )
     transaction_retries: int = Field(
         default=3,
         ge=0,

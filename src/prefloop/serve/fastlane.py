@@ -1,0 +1,229 @@
+"""The loop's three hot routes answered in front of FastAPI, as plain ASGI.
+
+``POST /v1/select``, ``POST /v1/generations/{id}/output`` and ``POST /v1/feedback`` are nearly
+all of a busy service's requests. Their database work on the raw hot path
+(:mod:`prefloop.serve.hotpath`) costs less CPU than FastAPI's handling of the request around it
+(routing, dependency solving, body and response handling: about 70% of the event loop's time
+in a profile of ``bench/bench_service.py``). :class:`FastLane` answers the common case itself:
+a JSON body that validates against the route's schema, a key already known to the server with
+the right role, and a request the hot path handles. It runs the same code as the routes
+(:func:`~prefloop.serve.routes.select_raw`, :func:`~prefloop.serve.routes.output_raw`,
+:func:`~prefloop.serve.routes.feedback_raw`) under the same write limit and retry rules.
+
+Everything else goes to the FastAPI app unchanged, with the body it read replayed: a key to
+look up or refuse, a malformed body, a bad value to explain (404, 409, 422), a repeated
+idempotency key to replay, a seeded decision, a body over the limit. The lane commits nothing
+before handing a request over (the hot path declines with :class:`Fallback` or an input error
+before its transaction commits), so the app answers exactly as it would without the lane. The
+routes stay in the app and in its OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from prefloop.errors import PrefloopError
+from prefloop.serve.app import Busy, ServiceContext
+from prefloop.serve.auth import Permission
+from prefloop.serve.hotpath import Fallback
+from prefloop.serve.middleware import ASGIApp, Message, Receive, Scope, Send, replay
+from prefloop.serve.schemas import FeedbackRequest, GenerationOutput, SelectRequest
+
+__all__ = ["FastLane"]
+
+_M = TypeVar("_M", bound=BaseModel)
+
+_OUTPUT_PREFIX, _OUTPUT_SUFFIX = "/v1/generations/", "/output"
+OUTPUT_ROUTE = "/v1/generations/{generation_id}/output"
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+_HEADERS = {  # the request headers the lane reads
+    b"content-length": "content-length",
+    b"content-type": "content-type",
+    b"authorization": "authorization",
+    b"x-api-key": "x-api-key",
+    b"idempotency-key": "idempotency-key",
+}
+_DECLINED = (Fallback, PrefloopError, ValueError)  # ValueError: bad JSON, ValidationError
+
+
+class _Decline(Exception):
+    """The lane does not answer this request; the FastAPI app does (the reason in args)."""
+
+
+class FastLane:
+    """ASGI middleware: answer the common hot-route requests, hand the rest to ``app``."""
+
+    def __init__(self, app: ASGIApp, *, context: ServiceContext) -> None:
+        self.app = app
+        self.context = context
+        self.answered = 0
+        """Requests the lane answered itself."""
+        self.declined: Counter[str] = Counter()
+        """Requests handed to the app, by reason (statistics)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        handler: Callable[[dict[str, str], bytes], Awaitable[tuple[int, bytes]]]
+        if path == "/v1/select":
+            handler, route = self._select, "/v1/select"
+        elif path == "/v1/feedback":
+            handler, route = self._feedback, "/v1/feedback"
+        elif (
+            path.startswith(_OUTPUT_PREFIX)
+            and path.endswith(_OUTPUT_SUFFIX)
+            and "/" not in path[len(_OUTPUT_PREFIX) : -len(_OUTPUT_SUFFIX)]
+            and len(path) > len(_OUTPUT_PREFIX) + len(_OUTPUT_SUFFIX)
+        ):
+            generation_id = path[len(_OUTPUT_PREFIX) : -len(_OUTPUT_SUFFIX)]
+
+            async def handler(headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+                return await self._output(generation_id, headers, body)
+
+            route = OUTPUT_ROUTE
+        else:
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        if not headers.get("content-type", "").startswith("application/json"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            declared = int(headers["content-length"])
+        except (KeyError, ValueError):  # chunked or odd: the app's body limit reads it
+            declared = -1
+        if not 0 <= declared <= self.context.settings.max_body_bytes:
+            await self.app(scope, receive, send)
+            return
+        read = await _read_body(receive)
+        if read is None:  # the client went away: no one to answer
+            return
+        body: list[Message] = [{"type": "http.request", "body": read, "more_body": False}]
+        if len(read) != declared:
+            await self.app(scope, replay(body, receive), send)
+            return
+        started = time.perf_counter()
+        try:
+            status, payload = await handler(headers, read)
+        except _Decline as declined:
+            self.declined[str(declined.args[0]) if declined.args else "declined"] += 1
+            await self.app(scope, replay(body, receive), send)
+            return
+        except BaseException:  # a database failure after the retries: the server's 500
+            self._observe(route, 500, started)
+            raise
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+        self.answered += 1
+        self._observe(route, status, started)
+
+    def _observe(self, route: str, status: int, started: float) -> None:
+        self.context.metrics.observe_request("POST", route, status, time.perf_counter() - started)
+
+    # -- the three routes ----------------------------------------------------------------------
+    async def _select(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        from prefloop.serve.routes import select_raw
+
+        ctx = self.context
+        self._principal(headers, Permission.SELECT)
+        request = _parse(SelectRequest, body)
+        if request.seed is not None:
+            raise _Decline("a seeded decision")
+        response, arm = await self._write(lambda: select_raw(ctx, request))
+        ctx.metrics.count_decision(request.task, arm)
+        return 200, response.model_dump_json().encode()
+
+    async def _output(
+        self, generation_id: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
+        from prefloop.serve.routes import output_raw
+
+        ctx = self.context
+        self._principal(headers, Permission.SELECT)
+        request = _parse(GenerationOutput, body)
+        answer = await self._write(lambda: output_raw(ctx, generation_id, request))
+        return 200, answer.model_dump_json().encode()
+
+    async def _feedback(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        from prefloop.serve.routes import feedback_event, feedback_raw
+
+        ctx = self.context
+        who = self._principal(headers, Permission.FEEDBACK)
+        key = headers.get("idempotency-key")
+        if key is not None and not 1 <= len(key) <= 200:  # the route's Header() explains
+            raise _Decline("an Idempotency-Key of a bad length")
+        request = _parse(FeedbackRequest, body)
+        try:
+            event = feedback_event(request, who, key)
+        except PrefloopError:
+            raise _Decline("an invalid event") from None
+        answer = await self._write(lambda: feedback_raw(ctx, request.task, event))
+        ctx.metrics.count_feedback(request.task, event.kind, duplicate=answer.duplicate)
+        return (200 if answer.duplicate else 201), answer.model_dump_json().encode()
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _principal(self, headers: dict[str, str], permission: Permission) -> Any:
+        from prefloop.serve.routes import presented_key, principal_of
+
+        key = presented_key(headers.get("authorization"), headers.get("x-api-key"))
+        known, principal = principal_of(self.context, key, permission)
+        if not known:
+            raise _Decline("a key to look up or refuse")
+        return principal
+
+    async def _write(self, raw: Callable[[], Any]) -> Any:
+        """``raw`` on the hot path: at once on the loop where that cannot wait (SQLite, see
+        :meth:`~prefloop.serve.app.ServiceContext.hot_now`), else in a write thread. Declined
+        when the hot path declines or refuses an input (nothing was committed: the app runs
+        the request again and answers)."""
+        try:
+            try:
+                return self.context.hot_now(raw)
+            except Busy:
+                return await self.context.hot_write(raw, None)
+        except _DECLINED as exc:
+            raise _Decline(f"{type(exc).__name__}: {exc}") from None
+
+
+def _parse(model: type[_M], body: bytes) -> _M:
+    """``body`` validated as FastAPI validates a JSON body (``json.loads``, then the model)."""
+    try:
+        return model.model_validate(json.loads(body))
+    except ValueError:  # bad JSON or a ValidationError: the app's 422 explains
+        raise _Decline("a malformed body") from None
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """The request headers the lane reads (the first of each, as Starlette's ``get``)."""
+    found: dict[str, str] = {}
+    for name, value in scope.get("headers", ()):
+        wanted = _HEADERS.get(name.lower())
+        if wanted is not None and wanted not in found:
+            found[wanted] = value.decode("latin-1")
+    return found
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None when the client went away first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
