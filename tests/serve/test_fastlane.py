@@ -144,6 +144,13 @@ def test_the_lane_writes_what_the_app_writes(make_api: AppFactory, store: Store)
         assert generation.status == "ok" and generation.reward == 0.5
         assert generation.decision_id == decision.id
         assert (feedback.kind, feedback.value, feedback.idempotency_key) == ("rating", 0.5, "a")
+    loads = api.client.app.state.prefloop.policies.loads  # type: ignore[attr-defined]
+    for _ in range(3):  # the live policy is reused: its row's id, version and time match
+        again = api.select()
+        api.complete(again["generation_id"])
+        assert api.rate(again["generation_id"], 1).status_code == 201
+    assert api.client.app.state.prefloop.policies.loads == loads  # type: ignore[attr-defined]
+    assert _lane(api).answered == 12
     metrics = api.client.get("/metrics").text
     assert 'route="/v1/select",status="200"' in metrics
     assert 'route="/v1/generations/{generation_id}/output",status="200"' in metrics

@@ -525,6 +525,7 @@ class _Kept:
     live: Policy
     state: dict[str, Any]  # as written to the row, with the row's config
     config: dict[str, Any]
+    stamp: tuple[int, int, datetime | None]  # the row's id, version and time as written
 
 
 class PolicyCache:
@@ -568,9 +569,25 @@ class PolicyCache:
         self.loads += 1
         return _load(row, None)
 
+    def current(
+        self,
+        key: tuple[int, str],
+        stamp: tuple[int, int, datetime | None],
+        config: dict[str, Any],
+    ) -> Policy | None:
+        """The kept live policy when it was kept with the row's id, version and time
+        (``stamp``, read and locked in the caller's transaction) and config; else None. The
+        time strictly increases with each write, so the stamp names one written state: the
+        caller need not read the state itself. Like :meth:`live`, it leaves the cache."""
+        kept = self._live.pop(key, None)
+        if kept is not None and kept.stamp == _stamp(*stamp) and kept.config == config:
+            return kept.live
+        return None
+
     def keep(self, key: tuple[int, str], live: Policy, row: _StateRow) -> None:
         """Keep ``live``, whose state was just written to ``row``."""
-        self._live[key] = _Kept(live, row.state, row.config)
+        stamp = _stamp(row.id, row.version, row.updated_at)
+        self._live[key] = _Kept(live, row.state, row.config, stamp)
 
     def probabilities(self, key: tuple[int, str], live: ThompsonSampling) -> dict[str, float]:
         """The selection probabilities of ``live``'s active arms, reused or computed."""
@@ -589,6 +606,15 @@ class PolicyCache:
     def clear(self) -> None:
         self._live.clear()
         self._probabilities.clear()
+
+
+def _stamp(
+    row_id: int, version: int, updated_at: datetime | None
+) -> tuple[int, int, datetime | None]:
+    """A state row's id, version and time, the time in UTC (SQLite hands it back naive)."""
+    if updated_at is not None and updated_at.tzinfo is None:
+        updated_at = updated_at.replace(tzinfo=UTC)
+    return row_id, version, updated_at
 
 
 def _tick(previous: datetime | None) -> datetime:

@@ -332,6 +332,7 @@ def create_app(
         context.start_writing()
         yield
         context.stop_writing()
+        context.hot.close()
         if owns_store:
             opened.close()
 

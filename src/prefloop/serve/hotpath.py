@@ -32,10 +32,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from prefloop.bandit._base import Policy
 from prefloop.bandit._thompson import ThompsonSampling
 from prefloop.bandit.online import (
     _DECISION_OF,
-    _LOCK_STATE,
     _WRITE_STATE,
     PolicyCache,
     _logged_decision,
@@ -56,8 +56,15 @@ from prefloop.feedback.record import (
 from prefloop.feedback.rewards import REWARD_KINDS, derive_reward
 from prefloop.llm.generate import render_template
 from prefloop.serve.catalog import Catalog
-from prefloop.store.db import SQLITE_BUSY_TIMEOUT_MS
-from prefloop.store.models import Arm, BanditDecision, Generation, Task, new_id, utcnow
+from prefloop.store.models import (
+    Arm,
+    BanditDecision,
+    Generation,
+    PolicyState,
+    Task,
+    new_id,
+    utcnow,
+)
 from prefloop.store.repo import _insert_statement
 
 T = TypeVar("T")
@@ -198,7 +205,16 @@ class _Statements:
         dialect = positional(dialect)
         generations = cast(Table, Generation.__table__)
         decisions = cast(Table, BanditDecision.__table__)
-        self.lock_state = _Statement.of(_LOCK_STATE, dialect)
+        states = cast(Table, PolicyState.__table__)
+        self.lock_stamp = _Statement.of(
+            select(states.c.id, states.c.config, states.c.version, states.c.updated_at)
+            .where(states.c.task_id == bindparam("task_id"), states.c.policy == bindparam("policy"))
+            .with_for_update(),
+            dialect,
+        )
+        self.state_of = _Statement.of(
+            select(states.c.state).where(states.c.id == bindparam("row_id")), dialect
+        )
         self.write_state = _Statement.of(_WRITE_STATE, dialect, ("state", "version", "updated_at"))
         self.insert_decision = _Statement.of(
             _insert_statement(name, decisions, (), ()), dialect, _DECISION_COLUMNS
@@ -222,13 +238,41 @@ class _Statements:
         self.generation_columns = tuple(c.key for c in _LOCK_GENERATION.selected_columns)
 
 
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """A statement sent on a cursor of its own, its rows not read yet."""
+
+    cursor: Any
+    statement: _Statement
+
+    def one(self) -> tuple[Any, ...] | None:
+        try:
+            return self.statement.row(self.cursor.fetchone())
+        finally:
+            self.cursor.close()
+
+    def all(self) -> list[tuple[Any, ...]]:
+        try:
+            return [cast(tuple[Any, ...], self.statement.row(r)) for r in self.cursor.fetchall()]
+        finally:
+            self.cursor.close()
+
+
 class _Tx:
     """One transaction's cursor with the compiled statements."""
 
-    def __init__(self, cursor: Any, statements: _Statements) -> None:
+    def __init__(self, connection: Any, cursor: Any, statements: _Statements) -> None:
+        self.connection = connection
         self.cursor = cursor
         self.s = statements
         self.writes: list[tuple[str, Any]] = []
+
+    def send(self, statement: _Statement, values: Mapping[str, Any]) -> _Sent:
+        """Run ``statement`` on a cursor of its own and read its rows later: on PostgreSQL the
+        statements sent before a read go to the server in one round trip (the pipeline)."""
+        cursor = self.connection.cursor()
+        cursor.execute(statement.sql, statement.params(values))
+        return _Sent(cursor, statement)
 
     def one(self, statement: _Statement, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
         self.cursor.execute(statement.sql, statement.params(values))
@@ -243,11 +287,26 @@ class _Tx:
         (on PostgreSQL pipelined with the COMMIT: one round trip, not one each)."""
         self.writes.append((statement.sql, statement.params(values)))
 
-    def lock_state(self, task_id: int, policy: str) -> _StateRow:
-        found = self.one(self.s.lock_state, {"task_id": task_id, "policy": policy})
+    def lock_state(self, task_id: int, policy: str) -> _Sent:
+        """Lock the (task, policy) state row; read it with :meth:`live`."""
+        return self.send(self.s.lock_stamp, {"task_id": task_id, "policy": policy})
+
+    def live(
+        self, cache: PolicyCache, key: tuple[int, str], found: tuple[Any, ...] | None
+    ) -> tuple[Policy, _StateRow]:
+        """The live policy of the locked state row ``found`` (its id, config, version and
+        time): the cache's when it was kept with that row, else loaded from the row's state,
+        which is read only then (decoding it is a good part of a request's CPU)."""
         if found is None:  # the first decision creates the row: the ORM path does that
             raise Fallback("no policy state row yet")
-        return _StateRow(*found)
+        row_id, config, version, updated_at = found
+        live = cache.current(key, (row_id, version, updated_at), config)
+        if live is not None:
+            return live, _StateRow(row_id, config, {}, version, updated_at)
+        state = self.one(self.s.state_of, {"row_id": row_id})
+        assert state is not None, "the row is locked in this transaction"
+        row = _StateRow(row_id, config, state[0], version, updated_at)
+        return cache.live(key, row), row
 
     def write_state(self, row: _StateRow, state: dict[str, Any]) -> None:
         row.state, row.version, row.updated_at = state, row.version + 1, _tick(row.updated_at)
@@ -274,6 +333,7 @@ class HotPath:
         self.engine = engine
         self.read = read
         """Opens a read-only session (the catalog's look-ups when its entry is too old)."""
+        self._impatient: Any = None  # the pooled connection of no_wait transactions
         self.dialect = engine.dialect
         self.sqlite = engine.dialect.name == "sqlite"
         self.statements = _Statements(engine.dialect)
@@ -285,31 +345,41 @@ class HotPath:
         """Run ``work`` in one transaction on a pooled connection; commit, or roll back and
         raise (DBAPI errors as SQLAlchemy's, with ``connection_invalidated`` set for a dead
         connection, so the caller's retry rules apply unchanged). Inside :func:`no_wait` a
-        SQLite database another process is writing fails at once instead of waiting."""
-        pooled = self.engine.raw_connection()  # pool checkout: the idle-ping rules apply
+        SQLite database another connection is writing fails at once instead of waiting: that
+        runs on a connection of its own with SQLite's busy timeout 0 (for the one thread that
+        runs them, the event loop: no pool check-out and return per request)."""
+        if self.sqlite and _NO_WAIT.get():
+            if self._impatient is None:
+                self._impatient = self.engine.raw_connection()
+                self._impatient.driver_connection.execute("PRAGMA busy_timeout=0")
+            return self._run(self._impatient, work, keep=True)
+        return self._run(self.engine.raw_connection(), work, keep=False)
+
+    def close(self) -> None:
+        """Give back the connection of :func:`no_wait` transactions (if one was taken)."""
+        held, self._impatient = self._impatient, None
+        if held is not None:
+            held.close()
+
+    def _run(self, pooled: Any, work: Callable[[_Tx], T], *, keep: bool) -> T:
         dbapi: Any = pooled.driver_connection
         cursor = None
-        impatient = self.sqlite and _NO_WAIT.get()
         try:
             cursor = dbapi.cursor()
-            if impatient:
-                cursor.execute("PRAGMA busy_timeout=0")
-            if self.sqlite:
-                cursor.execute("BEGIN IMMEDIATE")
             try:
-                tx = _Tx(cursor, self.statements)
-                result = work(tx)
+                tx = _Tx(dbapi, cursor, self.statements)
                 if self.sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                    result = work(tx)
                     for sql, params in tx.writes:
                         cursor.execute(sql, params)
                     cursor.execute("COMMIT")
-                elif tx.writes:
+                else:  # one pipeline: BEGIN goes with the first statement, writes with COMMIT
                     with dbapi.pipeline():
+                        result = work(tx)
                         for sql, params in tx.writes:
                             cursor.execute(sql, params)
                         dbapi.commit()
-                else:
-                    dbapi.commit()
                 self.committed += 1
                 return result
             except BaseException:
@@ -319,6 +389,8 @@ class HotPath:
             dead = self.dialect.is_disconnect(exc, dbapi, cursor)
             if dead:
                 pooled.invalidate(exc)
+                if keep:
+                    self._impatient = None
             raise DBAPIError.instance(
                 None,
                 None,
@@ -330,10 +402,9 @@ class HotPath:
         finally:
             if cursor is not None:
                 with contextlib.suppress(self.dialect.loaded_dbapi.Error):
-                    if impatient:
-                        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
                     cursor.close()
-            pooled.close()
+            if not keep:
+                pooled.close()
 
     def _rollback(self, dbapi: Any, cursor: Any) -> None:
         try:
@@ -367,8 +438,7 @@ class HotPath:
         key = (task.id, policy)
 
         def work(tx: _Tx) -> Picked:
-            row = tx.lock_state(task.id, policy)
-            live = cache.live(key, row)
+            live, row = tx.live(cache, key, tx.lock_state(task.id, policy).one())
             live.sync_arms([arm.name for arm in arms])
             if isinstance(live, ThompsonSampling):
                 probabilities = cache.probabilities(key, live)
@@ -456,24 +526,38 @@ class HotPath:
         key = event.idempotency_key
 
         def work(tx: _Tx) -> RecordResult:
+            # three round trips on PostgreSQL: the generation (locked) and its decision; the
+            # new event, the generation's reward events and the policy's state (locked); the
+            # writes with the COMMIT
             gid = fields["generation_id"]
-            found = tx.one(tx.s.lock_generation, {"generation_id": gid})
+            sent = tx.send(tx.s.lock_generation, {"generation_id": gid})
+            behind = tx.send(tx.s.decision_of, {"generation_id": gid}).one()
+            found = sent.one()
             columns = tx.s.generation_columns
             generation = None if found is None else dict(zip(columns, found, strict=True))
-            if generation is None or generation["task_id"] != task.id:
+            if generation is None or generation["task_id"] != task.id or behind is None:
                 raise Fallback("an unknown generation: the ORM path explains")
             if generation["status"] != "ok":
                 raise Fallback("a pending or failed generation: the ORM path explains")
+            decision_id, found_decision, task_id, policy = behind[2:6]
+            if decision_id is not None and (found_decision is None or behind[-1] is None):
+                raise Fallback("a missing decision: the ORM path explains")
+            rewarded = event.kind in REWARD_KINDS
             insert = tx.s.insert_feedback if key is None else tx.s.insert_feedback_once
-            inserted = tx.one(insert, fields)
-            if inserted is None:
+            inserted = tx.send(insert, fields)
+            events = tx.send(tx.s.reward_events, {"gid": gid}) if rewarded else None
+            state = None
+            if rewarded and decision_id is not None:
+                state = tx.lock_state(task_id, policy)
+            new_row = inserted.one()
+            if new_row is None:
                 raise Fallback("a repeated idempotency key: the ORM path replays it")
-            feedback_id = int(inserted[0])
+            feedback_id = int(new_row[0])
             changes: list[RewardChange] = []
-            if event.kind in REWARD_KINDS:
-                events = [_Event(*e) for e in tx.all(tx.s.reward_events, {"gid": gid})]
-                new = derive_reward(cast(Any, events), rules)
+            if events is not None:
+                new = derive_reward(cast(Any, [_Event(*e) for e in events.all()]), rules)
                 old = generation["reward"]
+                row = None if state is None else state.one()
                 if new != old:
                     tx.later(tx.s.set_reward, {"gid": gid, "new_reward": new})
                     change = RewardChange(
@@ -484,29 +568,30 @@ class HotPath:
                         new=new,
                     )
                     changes.append(change)
-                    self._apply_reward(tx, cache, gid, old, new)
+                    if decision_id is not None:
+                        self._apply_reward(tx, cache, behind, row, old, new)
             return RecordResult(feedback_id=feedback_id, duplicate=False, reward_changes=changes)
 
         return self.transaction(work)
 
     def _apply_reward(
-        self, tx: _Tx, cache: PolicyCache, gid: str, old: float | None, new: float | None
+        self,
+        tx: _Tx,
+        cache: PolicyCache,
+        behind: tuple[Any, ...],
+        row: tuple[Any, ...] | None,
+        old: float | None,
+        new: float | None,
     ) -> None:
-        """:func:`prefloop.bandit.online.apply_reward` for a generation that is ``ok``."""
-        found = tx.one(tx.s.decision_of, {"generation_id": gid})
-        assert found is not None, "the generation is locked in this transaction"
-        _status, _error, decision_id, found_decision, task_id, policy, _created_at = found[:7]
-        if decision_id is None:
-            return
-        if found_decision is None or found[-1] is None:
-            raise Fallback("a missing decision: the ORM path explains")
-        row = tx.lock_state(task_id, policy)
-        live = cache.live((task_id, policy), row)
+        """:func:`prefloop.bandit.online.apply_reward` for a generation that is ``ok``, with
+        its decision (a :data:`_DECISION_OF` row) and the policy's locked state row."""
+        key = (behind[4], behind[5])  # the decision's task and policy
+        live, state = tx.live(cache, key, row)
         if live.config.discount != 1.0:  # needs the decision's index: the ORM path counts it
             raise Fallback("a discounted policy")
-        live.update(_logged_decision(found, None), new, previous=old)
-        tx.write_state(row, live.to_state())
-        cache.keep((task_id, policy), live, row)
+        live.update(_logged_decision(behind, None), new, previous=old)
+        tx.write_state(state, live.to_state())
+        cache.keep(key, live, state)
 
 
 @dataclass(frozen=True, slots=True)

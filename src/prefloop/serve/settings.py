@@ -62,7 +62,7 @@ class ServeSettings(BaseSettings):
         "by the CLI, after at most this long). 0 reads them on every request.",
     )
     propensity_refresh: float = Field(
-        default=0.01,
+        default=0.05,
         ge=0,
         description="Thompson sampling's selection probabilities (1000 posterior draws) are "
         "computed again once an arm's rewards moved by more than this fraction of its count "
