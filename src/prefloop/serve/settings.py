@@ -73,8 +73,9 @@ class ServeSettings(BaseSettings):
         default=None,
         gt=0,
         description="Worker threads that run the select, output and feedback transactions at "
-        "once. Default: 4 on PostgreSQL (they queue on the policy's state row anyway); on "
-        "SQLite FastAPI's pool (40; SQLite writes one transaction at a time in any case).",
+        "once. Default: 4 on PostgreSQL (they queue on the policy's state row anyway); 40 on "
+        "SQLite, which writes one transaction at a time in any case (and runs most of them on "
+        "the event loop, see sqlite_writes_on_loop).",
     )
     fast_lane: bool = Field(
         default=True,
