@@ -6,6 +6,7 @@ the "shorter reply wins" and length-model baselines measured on the same held-ou
     .venv/bin/python bench/bench_reward_finetune.py --quick    # a smoke run of a few minutes
     .venv/bin/python bench/bench_reward_finetune.py --threads 1 --fit-all  # + time on 1,500
     .venv/bin/python bench/bench_reward_finetune.py --folds 5 --ensemble  # + fast BT, ensemble
+    .venv/bin/python bench/bench_reward_finetune.py --prompt-view dialogue  # the whole dialogue
 
 Prints one JSON object. The folds are prefloop's (:func:`prefloop.reward.evaluate.make_folds`,
 grouped by prompt, seeded); the 80/20 design trains on four of five folds and tests on the
@@ -15,6 +16,10 @@ bootstrap intervals and the paired gain over the better baseline come from
 time next to the load average, because the CPU may be shared with other work: on an otherwise
 idle machine the wall time is the CPU time with ``--threads 1``, and at best the CPU time
 divided by ``--threads`` otherwise. ``--fit-all`` adds one timed training on all 1,500 pairs.
+
+``--prompt-view`` sets what of the prompt the fine-tuned model reads beside the reply (its
+``FinetuneConfig.prompt_view``): ``last-turn`` (the last human request) or ``dialogue`` (the
+whole dialogue, cut from the left when too long). The config printed names the one used.
 
 ``--ensemble`` also fits the default fast Bradley–Terry model (``BradleyTerryConfig()``) on each
 fold's training pairs and reports, on the same out-of-fold pairs, (a) the fine-tuned model,
@@ -181,6 +186,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument(
+        "--prompt-view",
+        choices=("dialogue", "last-turn"),
+        default=None,
+        help="what of the prompt the fine-tuned model reads (default: FinetuneConfig's)",
+    )
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
@@ -207,6 +218,7 @@ def main() -> None:
     defaults = FinetuneConfig()
     config = FinetuneConfig(
         max_length=args.max_length or (64 if args.quick else defaults.max_length),
+        prompt_view=args.prompt_view or defaults.prompt_view,
         epochs=args.epochs or defaults.epochs,
         batch_size=args.batch_size or defaults.batch_size,
         learning_rate=args.lr or defaults.learning_rate,
@@ -285,6 +297,7 @@ def main() -> None:
                     k: getattr(config, k)
                     for k in (
                         "max_length",
+                        "prompt_view",
                         "epochs",
                         "batch_size",
                         "learning_rate",

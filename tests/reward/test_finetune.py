@@ -244,6 +244,70 @@ def test_truncation_is_counted_and_warned(tiny_bert: Path) -> None:
         model.score(["the cat"])  # nothing cut, nothing said
 
 
+def dialogue(*turns: str) -> str:
+    """An HH-style prompt: alternating Human / Assistant turns ending with "Assistant:"."""
+    roles = ("Human", "Assistant")
+    return "".join(f"\n\n{roles[i % 2]}: {t}" for i, t in enumerate(turns)) + "\n\nAssistant:"
+
+
+def test_last_turn_view_reads_only_the_last_human_turn(tiny_bert: Path) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert))
+    last = _Encoder(tokenizer, 32, segments=True, prompt_view="last-turn")
+    whole = _Encoder(tokenizer, 32, segments=True, prompt_view="dialogue")
+    prompt = dialogue("cat dog", "runs", "park tree")
+    (read,) = last.encode([prompt], ["blue"])
+    (plain,) = whole.encode(["park tree"], ["blue"])
+    assert read.input_ids == plain.input_ids  # [CLS] park tree [SEP] blue [SEP]
+    (full,) = whole.encode([prompt], ["blue"])
+    assert len(full.input_ids) > len(read.input_ids)
+    (no_turns,) = last.encode(["cat dog"], ["blue"])  # a prompt without turns is read whole
+    assert no_turns.input_ids == whole.encode(["cat dog"], ["blue"])[0].input_ids
+    (no_prompt,) = last.encode([None], ["blue"])
+    assert no_prompt.input_ids == whole.encode([None], ["blue"])[0].input_ids
+
+
+def test_last_turn_model_ignores_earlier_turns_and_round_trips(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    data = synthetic_pairs(32, seed=9)
+    data = PairData(
+        prompts=[dialogue("cat", "dog", p) for p in data.prompts],
+        chosen=data.chosen,
+        rejected=data.rejected,
+    )
+    replies = data.chosen[:8]
+    asked = data.prompts[:8]
+    earlier_changed = [p.replace("Human: cat", "Human: river tree house", 1) for p in asked]
+    assert earlier_changed != asked
+
+    last = FinetunedRewardModel(tiny_config(tiny_bert, epochs=1)).fit(data)  # the default view
+    assert last.config.prompt_view == "last-turn"
+    assert np.array_equal(last.score(replies, asked), last.score(replies, earlier_changed))
+    whole = FinetunedRewardModel(tiny_config(tiny_bert, epochs=1, prompt_view="dialogue"))
+    whole.fit(data)
+    assert not np.allclose(whole.score(replies, asked), whole.score(replies, earlier_changed))
+
+    loaded = load_reward_model(last.save(tmp_path / "rm"))
+    assert isinstance(loaded, FinetunedRewardModel)
+    assert loaded.config.prompt_view == "last-turn"
+    assert np.allclose(loaded.score(replies, asked), last.score(replies, asked), atol=1e-6)
+
+
+def test_a_model_saved_before_prompt_view_existed_reads_dialogues(
+    trained: FinetunedRewardModel, tmp_path: Path
+) -> None:
+    folder = trained.save(tmp_path / "old")
+    manifest_file = folder / "prefloop-reward.json"
+    manifest = json.loads(manifest_file.read_text())
+    del manifest["config"]["prompt_view"]
+    manifest_file.write_text(json.dumps(manifest))
+    loaded = load_reward_model(folder)
+    assert isinstance(loaded, FinetunedRewardModel)
+    assert loaded.config.prompt_view == "dialogue"
+
+
 # ---- the loss ----------------------------------------------------------------------------------
 def test_loss_matches_a_hand_computation() -> None:
     r_c, r_r = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 0.0])
@@ -280,6 +344,7 @@ def test_centering_pulls_rewards_toward_zero(tiny_bert: Path) -> None:
         ("center_coef", -0.5),
         ("margin_scale", -1.0),
         ("device", "tpu"),
+        ("prompt_view", "whole"),
     ],
 )
 def test_bad_settings_name_the_setting(tiny_bert: Path, setting: str, value: object) -> None:
