@@ -7,6 +7,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -107,12 +108,13 @@ def test_the_lane_answers_as_the_app_does(make_api: AppFactory) -> None:
         assert (status, shape) == (status_app, shape_app), what
     lane = _lane(laned)
     # select, output, rate, thumbs, labeler rates: answered by the lane; the rest handed over
-    # output, rate, thumbs, the labeler's second event: answered by the lane; the rest handed
-    # over (the oversized body unread, so uncounted)
-    assert lane.answered == 4, lane.declined
+    # output, rate, thumbs and the labeler's two events: answered by the lane (keys looked up
+    # on first use); the rest handed over, the first decision too (it creates the policy's
+    # state), the oversized body unread (uncounted)
+    assert lane.answered == 5, lane.declined
     assert sum(lane.declined.values()) == len(with_lane) - 1 - lane.answered
     assert lane.declined["a malformed body"] == 3
-    assert lane.declined["a key to look up or refuse"] == 5
+    assert lane.declined["a key to refuse"] == 3  # labeler selects, no key, unknown key
     assert any("repeated idempotency key" in reason for reason in lane.declined)
     assert not any(isinstance(layer, FastLane) for layer in _stack(make_api(fast_lane=False)))
 
@@ -129,7 +131,7 @@ def _stack(api: Api) -> list[Any]:
 def test_the_lane_writes_what_the_app_writes(make_api: AppFactory, store: Store) -> None:
     api = make_api(key_cache_seconds=60)
     api.seed()
-    api.select()  # the key's look-up and the first decision (it creates the state): the app's
+    api.select()  # the first decision creates the policy's state: the app's path
     chosen = api.select(end_user="u1", context={"hour": 9})
     api.complete(chosen["generation_id"])
     assert api.rate(chosen["generation_id"], 0.5, **{"Idempotency-Key": "a"}).status_code == 201
@@ -157,43 +159,56 @@ def test_the_lane_writes_what_the_app_writes(make_api: AppFactory, store: Store)
     assert 'route="/v1/feedback",status="201"' in metrics
 
 
-def test_sqlite_writes_wait_in_a_thread_while_another_connection_writes(
+def test_loop_writes_wait_in_a_thread_while_another_connection_writes(
     make_api: AppFactory, store: Store
 ) -> None:
-    if store.dialect != "sqlite":
-        pytest.skip("the event loop runs writes only on SQLite")
-    api = make_api(key_cache_seconds=60)
+    """On the loop a transaction never waits for another connection's lock (SQLite's write
+    lock, PostgreSQL's state row): it fails at once with nothing written, and the request
+    then waits in a write thread."""
+    api = make_api(key_cache_seconds=60, writes_on_loop=True)
     api.seed()
     api.select()  # the first decision creates the policy's state (the app's path)
     context: ServiceContext = api.client.app.state.prefloop  # type: ignore[attr-defined]
-    path = store.url.removeprefix("sqlite:///")
-    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    other.execute("BEGIN IMMEDIATE")  # another process's writer, as far as SQLite can tell
+    release = _hold_write_lock(store)
     before = row_counts(store)
     started = time.monotonic()
     with pytest.raises(Busy):
         context.hot_now(
             lambda: context.hot.select(
-                context.catalog,
-                context.policies,
-                "diary",
-                inputs={"place": "a", "company": "b"},
-                end_user=None,
-                context={},
-                policy="default",
-                check=lambda _task: None,
+                context.catalog, context.policies, "diary",
+                inputs={"place": "a", "company": "b"}, end_user=None, context={},
+                policy="default", check=lambda _task: None,
             )
-        )
-    assert time.monotonic() - started < 1.0  # at once, not after the 30 s busy timeout
-    released = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+        )  # fmt: skip
+    assert time.monotonic() - started < 1.0  # at once, not after a busy or lock timeout
+    assert row_counts(store) == before
+    released = threading.Timer(0.3, release)
     released.start()
-    chosen = api.select()  # waits in a write thread until the other writer commits
+    chosen = api.select()  # waits in a write thread until the other connection commits
     released.join()
-    other.close()
-    after = row_counts(store)
-    assert after["bandit_decisions"] == before["bandit_decisions"] + 1
+    assert row_counts(store)["bandit_decisions"] == before["bandit_decisions"] + 1
     assert chosen["generation_id"]
-    assert _lane(api).answered >= 1
+    assert _lane(api).busy["database"] >= 1
+
+
+def _hold_write_lock(store: Store) -> Callable[[], None]:
+    """Another connection takes what a decision needs (SQLite: the write lock; PostgreSQL:
+    the policy's state row); returns what releases it."""
+    if store.dialect == "sqlite":
+        path = store.url.removeprefix("sqlite:///")
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+    else:
+        import psycopg
+
+        other = psycopg.connect(store.url.replace("postgresql+psycopg://", "postgresql://"))
+        other.execute("SELECT id FROM policy_states FOR UPDATE")
+
+    def release() -> None:
+        other.commit() if store.dialect != "sqlite" else other.execute("COMMIT")
+        other.close()
+
+    return release
 
 
 def test_the_lane_can_be_switched_off(store: Store) -> None:

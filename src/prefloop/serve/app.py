@@ -40,7 +40,12 @@ _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock (Po
 
 
 class Busy(Exception):
-    """:meth:`ServiceContext.hot_now` could not run without waiting (nothing was committed)."""
+    """:meth:`ServiceContext.hot_now` could not run without waiting (nothing was committed);
+    ``thread`` when only another thread of this process was writing."""
+
+    def __init__(self, reason: str, *, thread: bool = False) -> None:
+        super().__init__(reason)
+        self.thread = thread
 
 
 class ServeConfigError(PrefloopError):
@@ -161,24 +166,32 @@ class ServiceContext:
         return self.transaction(work)
 
     def hot_now(self, raw: Callable[[], T]) -> T:
-        """``raw`` at once on the calling thread, the event loop, when nothing makes it wait:
-        SQLite (its transactions on the hot path take a fraction of a millisecond and no
-        network), no other thread of this process writing, no other process holding the
-        database's write lock (busy timeout 0). :class:`Busy` when any of that fails: nothing
-        was committed, run it in a write thread (:meth:`hot_write`). Skipping the thread hop
-        saves about a fifth of the event loop's CPU per request (service benchmark)."""
+        """``raw`` at once on the calling thread, the event loop, when nothing makes it wait.
+
+        The hot path's transactions are short: a fraction of a millisecond on SQLite, two or
+        three pipelined round trips on PostgreSQL. Running them on the loop costs less CPU than
+        handing them to threads, whose fight over the GIL cost about a millisecond per request
+        under load (service benchmark); on PostgreSQL the loop then idles during the round
+        trips, so by default only SQLite runs here (``PREFLOOP_WRITES_ON_LOOP``). They run on a
+        connection of their own that does not wait for locks: SQLite's busy timeout is 0,
+        PostgreSQL's ``lock_timeout`` 2 ms, and on SQLite no other thread of this process may
+        be writing. :class:`Busy` when any of that fails: nothing was committed, and the
+        caller runs it in a write thread (:meth:`hot_write`), or waits for this process's
+        thread to finish."""
+        on_loop = self.settings.writes_on_loop
+        if not (self.store.dialect == "sqlite" if on_loop is None else on_loop):
+            raise Busy("switched off")
         lock = self._write_lock
-        if lock is None or not self.settings.sqlite_writes_on_loop:
-            raise Busy("not SQLite, or switched off")
-        if not lock.acquire(blocking=False):
-            raise Busy("another thread is writing")
+        if lock is not None and not lock.acquire(blocking=False):
+            raise Busy("another thread is writing", thread=True)
         try:
             with no_wait():
                 return raw()
         except (IntegrityError, OperationalError) as exc:  # locked, or a lost race: retry there
             raise Busy(str(exc)) from exc
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
 
     async def hot_write(self, raw: Callable[[], T], work: Callable[[Session], T] | None) -> T:
         """:meth:`hot_transaction` in a write thread (see :meth:`write`)."""
@@ -336,7 +349,9 @@ def create_app(
         if owns_store:
             opened.close()
 
+    off = {"tracing": False, "metrics": False, "logs": False}
     app = FastAPI(
+        telemetry=None if settings.opentelemetry else off,  # type: ignore[arg-type]
         title="prefloop",
         summary="Serve prompts as bandit arms, collect human feedback, see which arm wins.",
         version="0.1.0",

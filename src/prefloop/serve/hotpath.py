@@ -77,12 +77,16 @@ class Fallback(Exception):
 
 
 _NO_WAIT: ContextVar[bool] = ContextVar("prefloop_hot_path_no_wait", default=False)
+LOCK_TIMEOUT_MS = 2
+"""PostgreSQL's ``lock_timeout`` for :func:`no_wait` transactions."""
 
 
 @contextlib.contextmanager
 def no_wait() -> Iterator[None]:
-    """SQLite transactions of the hot path started in this block do not wait for a database
-    another connection is writing: they fail at once (``OperationalError``) instead."""
+    """Hot-path transactions started in this block do not wait for locks held by other
+    connections (SQLite: busy timeout 0; PostgreSQL: ``lock_timeout`` of
+    :data:`LOCK_TIMEOUT_MS`): they fail (``OperationalError``) instead. They run on one
+    connection kept for them: call them from one thread only (the event loop)."""
     token = _NO_WAIT.set(True)
     try:
         yield
@@ -345,13 +349,19 @@ class HotPath:
         """Run ``work`` in one transaction on a pooled connection; commit, or roll back and
         raise (DBAPI errors as SQLAlchemy's, with ``connection_invalidated`` set for a dead
         connection, so the caller's retry rules apply unchanged). Inside :func:`no_wait` a
-        SQLite database another connection is writing fails at once instead of waiting: that
-        runs on a connection of its own with SQLite's busy timeout 0 (for the one thread that
-        runs them, the event loop: no pool check-out and return per request)."""
-        if self.sqlite and _NO_WAIT.get():
+        lock another connection holds fails at once instead of waiting: that runs on a
+        connection of its own (for the one thread that runs them, the event loop: no pool
+        check-out and return per request)."""
+        if _NO_WAIT.get():
             if self._impatient is None:
-                self._impatient = self.engine.raw_connection()
-                self._impatient.driver_connection.execute("PRAGMA busy_timeout=0")
+                held = self.engine.raw_connection()
+                driver: Any = held.driver_connection
+                if self.sqlite:
+                    driver.execute("PRAGMA busy_timeout=0")
+                else:  # a session setting, committed at once
+                    driver.execute(f"SET lock_timeout = '{LOCK_TIMEOUT_MS}ms'")
+                    driver.commit()
+                self._impatient = held
             return self._run(self._impatient, work, keep=True)
         return self._run(self.engine.raw_connection(), work, keep=False)
 
