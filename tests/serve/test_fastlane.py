@@ -157,6 +157,9 @@ def test_the_lane_writes_what_the_app_writes(make_api: AppFactory, store: Store)
     assert 'route="/v1/select",status="200"' in metrics
     assert 'route="/v1/generations/{generation_id}/output",status="200"' in metrics
     assert 'route="/v1/feedback",status="201"' in metrics
+    lane_count = 'prefloop_fast_lane_requests_total{route="/v1/select",outcome="%s"} %d'
+    assert lane_count % ("answered", 4) in metrics  # and the first decision handed over:
+    assert lane_count % ("handed_over", 1) in metrics
 
 
 def test_loop_writes_wait_in_a_thread_while_another_connection_writes(

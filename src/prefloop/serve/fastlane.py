@@ -125,6 +125,7 @@ class FastLane:
             status, payload = await handler(headers, read)
         except _Decline as declined:
             self.declined[str(declined.args[0]) if declined.args else "declined"] += 1
+            self.context.metrics.count_fast_lane(route, "handed_over")
             await self.app(scope, replay(body, receive), send)
             return
         except BaseException:  # a database failure after the retries: the server's 500
@@ -140,6 +141,7 @@ class FastLane:
         await send({"type": "http.response.body", "body": payload})
         self.answered += 1
         self._observe(route, status, started)
+        self.context.metrics.count_fast_lane(route, "answered")
 
     def _observe(self, route: str, status: int, started: float) -> None:
         self.context.metrics.observe_request("POST", route, status, time.perf_counter() - started)

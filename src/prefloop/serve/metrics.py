@@ -59,6 +59,7 @@ class Metrics:
         self._feedback: dict[Labels, int] = defaultdict(int)
         self._decisions: dict[Labels, int] = defaultdict(int)
         self._llm_failures: dict[Labels, int] = defaultdict(int)
+        self._fast_lane: dict[Labels, int] = defaultdict(int)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         labels: Labels = (("method", method), ("route", route), ("status", str(status)))
@@ -84,6 +85,11 @@ class Metrics:
     def count_llm_failure(self, task: str, error: str) -> None:
         with self._lock:
             self._llm_failures[(("task", task), ("error", error))] += 1
+
+    def count_fast_lane(self, route: str, outcome: str) -> None:
+        """A hot-route request the fast lane ``answered`` or ``handed_over`` to FastAPI."""
+        with self._lock:
+            self._fast_lane[(("route", route), ("outcome", outcome))] += 1
 
     def render(self) -> str:
         lines: list[str] = []
@@ -126,6 +132,13 @@ class Metrics:
                 "prefloop_llm_failures_total",
                 "LLM calls of /v1/generate that failed (stored as failed generations).",
                 self._llm_failures,
+            )
+            self._render_counter(
+                lines,
+                "prefloop_fast_lane_requests_total",
+                "Hot-route requests the fast lane answered, or handed over to FastAPI (a key "
+                "to refuse, an error to explain, a duplicate to replay, ...).",
+                self._fast_lane,
             )
         return "\n".join(lines) + "\n"
 
