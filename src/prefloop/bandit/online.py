@@ -523,8 +523,7 @@ class _Probabilities:
 @dataclass(frozen=True, slots=True)
 class _Kept:
     live: Policy
-    state: dict[str, Any]  # as written to the row, with the row's config
-    config: dict[str, Any]
+    config: dict[str, Any]  # the row's, as written
     stamp: tuple[int, int, datetime | None]  # the row's id, version and time as written
 
 
@@ -532,8 +531,9 @@ class PolicyCache:
     """What one process keeps between requests for each (task, policy); pass it to
     :func:`decide` and :func:`apply_reward`.
 
-    - The live policy. It is used only when its state equals the row just read (and locked) in
-      the request's own transaction, so a write by another process, or a rolled-back request of
+    - The live policy. It is used only when the row just read (and locked) in the request's
+      own transaction has the id, version, time and config it was kept with (the time strictly
+      increases with each write), so a write by another process, or a rolled-back request of
       this one, makes it load the row again: the store stays the truth.
     - Thompson sampling's selection probabilities. They are an estimate from ``draws`` posterior
       draws (1000 by default), most of a decision's cost, and depend only on the arms' rewards.
@@ -563,11 +563,8 @@ class PolicyCache:
         It leaves the cache until :meth:`keep` puts it back with the state written, so a
         request that fails half-way leaves nothing behind that could be mistaken for the row.
         """
-        kept = self._live.pop(key, None)  # one request at a time: it holds the row's lock
-        if kept is not None and kept.state == row.state and kept.config == row.config:
-            return kept.live
-        self.loads += 1
-        return _load(row, None)
+        kept = self.current(key, (row.id, row.version, row.updated_at), row.config)
+        return kept if kept is not None else self.load(row)
 
     def current(
         self,
@@ -577,17 +574,21 @@ class PolicyCache:
     ) -> Policy | None:
         """The kept live policy when it was kept with the row's id, version and time
         (``stamp``, read and locked in the caller's transaction) and config; else None. The
-        time strictly increases with each write, so the stamp names one written state: the
-        caller need not read the state itself. Like :meth:`live`, it leaves the cache."""
-        kept = self._live.pop(key, None)
+        stamp names one written state, so the caller need not read the state itself (on a
+        miss, :meth:`load` the row). Like :meth:`live`, it leaves the cache."""
+        kept = self._live.pop(key, None)  # one request at a time: it holds the row's lock
         if kept is not None and kept.stamp == _stamp(*stamp) and kept.config == config:
             return kept.live
         return None
 
+    def load(self, row: _StateRow) -> Policy:
+        """The live policy loaded from ``row``'s state (counted in :attr:`loads`)."""
+        self.loads += 1
+        return _load(row, None)
+
     def keep(self, key: tuple[int, str], live: Policy, row: _StateRow) -> None:
         """Keep ``live``, whose state was just written to ``row``."""
-        stamp = _stamp(row.id, row.version, row.updated_at)
-        self._live[key] = _Kept(live, row.state, row.config, stamp)
+        self._live[key] = _Kept(live, row.config, _stamp(row.id, row.version, row.updated_at))
 
     def probabilities(self, key: tuple[int, str], live: ThompsonSampling) -> dict[str, float]:
         """The selection probabilities of ``live``'s active arms, reused or computed."""

@@ -68,6 +68,7 @@ class ServiceContext:
     _write_lock: threading.Lock | None = field(default=None, repr=False)
     _write_pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     hot: HotPath = field(init=False, repr=False)
+    writes_on_loop: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.hot = HotPath(self.store.engine, lambda: self.store.session(readonly=True))
@@ -77,6 +78,9 @@ class ServiceContext:
         # Other processes (more workers, the CLI) still meet SQLite's busy timeout.
         if self.store.dialect == "sqlite":
             self._write_lock = threading.Lock()
+        on_loop = self.settings.writes_on_loop
+        self.writes_on_loop = self.store.dialect == "sqlite" if on_loop is None else on_loop
+        """Whether :meth:`hot_now` runs transactions (``PREFLOOP_WRITES_ON_LOOP``)."""
 
     def backend(self) -> ChatBackend:
         """The LLM backend of /v1/generate, made on first use (a local model loads slowly)."""
@@ -178,8 +182,7 @@ class ServiceContext:
         be writing. :class:`Busy` when any of that fails: nothing was committed, and the
         caller runs it in a write thread (:meth:`hot_write`), or waits for this process's
         thread to finish."""
-        on_loop = self.settings.writes_on_loop
-        if not (self.store.dialect == "sqlite" if on_loop is None else on_loop):
+        if not self.writes_on_loop:
             raise Busy("switched off")
         lock = self._write_lock
         if lock is not None and not lock.acquire(blocking=False):

@@ -28,11 +28,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from starlette.concurrency import run_in_threadpool
 
 from prefloop.errors import PrefloopError
 from prefloop.serve.app import Busy, ServiceContext
-from prefloop.serve.auth import Permission
+from prefloop.serve.auth import Permission, Principal
 from prefloop.serve.hotpath import Fallback
 from prefloop.serve.middleware import ASGIApp, Message, Receive, Scope, Send, replay
 from prefloop.serve.schemas import FeedbackRequest, GenerationOutput, SelectRequest
@@ -171,12 +170,13 @@ class FastLane:
         return 200, answer.model_dump_json().encode()
 
     async def _feedback(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        from prefloop.serve.routes import feedback_event, feedback_raw
+        from prefloop.serve.routes import IDEMPOTENCY_KEY_MAX_LENGTH, feedback_event, feedback_raw
 
         ctx = self.context
         who = await self._principal(headers, Permission.FEEDBACK)
         key = headers.get("idempotency-key")
-        if key is not None and not 1 <= len(key) <= 200:  # the route's Header() explains
+        if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+            # the route's Header() explains
             raise _Decline("an Idempotency-Key of a bad length")
         request = _parse(FeedbackRequest, body)
         try:
@@ -188,22 +188,18 @@ class FastLane:
         return (200 if answer.duplicate else 201), answer.model_dump_json().encode()
 
     # -- helpers ---------------------------------------------------------------------------------
-    async def _principal(self, headers: dict[str, str], permission: Permission) -> Any:
-        """The key's principal if it may do ``permission``; a key the process does not
-        remember yet (or no longer: they are kept ``PREFLOOP_KEY_CACHE_SECONDS``) is looked up
-        in a thread, as the routes' dependency does, so the lane keeps answering when the
-        remembered keys expire. A missing, unknown or forbidden key goes to the app."""
-        from prefloop.serve.routes import presented_key, principal_of
+    async def _principal(self, headers: dict[str, str], permission: Permission) -> Principal:
+        """The key's principal if it may do ``permission``, found as the routes' dependency
+        finds it (:func:`~prefloop.serve.routes.principal_for`: a key not remembered, or no
+        longer, is looked up in a thread), so the lane keeps answering when the remembered keys
+        expire. A missing, unknown or forbidden key goes to the app, which explains."""
+        from prefloop.serve.routes import presented_key, principal_for
 
         key = presented_key(headers.get("authorization"), headers.get("x-api-key"))
-        known, principal = principal_of(self.context, key, permission)
-        if known:
-            return principal
-        if key and not self.context.settings.insecure_no_auth:
-            principal = await run_in_threadpool(self.context.authenticator.authenticate, key)
-            if principal is not None and principal.may(permission):
-                return principal
-        raise _Decline("a key to refuse")
+        principal = await principal_for(self.context, key)
+        if principal is None or not principal.may(permission):
+            raise _Decline("a key to refuse")
+        return principal
 
     async def _write(self, raw: Callable[[], Any]) -> Any:
         """``raw`` on the hot path: at once on the loop where that cannot wait (SQLite, see
@@ -211,6 +207,8 @@ class FastLane:
         when the hot path declines or refuses an input (nothing was committed: the app runs
         the request again and answers)."""
         try:
+            if not self.context.writes_on_loop:
+                return await self.context.hot_write(raw, None)
             pause = _FIRST_PAUSE_S
             while True:
                 try:

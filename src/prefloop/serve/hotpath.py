@@ -282,10 +282,6 @@ class _Tx:
         self.cursor.execute(statement.sql, statement.params(values))
         return statement.row(self.cursor.fetchone())
 
-    def all(self, statement: _Statement, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        self.cursor.execute(statement.sql, statement.params(values))
-        return [cast(tuple[Any, ...], statement.row(r)) for r in self.cursor.fetchall()]
-
     def later(self, statement: _Statement, values: Mapping[str, Any]) -> None:
         """Run a write whose answer nothing waits for at commit, in order with the others
         (on PostgreSQL pipelined with the COMMIT: one round trip, not one each)."""
@@ -310,7 +306,7 @@ class _Tx:
         state = self.one(self.s.state_of, {"row_id": row_id})
         assert state is not None, "the row is locked in this transaction"
         row = _StateRow(row_id, config, state[0], version, updated_at)
-        return cache.live(key, row), row
+        return cache.load(row), row
 
     def write_state(self, row: _StateRow, state: dict[str, Any]) -> None:
         row.state, row.version, row.updated_at = state, row.version + 1, _tick(row.updated_at)

@@ -109,22 +109,22 @@ def presented_key(authorization: str | None, api_key: str | None) -> str | None:
     return api_key or None
 
 
-def principal_of(
-    context: ServiceContext, key: str | None, permission: Permission
-) -> tuple[bool, Principal | None]:
-    """``(True, principal)`` when ``key`` is known without the store and may do ``permission``;
-    ``(False, None)`` when it must be looked up or refused (the route's dependency explains)."""
+async def principal_for(context: ServiceContext, key: str | None) -> Principal | None:
+    """The principal of ``key`` (every request is admin with ``--insecure-no-auth``): a
+    remembered key is answered on the event loop, a store look-up goes to the thread pool;
+    None for no key or an unknown or revoked one."""
     if context.settings.insecure_no_auth:
-        return True, _INSECURE
+        return _INSECURE
     if not key:
-        return False, None
+        return None
     known, principal = context.authenticator.remembered(key)
-    if not known or principal is None or not principal.may(permission):
-        return False, None
-    return True, principal
+    if not known:
+        principal = await run_in_threadpool(context.authenticator.authenticate, key)
+    return principal
 
 
 _INSECURE = Principal(name="insecure-no-auth", role="admin", key_prefix="none")
+IDEMPOTENCY_KEY_MAX_LENGTH = 200
 
 
 def _require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
@@ -133,20 +133,15 @@ def _require(permission: Permission) -> Callable[..., Awaitable[Principal]]:
     # them (document_security)
     async def dependency(request: Request) -> Principal:
         context: ServiceContext = request.app.state.prefloop
-        if context.settings.insecure_no_auth:
-            return _INSECURE
         key = _presented_key(request)
-        if not key:
-            raise HTTPException(
-                401,
-                "no API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        # a remembered key is answered on the event loop; a store look-up goes to the pool
-        known, principal = context.authenticator.remembered(key)
-        if not known:
-            principal = await run_in_threadpool(context.authenticator.authenticate, key)
+        principal = await principal_for(context, key)
         if principal is None:
+            if not key:
+                raise HTTPException(
+                    401,
+                    "no API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             raise HTTPException(
                 401,
                 f"unknown or revoked API key {key[:12]!r}…",
@@ -359,7 +354,7 @@ async def send_feedback(
         Header(
             alias="Idempotency-Key",
             min_length=1,
-            max_length=200,
+            max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
             description="Same as the event's idempotency_key; a repeat stores nothing new.",
         ),
     ] = None,
