@@ -168,7 +168,7 @@ def test_loop_writes_wait_in_a_thread_while_another_connection_writes(
     """On the loop a transaction never waits for another connection's lock (SQLite's write
     lock, PostgreSQL's state row): it fails at once with nothing written, and the request
     then waits in a write thread."""
-    api = make_api(key_cache_seconds=60, writes_on_loop=True)
+    api = make_api(key_cache_seconds=60, writes_on_loop=True, batch_writes=False)
     api.seed()
     api.select()  # the first decision creates the policy's state (the app's path)
     context: ServiceContext = api.client.app.state.prefloop  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ from prefloop.bandit.online import PolicyCache
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError, PrefloopError
 from prefloop.llm.base import ChatBackend
 from prefloop.serve.auth import Authenticator, count_active_keys
+from prefloop.serve.batching import WriteBatcher
 from prefloop.serve.catalog import Catalog
 from prefloop.serve.hotpath import Fallback, HotPath, no_wait
 from prefloop.serve.metrics import Metrics
@@ -69,6 +70,7 @@ class ServiceContext:
     _write_pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     hot: HotPath = field(init=False, repr=False)
     writes_on_loop: bool = field(init=False)
+    batcher: WriteBatcher | None = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.hot = HotPath(self.store.engine, lambda: self.store.session(readonly=True))
@@ -81,6 +83,16 @@ class ServiceContext:
         on_loop = self.settings.writes_on_loop
         self.writes_on_loop = self.store.dialect == "sqlite" if on_loop is None else on_loop
         """Whether :meth:`hot_now` runs transactions (``PREFLOOP_WRITES_ON_LOOP``)."""
+        batch = self.settings.batch_writes
+        if self.store.dialect != "sqlite" if batch is None else batch:
+            self.batcher = WriteBatcher(
+                self.hot,
+                lambda run: self.hot_transaction(run, None),
+                max_jobs=self.settings.batch_max,
+            )
+        else:
+            self.batcher = None
+        """Group commit of the fast lane's transactions (``PREFLOOP_BATCH_WRITES``)."""
 
     def backend(self) -> ChatBackend:
         """The LLM backend of /v1/generate, made on first use (a local model loads slowly)."""
@@ -128,6 +140,8 @@ class ServiceContext:
         pool, self._write_pool = self._write_pool, None
         if pool is not None:
             pool.shutdown(wait=True)
+        if self.batcher is not None:
+            self.batcher.close()
 
     async def _in_write_thread(self, function: Callable[..., T], *args: Any) -> T:
         if self._write_pool is None:

@@ -7,8 +7,9 @@ all of a busy service's requests. Their database work on the raw hot path
 in a profile of ``bench/bench_service.py``). :class:`FastLane` answers the common case itself:
 a JSON body that validates against the route's schema, a key already known to the server with
 the right role, and a request the hot path handles. It runs the same code as the routes
-(:func:`~prefloop.serve.routes.select_raw`, :func:`~prefloop.serve.routes.output_raw`,
-:func:`~prefloop.serve.routes.feedback_raw`) under the same write limit and retry rules.
+(:func:`~prefloop.serve.routes.select_job`, :func:`~prefloop.serve.routes.output_job`,
+:func:`~prefloop.serve.routes.feedback_job`) under the same retry rules; on PostgreSQL their
+transactions are batched (group commit, :mod:`prefloop.serve.batching`).
 
 Everything else goes to the FastAPI app unchanged, with the body it read replayed: a key to
 look up or refuse, a malformed body, a bad value to explain (404, 409, 422), a repeated
@@ -32,7 +33,7 @@ from pydantic import BaseModel
 from prefloop.errors import PrefloopError
 from prefloop.serve.app import Busy, ServiceContext
 from prefloop.serve.auth import Permission, Principal
-from prefloop.serve.hotpath import Fallback
+from prefloop.serve.hotpath import Fallback, Job
 from prefloop.serve.middleware import ASGIApp, Message, Receive, Scope, Send, replay
 from prefloop.serve.schemas import FeedbackRequest, GenerationOutput, SelectRequest
 
@@ -147,30 +148,30 @@ class FastLane:
 
     # -- the three routes ----------------------------------------------------------------------
     async def _select(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        from prefloop.serve.routes import select_raw
+        from prefloop.serve.routes import select_job
 
         ctx = self.context
         await self._principal(headers, Permission.SELECT)
         request = _parse(SelectRequest, body)
         if request.seed is not None:
             raise _Decline("a seeded decision")
-        response, arm = await self._write(lambda: select_raw(ctx, request))
+        response, arm = await self._write(lambda: select_job(ctx, request))
         ctx.metrics.count_decision(request.task, arm)
         return 200, response.model_dump_json().encode()
 
     async def _output(
         self, generation_id: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes]:
-        from prefloop.serve.routes import output_raw
+        from prefloop.serve.routes import output_job
 
         ctx = self.context
         await self._principal(headers, Permission.SELECT)
         request = _parse(GenerationOutput, body)
-        answer = await self._write(lambda: output_raw(ctx, generation_id, request))
+        answer = await self._write(lambda: output_job(ctx, generation_id, request))
         return 200, answer.model_dump_json().encode()
 
     async def _feedback(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        from prefloop.serve.routes import IDEMPOTENCY_KEY_MAX_LENGTH, feedback_event, feedback_raw
+        from prefloop.serve.routes import IDEMPOTENCY_KEY_MAX_LENGTH, feedback_event, feedback_job
 
         ctx = self.context
         who = await self._principal(headers, Permission.FEEDBACK)
@@ -183,7 +184,7 @@ class FastLane:
             event = feedback_event(request, who, key)
         except PrefloopError:
             raise _Decline("an invalid event") from None
-        answer = await self._write(lambda: feedback_raw(ctx, request.task, event))
+        answer = await self._write(lambda: feedback_job(ctx, request.task, event))
         ctx.metrics.count_feedback(request.task, event.kind, duplicate=answer.duplicate)
         return (200 if answer.duplicate else 201), answer.model_dump_json().encode()
 
@@ -201,12 +202,21 @@ class FastLane:
             raise _Decline("a key to refuse")
         return principal
 
-    async def _write(self, raw: Callable[[], Any]) -> Any:
-        """``raw`` on the hot path: at once on the loop where that cannot wait (SQLite, see
+    async def _write(self, make: Callable[[], Job]) -> Any:
+        """The job ``make`` builds, on the hot path: in the next group-commit batch where
+        batching is on (PostgreSQL, see :mod:`~prefloop.serve.batching`), else at once on the
+        loop where that cannot wait (SQLite, see
         :meth:`~prefloop.serve.app.ServiceContext.hot_now`), else in a write thread. Declined
         when the hot path declines or refuses an input (nothing was committed: the app runs
         the request again and answers)."""
+        hot = self.context.hot
+
+        def raw() -> Any:
+            return hot.run(make())
+
         try:
+            if self.context.batcher is not None:
+                return await self.context.batcher.submit(make)
             if not self.context.writes_on_loop:
                 return await self.context.hot_write(raw, None)
             pause = _FIRST_PAUSE_S

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Engine, Table, bindparam, select
@@ -69,7 +71,7 @@ from prefloop.store.repo import _insert_statement
 
 T = TypeVar("T")
 
-__all__ = ["Fallback", "HotPath", "Picked", "no_wait"]
+__all__ = ["AGAIN", "Fallback", "HotPath", "Job", "Picked", "no_wait"]
 
 
 class Fallback(Exception):
@@ -188,6 +190,14 @@ _EVENTS_OF_ONE = select(*_REWARD_COLUMNS).where(
     _FEEDBACK.c.kind.in_([bindparam(f"kind{k}", kind) for k, kind in enumerate(REWARD_KINDS)]),
 )  # the kinds as plain parameters: an expanding IN would need rendering per execution
 _HANDLED_EVENTS = (RatingEvent, ThumbsEvent, RegenerateEvent)
+_LOCK_GENERATION_COLUMNS = _LOCK_GENERATION.with_only_columns(
+    *(
+        cast(Table, Generation.__table__).c[name]
+        for name in ("id", "task_id", "status", "reward", "decision_id", "arm_id")
+    )
+)
+"""The ORM path's lock of a rated generation, reading only what feedback needs (not the
+prompt, output and JSON columns)."""
 
 
 def positional(dialect: Dialect) -> Dialect:
@@ -227,7 +237,7 @@ class _Statements:
             _insert_statement(name, generations, (), ()), dialect, _GENERATION_COLUMNS
         )
         self.complete = _Statement.of(_COMPLETE, dialect, _COMPLETE_KEYS)
-        self.lock_generation = _Statement.of(_LOCK_GENERATION, dialect)
+        self.lock_generation = _Statement.of(_LOCK_GENERATION_COLUMNS, dialect)
         self.insert_feedback = _Statement.of(
             _insert_statement(name, _FEEDBACK, (), ("id",)), dialect, _FEEDBACK_KEYS
         )
@@ -239,7 +249,7 @@ class _Statements:
         self.reward_events = _Statement.of(_EVENTS_OF_ONE, dialect)
         self.set_reward = _Statement.of(_SET_REWARD, dialect)
         self.decision_of = _Statement.of(_DECISION_OF, dialect)
-        self.generation_columns = tuple(c.key for c in _LOCK_GENERATION.selected_columns)
+        self.generation_columns = tuple(c.key for c in _LOCK_GENERATION_COLUMNS.selected_columns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,14 +272,25 @@ class _Sent:
             self.cursor.close()
 
 
+@dataclass(slots=True)
+class _Live:
+    """A policy state row locked in the transaction, with its live policy."""
+
+    policy: Policy
+    row: _StateRow
+    changed: bool = False
+
+
 class _Tx:
-    """One transaction's cursor with the compiled statements."""
+    """One transaction's cursor with the compiled statements, and what its jobs share: the
+    locked policy states and the writes to run at the commit."""
 
     def __init__(self, connection: Any, cursor: Any, statements: _Statements) -> None:
         self.connection = connection
         self.cursor = cursor
         self.s = statements
         self.writes: list[tuple[str, Any]] = []
+        self.lives: dict[tuple[int, str], _Live] = {}
 
     def send(self, statement: _Statement, values: Mapping[str, Any]) -> _Sent:
         """Run ``statement`` on a cursor of its own and read its rows later: on PostgreSQL the
@@ -283,35 +304,52 @@ class _Tx:
         return statement.row(self.cursor.fetchone())
 
     def later(self, statement: _Statement, values: Mapping[str, Any]) -> None:
-        """Run a write whose answer nothing waits for at commit, in order with the others
-        (on PostgreSQL pipelined with the COMMIT: one round trip, not one each)."""
+        """Run a write whose answer nothing waits for at commit (on PostgreSQL pipelined with
+        the COMMIT: one round trip, not one each). The writes run grouped by statement, in the
+        order each statement was first queued, so a row queued before the rows that refer to
+        it is inserted first."""
         self.writes.append((statement.sql, statement.params(values)))
-
-    def lock_state(self, task_id: int, policy: str) -> _Sent:
-        """Lock the (task, policy) state row; read it with :meth:`live`."""
-        return self.send(self.s.lock_stamp, {"task_id": task_id, "policy": policy})
 
     def live(
         self, cache: PolicyCache, key: tuple[int, str], found: tuple[Any, ...] | None
-    ) -> tuple[Policy, _StateRow]:
+    ) -> _Live:
         """The live policy of the locked state row ``found`` (its id, config, version and
         time): the cache's when it was kept with that row, else loaded from the row's state,
         which is read only then (decoding it is a good part of a request's CPU)."""
         if found is None:  # the first decision creates the row: the ORM path does that
             raise Fallback("no policy state row yet")
         row_id, config, version, updated_at = found
-        live = cache.current(key, (row_id, version, updated_at), config)
-        if live is not None:
-            return live, _StateRow(row_id, config, {}, version, updated_at)
+        policy = cache.current(key, (row_id, version, updated_at), config)
+        if policy is not None:
+            return _Live(policy, _StateRow(row_id, config, {}, version, updated_at))
         state = self.one(self.s.state_of, {"row_id": row_id})
         assert state is not None, "the row is locked in this transaction"
         row = _StateRow(row_id, config, state[0], version, updated_at)
-        return cache.load(row), row
+        return _Live(cache.load(row), row)
 
-    def write_state(self, row: _StateRow, state: dict[str, Any]) -> None:
-        row.state, row.version, row.updated_at = state, row.version + 1, _tick(row.updated_at)
-        values = {"state": row.state, "version": row.version, "updated_at": row.updated_at}
-        self.later(self.s.write_state, {"row_id": row.id, **values})
+    def changed(self, live: _Live) -> datetime:
+        """Note that ``live``'s policy changed: the row's version and time move on (the time
+        is returned: a decision's), its state is written once, at the commit."""
+        row = live.row
+        row.version, row.updated_at = row.version + 1, _tick(row.updated_at)
+        live.changed = True
+        return row.updated_at
+
+    def flush(self) -> None:
+        """Queue the state of each changed policy."""
+        for live in self.lives.values():
+            if live.changed:
+                row = live.row
+                row.state = live.policy.to_state()
+                values = {"state": row.state, "version": row.version, "updated_at": row.updated_at}
+                self.later(self.s.write_state, {"row_id": row.id, **values})
+
+    def grouped_writes(self) -> list[tuple[str, list[Any]]]:
+        """The queued writes, grouped by statement (in first-queued order)."""
+        groups: dict[str, list[Any]] = {}
+        for sql, params in self.writes:
+            groups.setdefault(sql, []).append(params)
+        return list(groups.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +362,233 @@ class Picked:
     propensity: float
     arm: Arm
     prompt: str | None
+
+
+class Job:
+    """One request's work in a hot-path transaction, alone or next to others (a batch).
+
+    A transaction runs every job's :meth:`first` (send reads), then every job's :meth:`second`
+    (read those, send more, name the policy state needed in :attr:`key`), locks the policy
+    states named (in key order), then runs every job's :meth:`last` (compute, queue writes),
+    writes each changed state once and commits. On PostgreSQL that is one pipelined round trip
+    per step for the whole batch. A job that raises before it changed anything
+    (:attr:`touched` unset) fails alone; one that raises after makes the transaction roll back,
+    and it runs again without that job. :attr:`generation_id` and :attr:`idempotency_key` name
+    what the job reads and changes: one job per generation and per key in a batch.
+    """
+
+    generation_id: str | None = None
+    idempotency_key: str | None = None
+
+    def __init__(self, then: Callable[[Any], Any] | None) -> None:
+        self.then = then
+        """Applied to the result after the commit (e.g. the HTTP response)."""
+        self.key: tuple[int, str] | None = None
+        self.cache: PolicyCache | None = None
+        self.touched = False
+
+    def reset(self) -> None:
+        """Before each attempt: a rolled-back transaction leaves nothing in the job."""
+        self.key, self.touched = None, False
+
+    def first(self, tx: _Tx) -> None:
+        """Send the reads that do not depend on anything (round trip one)."""
+
+    def second(self, tx: _Tx) -> None:
+        """Read the first step's answers, send the next statements, set :attr:`key`."""
+
+    def last(self, tx: _Tx, live: _Live | None) -> Any:
+        """Compute and queue the writes with the policy state of :attr:`key` (locked)."""
+        raise NotImplementedError
+
+    def finish(self, result: Any) -> Any:
+        return result if self.then is None else self.then(result)
+
+
+class _SelectJob(Job):
+    def __init__(
+        self,
+        then: Callable[[Picked], Any] | None,
+        *,
+        cache: PolicyCache,
+        task: Task,
+        arms: Sequence[Arm],
+        inputs: Mapping[str, Any],
+        end_user: str | None,
+        context: Mapping[str, Any],
+        policy: str,
+    ) -> None:
+        super().__init__(then)
+        self.cache = cache
+        self.task, self.arms, self.policy = task, arms, policy
+        self.inputs, self.end_user, self.context = inputs, end_user, context
+
+    def second(self, tx: _Tx) -> None:
+        self.key = (self.task.id, self.policy)
+
+    def last(self, tx: _Tx, live: _Live | None) -> Picked:
+        assert live is not None and self.cache is not None and self.key is not None
+        self.touched = True
+        policy, arms, task = live.policy, self.arms, self.task
+        policy.sync_arms([arm.name for arm in arms])
+        if isinstance(policy, ThompsonSampling):
+            probabilities = self.cache.probabilities(self.key, policy)
+            choice = policy.select_from(probabilities, context=self.context, end_user=self.end_user)
+        else:
+            choice = policy.select(context=self.context, end_user=self.end_user)
+        arm = next(a for a in arms if a.name == choice.arm)
+        prompt = _render(arm, self.inputs)
+        created = tx.changed(live)
+        decision_id, generation_id = new_id("dec"), new_id("gen")
+        tx.later(
+            tx.s.insert_decision,
+            {
+                "id": decision_id,
+                "task_id": task.id,
+                "policy": self.policy,
+                "arm_id": arm.id,
+                "propensity": choice.propensity,
+                "probabilities": choice.probabilities,
+                "end_user": self.end_user,
+                "context": dict(self.context),
+                "created_at": created,
+            },
+        )
+        tx.later(
+            tx.s.insert_generation,
+            {
+                "id": generation_id,
+                "task_id": task.id,
+                "arm_id": arm.id,
+                "input": dict(self.inputs),
+                "prompt": prompt,
+                "output": None,
+                "status": "pending",
+                "error": None,
+                "model": None,
+                "latency_ms": None,
+                "prompt_tokens": None,
+                "completion_tokens": None,
+                "cost": None,
+                "policy": self.policy,
+                "propensity": choice.propensity,
+                "decision_id": decision_id,
+                "end_user": self.end_user,
+                "context": dict(self.context),
+                "reward": None,
+                "created_at": utcnow(),
+            },
+        )
+        return Picked(decision_id, generation_id, self.policy, choice.propensity, arm, prompt)
+
+
+class _CompleteJob(Job):
+    def __init__(
+        self, then: Callable[[Generation], Any] | None, generation_id: str, params: dict[str, Any]
+    ) -> None:
+        super().__init__(then)
+        self.generation_id = generation_id
+        self.params = params
+
+    def first(self, tx: _Tx) -> None:
+        self.sent = tx.send(tx.s.complete, self.params)  # changes the row only when pending
+
+    def last(self, tx: _Tx, live: _Live | None) -> Generation:
+        found = self.sent.one()
+        if found is None:  # nothing changed
+            raise Fallback("not a pending generation: the ORM path explains")
+        return Generation(**dict(zip(_GENERATION_COLUMNS, found, strict=True)))
+
+
+class _FeedbackJob(Job):
+    """Three round trips on PostgreSQL (shared by a batch): the generation (locked) and its
+    decision; the new event, the generation's reward events and the policy's state (locked);
+    the writes with the COMMIT."""
+
+    def __init__(
+        self,
+        then: Callable[[RecordResult], Any] | None,
+        *,
+        cache: PolicyCache,
+        task: Task,
+        fields: dict[str, Any],
+        rules: Any,
+        rewarded: bool,
+        key: str | None,
+    ) -> None:
+        super().__init__(then)
+        self.cache = cache
+        self.task, self.fields, self.rules, self.rewarded = task, fields, rules, rewarded
+        self.generation_id = fields["generation_id"]
+        self.idempotency_key = key
+
+    def first(self, tx: _Tx) -> None:
+        gid = self.generation_id
+        self.locked = tx.send(tx.s.lock_generation, {"generation_id": gid})
+        self.behind_sent = tx.send(tx.s.decision_of, {"generation_id": gid})
+
+    def second(self, tx: _Tx) -> None:
+        behind, found = self.behind_sent.one(), self.locked.one()
+        columns = tx.s.generation_columns
+        generation = None if found is None else dict(zip(columns, found, strict=True))
+        if generation is None or generation["task_id"] != self.task.id or behind is None:
+            raise Fallback("an unknown generation: the ORM path explains")
+        if generation["status"] != "ok":
+            raise Fallback("a pending or failed generation: the ORM path explains")
+        decision_id, found_decision, task_id, policy = behind[2:6]
+        if decision_id is not None and (found_decision is None or behind[-1] is None):
+            raise Fallback("a missing decision: the ORM path explains")
+        self.generation, self.behind = generation, behind
+        insert = tx.s.insert_feedback if self.idempotency_key is None else tx.s.insert_feedback_once
+        self.inserted = tx.send(insert, self.fields)
+        self.events = None
+        if self.rewarded:
+            self.events = tx.send(tx.s.reward_events, {"gid": self.generation_id})
+            if decision_id is not None:
+                self.key = (task_id, policy)
+
+    def last(self, tx: _Tx, live: _Live | None) -> RecordResult:
+        new_row = self.inserted.one()
+        if new_row is None:  # nothing inserted
+            raise Fallback("a repeated idempotency key: the ORM path replays it")
+        self.touched = True
+        feedback_id = int(new_row[0])
+        changes: list[RewardChange] = []
+        if self.events is not None:
+            gid: str = self.fields["generation_id"]
+            generation = self.generation
+            new = derive_reward(cast(Any, [_Event(*e) for e in self.events.all()]), self.rules)
+            old = generation["reward"]
+            if new != old:
+                if live is not None:
+                    if live.policy.config.discount != 1.0:  # needs the decision's index: the
+                        raise Fallback("a discounted policy")  # ORM path counts it
+                    live.policy.update(_logged_decision(self.behind, None), new, previous=old)
+                    tx.changed(live)
+                tx.later(tx.s.set_reward, {"gid": gid, "new_reward": new})
+                change = RewardChange(
+                    generation_id=gid,
+                    decision_id=generation["decision_id"],
+                    arm_id=generation["arm_id"],
+                    old=old,
+                    new=new,
+                )
+                changes.append(change)
+        return RecordResult(feedback_id=feedback_id, duplicate=False, reward_changes=changes)
+
+
+class _Abort(Exception):
+    """A job failed after it changed something: the transaction rolls back and runs again
+    without it."""
+
+    def __init__(self, index: int, error: BaseException) -> None:
+        super().__init__(index, error)
+        self.index, self.error = index, error
+
+
+AGAIN = object()
+"""The outcome of a job :meth:`HotPath.run_batch` left for the next batch (another job of the
+batch reads or changes the same generation or idempotency key)."""
 
 
 class HotPath:
@@ -377,14 +642,17 @@ class HotPath:
                 if self.sqlite:
                     cursor.execute("BEGIN IMMEDIATE")
                     result = work(tx)
-                    for sql, params in tx.writes:
-                        cursor.execute(sql, params)
+                    for sql, rows in tx.grouped_writes():
+                        cursor.executemany(sql, rows)
                     cursor.execute("COMMIT")
                 else:  # one pipeline: BEGIN goes with the first statement, writes with COMMIT
                     with dbapi.pipeline():
                         result = work(tx)
-                        for sql, params in tx.writes:
-                            cursor.execute(sql, params)
+                        for sql, rows in tx.grouped_writes():
+                            if len(rows) == 1:
+                                cursor.execute(sql, rows[0])
+                            else:
+                                cursor.executemany(sql, rows)
                         dbapi.commit()
                 self.committed += 1
                 return result
@@ -422,8 +690,108 @@ class HotPath:
         except self.dialect.loaded_dbapi.Error:
             pass  # a dead connection: the transaction is gone with it
 
+    # -- jobs --------------------------------------------------------------------------------
+    def run(self, job: Job) -> Any:
+        """``job`` in a transaction of its own: its result (after ``then``), or its error."""
+        outcome = self.run_batch([job])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def run_batch(self, jobs: Sequence[Job]) -> list[Any]:
+        """``jobs`` in one transaction (see :class:`Job`): per job its result (after its
+        ``then``), the exception it raised (nothing of it was committed), or :data:`AGAIN`
+        for a job that names a generation or idempotency key an earlier job of the batch
+        names. A database error fails the whole transaction and is raised (nothing was
+        committed; the caller's retry rules apply)."""
+        outcomes: list[Any] = [None] * len(jobs)
+        todo: list[int] = []
+        generations: set[str] = set()
+        keys: set[str] = set()
+        for i, job in enumerate(jobs):
+            gid, key = job.generation_id, job.idempotency_key
+            if (gid is not None and gid in generations) or (key is not None and key in keys):
+                outcomes[i] = AGAIN
+                continue
+            if gid is not None:
+                generations.add(gid)
+            if key is not None:
+                keys.add(key)
+            todo.append(i)
+        while todo:
+            batch = [jobs[i] for i in todo]
+            try:
+                results, lives = self.transaction(partial(self._steps, jobs=batch))
+            except _Abort as abort:
+                outcomes[todo.pop(abort.index)] = abort.error
+                continue
+            for cache, state, live in lives:  # committed: the live policies are the rows'
+                cache.keep(state, live.policy, live.row)
+            for i, result in zip(todo, results, strict=True):
+                if isinstance(result, BaseException):
+                    outcomes[i] = result
+                    continue
+                try:
+                    outcomes[i] = jobs[i].finish(result)
+                except Exception as exc:  # e.g. a response that cannot be built: this job's
+                    outcomes[i] = exc
+            break
+        return outcomes
+
+    def _steps(
+        self, tx: _Tx, *, jobs: Sequence[Job]
+    ) -> tuple[list[Any], list[tuple[PolicyCache, tuple[int, str], _Live]]]:
+        database_error = self.dialect.loaded_dbapi.Error
+        results: list[Any] = [None] * len(jobs)
+        alive = list(range(len(jobs)))
+
+        def step(call: Callable[[int], Any]) -> None:
+            nonlocal alive
+            kept = []
+            for i in alive:
+                try:
+                    results[i] = call(i)
+                except database_error:
+                    raise  # the transaction's failure, not the job's
+                except Exception as exc:
+                    if jobs[i].touched:
+                        raise _Abort(i, exc) from exc
+                    results[i] = exc
+                    continue
+                kept.append(i)
+            alive = kept
+
+        for job in jobs:
+            job.reset()
+        step(lambda i: jobs[i].first(tx))
+        step(lambda i: jobs[i].second(tx))
+        wanted = sorted({key for i in alive if (key := jobs[i].key) is not None})
+        locks = {
+            key: tx.send(tx.s.lock_stamp, {"task_id": key[0], "policy": key[1]}) for key in wanted
+        }
+        lost: dict[tuple[int, str], Exception] = {}
+        caches: dict[tuple[int, str], PolicyCache] = {}
+        for key in wanted:
+            cache = next(jobs[i].cache for i in alive if jobs[i].key == key)
+            assert cache is not None, "a job that names a policy state has the cache"
+            try:
+                tx.lives[key] = tx.live(cache, key, locks[key].one())
+                caches[key] = cache
+            except Fallback as exc:
+                lost[key] = exc
+
+        def last(i: int) -> Any:
+            key = jobs[i].key
+            if key is not None and key in lost:
+                raise lost[key]
+            return jobs[i].last(tx, None if key is None else tx.lives[key])
+
+        step(last)
+        tx.flush()
+        return results, [(caches[key], key, live) for key, live in tx.lives.items()]
+
     # -- POST /v1/select ---------------------------------------------------------------------
-    def select(
+    def select_job(
         self,
         catalog: Catalog,
         cache: PolicyCache,
@@ -434,73 +802,35 @@ class HotPath:
         context: Mapping[str, Any],
         policy: str,
         check: Callable[[Task], None],
-    ) -> Picked:
+        then: Callable[[Picked], Any] | None = None,
+    ) -> Job:
         """:func:`prefloop.serve.ops.select_arm` without a seed, for a cached task."""
         entry = catalog.current(task_name, self.read)  # unknown task: NotFoundError
         if not entry.active_arms:
             raise Fallback("no active arm: the ORM path explains")
-        task, arms = entry.task, entry.active_arms
-        check(task)  # missing inputs: InvalidInputError, as the ORM path
-        key = (task.id, policy)
+        check(entry.task)  # missing inputs: InvalidInputError, as the ORM path
+        return _SelectJob(
+            then,
+            cache=cache,
+            task=entry.task,
+            arms=entry.active_arms,
+            inputs=inputs,
+            end_user=end_user,
+            context=context,
+            policy=policy,
+        )
 
-        def work(tx: _Tx) -> Picked:
-            live, row = tx.live(cache, key, tx.lock_state(task.id, policy).one())
-            live.sync_arms([arm.name for arm in arms])
-            if isinstance(live, ThompsonSampling):
-                probabilities = cache.probabilities(key, live)
-                choice = live.select_from(probabilities, context=context, end_user=end_user)
-            else:
-                choice = live.select(context=context, end_user=end_user)
-            arm = next(a for a in arms if a.name == choice.arm)
-            prompt = _render(arm, inputs)
-            tx.write_state(row, live.to_state())
-            decision_id, generation_id = new_id("dec"), new_id("gen")
-            tx.later(
-                tx.s.insert_decision,
-                {
-                    "id": decision_id,
-                    "task_id": task.id,
-                    "policy": policy,
-                    "arm_id": arm.id,
-                    "propensity": choice.propensity,
-                    "probabilities": choice.probabilities,
-                    "end_user": end_user,
-                    "context": dict(context),
-                    "created_at": row.updated_at,
-                },
-            )
-            tx.later(
-                tx.s.insert_generation,
-                {
-                    "id": generation_id,
-                    "task_id": task.id,
-                    "arm_id": arm.id,
-                    "input": dict(inputs),
-                    "prompt": prompt,
-                    "output": None,
-                    "status": "pending",
-                    "error": None,
-                    "model": None,
-                    "latency_ms": None,
-                    "prompt_tokens": None,
-                    "completion_tokens": None,
-                    "cost": None,
-                    "policy": policy,
-                    "propensity": choice.propensity,
-                    "decision_id": decision_id,
-                    "end_user": end_user,
-                    "context": dict(context),
-                    "reward": None,
-                    "created_at": utcnow(),
-                },
-            )
-            cache.keep(key, live, row)
-            return Picked(decision_id, generation_id, policy, choice.propensity, arm, prompt)
-
-        return self.transaction(work)
+    def select(self, catalog: Catalog, cache: PolicyCache, task_name: str, **kwargs: Any) -> Picked:
+        """:meth:`select_job` in a transaction of its own."""
+        return cast(Picked, self.run(self.select_job(catalog, cache, task_name, **kwargs)))
 
     # -- POST /v1/generations/{id}/output ------------------------------------------------------
-    def complete(self, generation_id: str, values: Mapping[str, Any]) -> Generation:
+    def complete_job(
+        self,
+        generation_id: str,
+        values: Mapping[str, Any],
+        then: Callable[[Generation], Any] | None = None,
+    ) -> Job:
         """:func:`prefloop.serve.ops.complete_generation` with exactly one of output or error;
         a refused update (unknown id, not pending) falls back for the ORM path's answer."""
         if (values.get("output") is None) == (values.get("error") is None):
@@ -508,96 +838,41 @@ class HotPath:
         params = {name: values.get(name) for name in _COMPLETE_KEYS}
         params["status"] = "ok" if values.get("error") is None else "failed"
         params["generation_id"] = generation_id
+        return _CompleteJob(then, generation_id, params)
 
-        def work(tx: _Tx) -> Generation:
-            found = tx.one(tx.s.complete, params)
-            if found is None:
-                raise Fallback("not a pending generation: the ORM path explains")
-            return Generation(**dict(zip(_GENERATION_COLUMNS, found, strict=True)))
-
-        return self.transaction(work)
+    def complete(self, generation_id: str, values: Mapping[str, Any]) -> Generation:
+        """:meth:`complete_job` in a transaction of its own."""
+        return cast(Generation, self.run(self.complete_job(generation_id, values)))
 
     # -- POST /v1/feedback -------------------------------------------------------------------
-    def feedback(
-        self, catalog: Catalog, cache: PolicyCache, task_name: str, event: FeedbackEvent
-    ) -> RecordResult:
+    def feedback_job(
+        self,
+        catalog: Catalog,
+        cache: PolicyCache,
+        task_name: str,
+        event: FeedbackEvent,
+        then: Callable[[RecordResult], Any] | None = None,
+    ) -> Job:
         """:func:`prefloop.serve.ops.submit_feedback` for a new rating, thumbs or regenerate
         event about a completed generation of a cached task."""
         if not isinstance(event, _HANDLED_EVENTS):
             raise Fallback("pairwise, ranking and edit events take the ORM path")
-        entry = catalog.current(task_name, self.read)  # unknown task: NotFoundError
-        task = entry.task
-        fields = _fields(task, event)  # bad values: InvalidInputError, as the ORM path
-        rules = reward_rules_for(task)
-        key = event.idempotency_key
+        task = catalog.current(task_name, self.read).task  # unknown task: NotFoundError
+        return _FeedbackJob(
+            then,
+            cache=cache,
+            task=task,
+            fields=_fields(task, event),  # bad values: InvalidInputError, as the ORM path
+            rules=reward_rules_for(task),
+            rewarded=event.kind in REWARD_KINDS,
+            key=event.idempotency_key,
+        )
 
-        def work(tx: _Tx) -> RecordResult:
-            # three round trips on PostgreSQL: the generation (locked) and its decision; the
-            # new event, the generation's reward events and the policy's state (locked); the
-            # writes with the COMMIT
-            gid = fields["generation_id"]
-            sent = tx.send(tx.s.lock_generation, {"generation_id": gid})
-            behind = tx.send(tx.s.decision_of, {"generation_id": gid}).one()
-            found = sent.one()
-            columns = tx.s.generation_columns
-            generation = None if found is None else dict(zip(columns, found, strict=True))
-            if generation is None or generation["task_id"] != task.id or behind is None:
-                raise Fallback("an unknown generation: the ORM path explains")
-            if generation["status"] != "ok":
-                raise Fallback("a pending or failed generation: the ORM path explains")
-            decision_id, found_decision, task_id, policy = behind[2:6]
-            if decision_id is not None and (found_decision is None or behind[-1] is None):
-                raise Fallback("a missing decision: the ORM path explains")
-            rewarded = event.kind in REWARD_KINDS
-            insert = tx.s.insert_feedback if key is None else tx.s.insert_feedback_once
-            inserted = tx.send(insert, fields)
-            events = tx.send(tx.s.reward_events, {"gid": gid}) if rewarded else None
-            state = None
-            if rewarded and decision_id is not None:
-                state = tx.lock_state(task_id, policy)
-            new_row = inserted.one()
-            if new_row is None:
-                raise Fallback("a repeated idempotency key: the ORM path replays it")
-            feedback_id = int(new_row[0])
-            changes: list[RewardChange] = []
-            if events is not None:
-                new = derive_reward(cast(Any, [_Event(*e) for e in events.all()]), rules)
-                old = generation["reward"]
-                row = None if state is None else state.one()
-                if new != old:
-                    tx.later(tx.s.set_reward, {"gid": gid, "new_reward": new})
-                    change = RewardChange(
-                        generation_id=gid,
-                        decision_id=generation["decision_id"],
-                        arm_id=generation["arm_id"],
-                        old=old,
-                        new=new,
-                    )
-                    changes.append(change)
-                    if decision_id is not None:
-                        self._apply_reward(tx, cache, behind, row, old, new)
-            return RecordResult(feedback_id=feedback_id, duplicate=False, reward_changes=changes)
-
-        return self.transaction(work)
-
-    def _apply_reward(
-        self,
-        tx: _Tx,
-        cache: PolicyCache,
-        behind: tuple[Any, ...],
-        row: tuple[Any, ...] | None,
-        old: float | None,
-        new: float | None,
-    ) -> None:
-        """:func:`prefloop.bandit.online.apply_reward` for a generation that is ``ok``, with
-        its decision (a :data:`_DECISION_OF` row) and the policy's locked state row."""
-        key = (behind[4], behind[5])  # the decision's task and policy
-        live, state = tx.live(cache, key, row)
-        if live.config.discount != 1.0:  # needs the decision's index: the ORM path counts it
-            raise Fallback("a discounted policy")
-        live.update(_logged_decision(behind, None), new, previous=old)
-        tx.write_state(state, live.to_state())
-        cache.keep(key, live, state)
+    def feedback(
+        self, catalog: Catalog, cache: PolicyCache, task_name: str, event: FeedbackEvent
+    ) -> RecordResult:
+        """:meth:`feedback_job` in a transaction of its own."""
+        return cast(RecordResult, self.run(self.feedback_job(catalog, cache, task_name, event)))
 
 
 @dataclass(frozen=True, slots=True)

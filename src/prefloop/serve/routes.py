@@ -5,7 +5,7 @@ transaction, and turns the result into a response schema; errors become HTTP sta
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -24,7 +24,7 @@ from prefloop.llm.base import GenerationParams
 from prefloop.serve import ops
 from prefloop.serve.app import ServiceContext
 from prefloop.serve.auth import Permission, Principal
-from prefloop.serve.hotpath import Fallback
+from prefloop.serve.hotpath import Fallback, Job, Picked
 from prefloop.serve.metrics import CONTENT_TYPE
 from prefloop.serve.schemas import (
     ArmCreate,
@@ -186,12 +186,26 @@ FeedbackSender = Annotated[Principal, Depends(_require(Permission.FEEDBACK))]
 
 # -- select, generate, generations ------------------------------------------------------------
 # (the loop's routes come first: the router tries routes in the order they were added)
-def select_raw(ctx: ServiceContext, body: SelectRequest) -> tuple[SelectResponse, str]:
-    """``POST /v1/select`` on the raw hot path (:class:`Fallback` when it does not apply):
-    the response and the chosen arm's name."""
+def select_job(ctx: ServiceContext, body: SelectRequest) -> Job:
+    """``POST /v1/select`` as a hot-path job (:class:`Fallback` when it does not apply); its
+    result is the response and the chosen arm's name."""
     if body.seed is not None:  # a seeded decision loads the policy afresh: the ORM path
         raise Fallback("a seeded decision")
-    picked = ctx.hot.select(
+
+    def answer(picked: Picked) -> tuple[SelectResponse, str]:
+        response = SelectResponse(
+            decision_id=picked.decision_id,
+            generation_id=picked.generation_id,
+            policy=picked.policy,
+            arm=ArmRef(id=picked.arm.id, name=picked.arm.name),
+            propensity=picked.propensity,
+            prompt=picked.prompt,
+            model_ref=picked.arm.model_ref,
+            params=dict(picked.arm.params or {}),
+        )
+        return response, picked.arm.name
+
+    return ctx.hot.select_job(
         ctx.catalog,
         ctx.policies,
         body.task,
@@ -200,18 +214,13 @@ def select_raw(ctx: ServiceContext, body: SelectRequest) -> tuple[SelectResponse
         context=dict(body.context or {}),
         policy=body.policy or ctx.settings.default_policy,
         check=lambda task: ops.check_inputs(task, body.inputs or {}),
+        then=answer,
     )
-    response = SelectResponse(
-        decision_id=picked.decision_id,
-        generation_id=picked.generation_id,
-        policy=picked.policy,
-        arm=ArmRef(id=picked.arm.id, name=picked.arm.name),
-        propensity=picked.propensity,
-        prompt=picked.prompt,
-        model_ref=picked.arm.model_ref,
-        params=dict(picked.arm.params or {}),
-    )
-    return response, picked.arm.name
+
+
+def select_raw(ctx: ServiceContext, body: SelectRequest) -> tuple[SelectResponse, str]:
+    """``POST /v1/select`` on the raw hot path, in a transaction of its own."""
+    return cast("tuple[SelectResponse, str]", ctx.hot.run(select_job(ctx, body)))
 
 
 @router.post(
@@ -327,10 +336,15 @@ async def complete_generation(
     return _json(await ctx.hot_write(lambda: output_raw(ctx, generation_id, body), work))
 
 
-def output_raw(ctx: ServiceContext, generation_id: str, body: GenerationOutput) -> GenerationOut:
-    """``POST /v1/generations/{id}/output`` on the raw hot path (or :class:`Fallback`)."""
+def output_job(ctx: ServiceContext, generation_id: str, body: GenerationOutput) -> Job:
+    """``POST /v1/generations/{id}/output`` as a hot-path job (or :class:`Fallback`)."""
     values = body.model_dump(exclude_none=True)
-    return GenerationOut.of(ctx.hot.complete(generation_id, values))
+    return ctx.hot.complete_job(generation_id, values, then=GenerationOut.of)
+
+
+def output_raw(ctx: ServiceContext, generation_id: str, body: GenerationOutput) -> GenerationOut:
+    """``POST /v1/generations/{id}/output`` on the raw hot path, in a transaction of its own."""
+    return cast(GenerationOut, ctx.hot.run(output_job(ctx, generation_id, body)))
 
 
 # -- feedback -----------------------------------------------------------------------------------
@@ -397,9 +411,14 @@ def feedback_event(
     return event
 
 
+def feedback_job(ctx: ServiceContext, task: str, event: FeedbackEvent) -> Job:
+    """``POST /v1/feedback`` as a hot-path job (or :class:`Fallback`)."""
+    return ctx.hot.feedback_job(ctx.catalog, ctx.policies, task, event, then=_feedback_answer)
+
+
 def feedback_raw(ctx: ServiceContext, task: str, event: FeedbackEvent) -> FeedbackResponse:
-    """``POST /v1/feedback`` on the raw hot path (or :class:`Fallback`)."""
-    return _feedback_answer(ctx.hot.feedback(ctx.catalog, ctx.policies, task, event))
+    """``POST /v1/feedback`` on the raw hot path, in a transaction of its own."""
+    return cast(FeedbackResponse, ctx.hot.run(feedback_job(ctx, task, event)))
 
 
 def _feedback_answer(result: RecordResult) -> FeedbackResponse:

@@ -90,6 +90,19 @@ class ServeSettings(BaseSettings):
         "in a write thread. Default: on SQLite only. On PostgreSQL the loop would sit idle "
         "during the round trips: measured, it used less CPU per request but served fewer.",
     )
+    batch_writes: bool | None = Field(
+        default=None,
+        description="Group commit: the fast lane's transactions that arrive while one runs "
+        "wait and then run together in one transaction (one BEGIN, one state write, one "
+        "COMMIT; each request is answered after it commits). Default: on PostgreSQL only, "
+        "where a transaction's round trips and COMMIT cost more than its work; SQLite runs "
+        "them one by one on the event loop (writes_on_loop).",
+    )
+    batch_max: int = Field(
+        default=64,
+        gt=0,
+        description="The most requests one group-commit transaction carries.",
+    )
     opentelemetry: bool = Field(
         default=False,
         description="FastAPI's native OpenTelemetry spans and metrics (with your providers "
