@@ -190,12 +190,14 @@ def test_positional_statements_are_the_named_ones_with_other_placeholders(
     monkeypatch.setattr(hotpath, "positional", lambda dialect: dialect)
     plain = hotpath._Statements(named)
     checked = 0
-    for name, statement in vars(compiled).items():
+    pairs = [(name, st, vars(plain)[name]) for name, st in vars(compiled).items()]
+    for name, query in (("rated", hotpath._RATED), ("events", hotpath._REWARD_EVENTS)):
+        pairs.append((name, compiled.expanded(name, query, 3), plain.expanded(name, query, 3)))
+    for name, statement, other in pairs:
         if not isinstance(statement, hotpath._Statement):
             continue
-        other = vars(plain)[name]
         assert statement.positions is not None and other.positions is None
         assert statement.sql == re.sub(r"%\((\w+)\)s", "%s", other.sql), name
         assert list(statement.positions) == re.findall(r"%\((\w+)\)s", other.sql), name
         checked += 1
-    assert checked >= 10
+    assert checked >= 11

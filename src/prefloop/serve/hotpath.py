@@ -47,7 +47,6 @@ from prefloop.bandit.online import (
 from prefloop.feedback.events import FeedbackEvent, RatingEvent, RegenerateEvent, ThumbsEvent
 from prefloop.feedback.record import (
     _FEEDBACK,
-    _LOCK_GENERATION,
     _REWARD_COLUMNS,
     _SET_REWARD,
     RecordResult,
@@ -107,10 +106,22 @@ class _Statement:
     results: tuple[Callable[[Any], Any] | None, ...]
 
     @classmethod
-    def of(cls, statement: Any, dialect: Dialect, keys: Sequence[str] | None = None) -> _Statement:
+    def of(
+        cls,
+        statement: Any,
+        dialect: Dialect,
+        keys: Sequence[str] | None = None,
+        *,
+        expand: int | None = None,
+    ) -> _Statement:
+        """``statement`` compiled; with ``expand``, its expanding ``ids`` parameter rendered
+        as that many parameters ``ids_1`` … ``ids_<expand>``."""
+        if expand is not None:
+            statement = statement.params(ids=[""] * expand)
         compiled = statement.compile(
             dialect=dialect,
             column_keys=list(keys) if keys is not None else None,
+            compile_kwargs={"render_postcompile": True} if expand is not None else {},
         )
         binds = []
         for name, bind in compiled.binds.items():
@@ -185,19 +196,31 @@ _COMPLETE_KEYS = (
     "completion_tokens",
     "cost",
 )
-_EVENTS_OF_ONE = select(*_REWARD_COLUMNS).where(
-    _FEEDBACK.c.generation_id == bindparam("gid"),
-    _FEEDBACK.c.kind.in_([bindparam(f"kind{k}", kind) for k, kind in enumerate(REWARD_KINDS)]),
-)  # the kinds as plain parameters: an expanding IN would need rendering per execution
 _HANDLED_EVENTS = (RatingEvent, ThumbsEvent, RegenerateEvent)
-_LOCK_GENERATION_COLUMNS = _LOCK_GENERATION.with_only_columns(
-    *(
-        cast(Table, Generation.__table__).c[name]
-        for name in ("id", "task_id", "status", "reward", "decision_id", "arm_id")
+
+
+def _rated_statement() -> Any:
+    """What feedback reads about the generations it rates, for a batch at once: each one's
+    id, task, reward and arm, then the columns of :data:`_DECISION_OF` (its status, its
+    decision, the decision's arm name); the generations locked, in id order."""
+    g, d, a = (cast(Table, m.__table__) for m in (Generation, BanditDecision, Arm))
+    joined = g.outerjoin(d, d.c.id == g.c.decision_id).outerjoin(a, a.c.id == d.c.arm_id)
+    columns = [g.c.id, g.c.task_id, g.c.reward, g.c.arm_id, *_DECISION_OF.selected_columns]
+    return (
+        select(*columns)
+        .select_from(joined)
+        .where(g.c.id.in_(bindparam("ids", expanding=True)))
+        .order_by(g.c.id)
+        .with_for_update(of=g)
     )
+
+
+_RATED = _rated_statement()
+_REWARD_EVENTS = select(*_REWARD_COLUMNS).where(
+    _FEEDBACK.c.generation_id.in_(bindparam("ids", expanding=True)),
+    _FEEDBACK.c.kind.in_([bindparam(f"kind{k}", kind) for k, kind in enumerate(REWARD_KINDS)]),
 )
-"""The ORM path's lock of a rated generation, reading only what feedback needs (not the
-prompt, output and JSON columns)."""
+"""The reward events of a batch's rated generations."""
 
 
 def positional(dialect: Dialect) -> Dialect:
@@ -237,7 +260,6 @@ class _Statements:
             _insert_statement(name, generations, (), ()), dialect, _GENERATION_COLUMNS
         )
         self.complete = _Statement.of(_COMPLETE, dialect, _COMPLETE_KEYS)
-        self.lock_generation = _Statement.of(_LOCK_GENERATION_COLUMNS, dialect)
         self.insert_feedback = _Statement.of(
             _insert_statement(name, _FEEDBACK, (), ("id",)), dialect, _FEEDBACK_KEYS
         )
@@ -246,10 +268,17 @@ class _Statements:
             dialect,
             _FEEDBACK_KEYS,
         )
-        self.reward_events = _Statement.of(_EVENTS_OF_ONE, dialect)
         self.set_reward = _Statement.of(_SET_REWARD, dialect)
-        self.decision_of = _Statement.of(_DECISION_OF, dialect)
-        self.generation_columns = tuple(c.key for c in _LOCK_GENERATION_COLUMNS.selected_columns)
+        self.dialect = dialect
+        self._expanded: dict[tuple[str, int], _Statement] = {}
+
+    def expanded(self, name: str, statement: Any, count: int) -> _Statement:
+        """``statement`` with ``count`` values for its ``ids`` (compiled once per count)."""
+        found = self._expanded.get((name, count))
+        if found is None:
+            found = _Statement.of(statement, self.dialect, expand=count)
+            self._expanded[(name, count)] = found
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +320,38 @@ class _Tx:
         self.s = statements
         self.writes: list[tuple[str, Any]] = []
         self.lives: dict[tuple[int, str], _Live] = {}
+        self._rated: _Sent | dict[str, tuple[Any, ...]] = {}
+        self._events: _Sent | dict[str, list[tuple[Any, ...]]] = {}
+
+    def send_many(self, name: str, statement: Any, ids: Sequence[str]) -> _Sent:
+        """:meth:`send` ``statement`` for the values ``ids`` of its expanding parameter."""
+        compiled = self.s.expanded(name, statement, len(ids))
+        return self.send(compiled, {f"ids_{k}": v for k, v in enumerate(ids, 1)})
+
+    def read_rated(self, ids: Sequence[str]) -> None:
+        """Lock and read the generations ``ids`` (see :meth:`rated`)."""
+        if ids:
+            self._rated = self.send_many("rated", _RATED, ids)
+
+    def rated(self, generation_id: str) -> tuple[Any, ...] | None:
+        """A :data:`_RATED` row read by :meth:`read_rated` (None: no such generation)."""
+        if isinstance(self._rated, _Sent):
+            self._rated = {row[0]: row for row in self._rated.all()}
+        return self._rated.get(generation_id)
+
+    def read_events(self, ids: Sequence[str]) -> None:
+        """Read the reward events of the generations ``ids`` (see :meth:`events`)."""
+        if ids:
+            self._events = self.send_many("events", _REWARD_EVENTS, ids)
+
+    def events(self, generation_id: str) -> list[tuple[Any, ...]]:
+        """The reward events of a generation read by :meth:`read_events`."""
+        if isinstance(self._events, _Sent):
+            grouped: dict[str, list[tuple[Any, ...]]] = {}
+            for row in self._events.all():
+                grouped.setdefault(row[0], []).append(row)
+            self._events = grouped
+        return self._events.get(generation_id, [])
 
     def send(self, statement: _Statement, values: Mapping[str, Any]) -> _Sent:
         """Run ``statement`` on a cursor of its own and read its rows later: on PostgreSQL the
@@ -379,6 +440,9 @@ class Job:
 
     generation_id: str | None = None
     idempotency_key: str | None = None
+    rates = False
+    """Whether the job reads its generation (locked) and decision with :meth:`_Tx.rated`:
+    the batch reads all of them in one statement before :meth:`second`."""
 
     def __init__(self, then: Callable[[Any], Any] | None) -> None:
         self.then = then
@@ -386,10 +450,13 @@ class Job:
         self.key: tuple[int, str] | None = None
         self.cache: PolicyCache | None = None
         self.touched = False
+        self.wants_events = False
+        """Set by :meth:`second` to read the generation's reward events with
+        :meth:`_Tx.events` in :meth:`last` (one statement for the batch)."""
 
     def reset(self) -> None:
         """Before each attempt: a rolled-back transaction leaves nothing in the job."""
-        self.key, self.touched = None, False
+        self.key, self.touched, self.wants_events = None, False, False
 
     def first(self, tx: _Tx) -> None:
         """Send the reads that do not depend on anything (round trip one)."""
@@ -501,7 +568,7 @@ class _CompleteJob(Job):
 
 
 class _FeedbackJob(Job):
-    """Three round trips on PostgreSQL (shared by a batch): the generation (locked) and its
+    """Three round trips on PostgreSQL (shared by a batch): the generation (locked) with its
     decision; the new event, the generation's reward events and the policy's state (locked);
     the writes with the COMMIT."""
 
@@ -522,28 +589,23 @@ class _FeedbackJob(Job):
         self.generation_id = fields["generation_id"]
         self.idempotency_key = key
 
-    def first(self, tx: _Tx) -> None:
-        gid = self.generation_id
-        self.locked = tx.send(tx.s.lock_generation, {"generation_id": gid})
-        self.behind_sent = tx.send(tx.s.decision_of, {"generation_id": gid})
+    rates = True
 
     def second(self, tx: _Tx) -> None:
-        behind, found = self.behind_sent.one(), self.locked.one()
-        columns = tx.s.generation_columns
-        generation = None if found is None else dict(zip(columns, found, strict=True))
-        if generation is None or generation["task_id"] != self.task.id or behind is None:
+        found = tx.rated(self.fields["generation_id"])
+        if found is None or found[1] != self.task.id:
             raise Fallback("an unknown generation: the ORM path explains")
-        if generation["status"] != "ok":
+        self.reward, self.arm_id, behind = found[2], found[3], found[4:]
+        status, _, decision_id, found_decision, task_id, policy = behind[:6]
+        if status != "ok":
             raise Fallback("a pending or failed generation: the ORM path explains")
-        decision_id, found_decision, task_id, policy = behind[2:6]
         if decision_id is not None and (found_decision is None or behind[-1] is None):
             raise Fallback("a missing decision: the ORM path explains")
-        self.generation, self.behind = generation, behind
+        self.decision_id, self.behind = decision_id, behind
         insert = tx.s.insert_feedback if self.idempotency_key is None else tx.s.insert_feedback_once
         self.inserted = tx.send(insert, self.fields)
-        self.events = None
         if self.rewarded:
-            self.events = tx.send(tx.s.reward_events, {"gid": self.generation_id})
+            self.wants_events = True
             if decision_id is not None:
                 self.key = (task_id, policy)
 
@@ -554,11 +616,10 @@ class _FeedbackJob(Job):
         self.touched = True
         feedback_id = int(new_row[0])
         changes: list[RewardChange] = []
-        if self.events is not None:
+        if self.wants_events:
             gid: str = self.fields["generation_id"]
-            generation = self.generation
-            new = derive_reward(cast(Any, [_Event(*e) for e in self.events.all()]), self.rules)
-            old = generation["reward"]
+            new = derive_reward(cast(Any, [_Event(*e) for e in tx.events(gid)]), self.rules)
+            old = self.reward
             if new != old:
                 if live is not None:
                     if live.policy.config.discount != 1.0:  # needs the decision's index: the
@@ -568,8 +629,8 @@ class _FeedbackJob(Job):
                 tx.later(tx.s.set_reward, {"gid": gid, "new_reward": new})
                 change = RewardChange(
                     generation_id=gid,
-                    decision_id=generation["decision_id"],
-                    arm_id=generation["arm_id"],
+                    decision_id=self.decision_id,
+                    arm_id=self.arm_id,
                     old=old,
                     new=new,
                 )
@@ -763,8 +824,12 @@ class HotPath:
 
         for job in jobs:
             job.reset()
+        tx.read_rated(sorted({cast(str, job.generation_id) for job in jobs if job.rates}))
         step(lambda i: jobs[i].first(tx))
         step(lambda i: jobs[i].second(tx))
+        tx.read_events(
+            sorted({cast(str, jobs[i].generation_id) for i in alive if jobs[i].wants_events})
+        )
         wanted = sorted({key for i in alive if (key := jobs[i].key) is not None})
         locks = {
             key: tx.send(tx.s.lock_stamp, {"task_id": key[0], "policy": key[1]}) for key in wanted
