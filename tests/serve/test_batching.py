@@ -207,6 +207,9 @@ def test_concurrent_requests_share_transactions_and_each_is_stored_once(
         statuses = list(pool.map(one, range(12)))
     assert statuses == [(200, 201)] * 12
     assert batcher.largest > 1 and batcher.batches < batcher.jobs
+    metrics = api.client.get("/metrics").text
+    assert f"prefloop_write_batches_total {batcher.batches}\n" in metrics
+    assert f"prefloop_write_batch_requests_total {batcher.jobs}\n" in metrics
     with store.session(readonly=True) as s:
         keys = s.scalars(
             select(Feedback.idempotency_key).where(Feedback.idempotency_key.is_not(None))

@@ -97,8 +97,9 @@ def _scenario(api: Api, task: str) -> list[tuple[str, int, Any]]:
     return out
 
 
-def test_the_lane_answers_as_the_app_does(make_api: AppFactory) -> None:
-    settings = {"key_cache_seconds": 60, "max_body_bytes": 4096}
+@pytest.mark.parametrize("batch", [True, False], ids=["group-commit", "one-by-one"])
+def test_the_lane_answers_as_the_app_does(make_api: AppFactory, batch: bool) -> None:
+    settings = {"key_cache_seconds": 60, "max_body_bytes": 4096, "batch_writes": batch}
     laned = make_api(**settings)
     plain = make_api(fast_lane=False, **settings)
     with_lane = _scenario(laned, "task-a")

@@ -83,12 +83,12 @@ class ServiceContext:
         on_loop = self.settings.writes_on_loop
         self.writes_on_loop = self.store.dialect == "sqlite" if on_loop is None else on_loop
         """Whether :meth:`hot_now` runs transactions (``PREFLOOP_WRITES_ON_LOOP``)."""
-        batch = self.settings.batch_writes
-        if self.store.dialect != "sqlite" if batch is None else batch:
+        if self.settings.batch_writes:
             self.batcher = WriteBatcher(
                 self.hot,
                 lambda run: self.hot_transaction(run, None),
                 max_jobs=self.settings.batch_max,
+                on_batch=self.metrics.count_batch,
             )
         else:
             self.batcher = None

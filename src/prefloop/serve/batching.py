@@ -42,12 +42,15 @@ class WriteBatcher:
         transact: Callable[[Callable[[], list[Any]]], list[Any]],
         *,
         max_jobs: int,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be ≥ 1, got {max_jobs}")
         self.hot = hot
         self.transact = transact
         self.max_jobs = max_jobs
+        self.on_batch = on_batch
+        """Called with each committed transaction's number of requests (metrics)."""
         self._pending: deque[tuple[Callable[[], Job], asyncio.Future[Any]]] = deque()
         self._pump: asyncio.Task[None] | None = None
         self._thread: ThreadPoolExecutor | None = None
@@ -120,4 +123,6 @@ class WriteBatcher:
             self.batches += 1
             self.jobs += len(jobs)
             self.largest = max(self.largest, len(jobs))
+            if self.on_batch is not None:
+                self.on_batch(len(jobs))
         return outcomes

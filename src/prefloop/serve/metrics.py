@@ -60,6 +60,8 @@ class Metrics:
         self._decisions: dict[Labels, int] = defaultdict(int)
         self._llm_failures: dict[Labels, int] = defaultdict(int)
         self._fast_lane: dict[Labels, int] = defaultdict(int)
+        self._batches: dict[Labels, int] = defaultdict(int)
+        self._batched: dict[Labels, int] = defaultdict(int)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         labels: Labels = (("method", method), ("route", route), ("status", str(status)))
@@ -90,6 +92,12 @@ class Metrics:
         """A hot-route request the fast lane ``answered`` or ``handed_over`` to FastAPI."""
         with self._lock:
             self._fast_lane[(("route", route), ("outcome", outcome))] += 1
+
+    def count_batch(self, size: int) -> None:
+        """A group-commit transaction that carried ``size`` requests."""
+        with self._lock:
+            self._batches[()] += 1
+            self._batched[()] += size
 
     def render(self) -> str:
         lines: list[str] = []
@@ -139,6 +147,18 @@ class Metrics:
                 "Hot-route requests the fast lane answered, or handed over to FastAPI (a key "
                 "to refuse, an error to explain, a duplicate to replay, ...).",
                 self._fast_lane,
+            )
+            self._render_counter(
+                lines,
+                "prefloop_write_batches_total",
+                "Group-commit transactions of the fast lane (see PREFLOOP_BATCH_WRITES).",
+                self._batches,
+            )
+            self._render_counter(
+                lines,
+                "prefloop_write_batch_requests_total",
+                "Requests those transactions carried (divided by the batches: the mean size).",
+                self._batched,
             )
         return "\n".join(lines) + "\n"
 

@@ -72,10 +72,10 @@ class ServeSettings(BaseSettings):
     write_threads: int | None = Field(
         default=None,
         gt=0,
-        description="Worker threads that run the select, output and feedback transactions at "
-        "once. Default: 4 on PostgreSQL (they queue on the policy's state row anyway); 40 on "
-        "SQLite, which writes one transaction at a time in any case (and runs most of them on "
-        "the event loop, see writes_on_loop).",
+        description="Worker threads that run the select, output and feedback transactions "
+        "FastAPI answers (the fast lane's run in the group-commit thread, see batch_writes). "
+        "Default: 4 on PostgreSQL (they queue on the policy's state row anyway); 40 on SQLite, "
+        "which writes one transaction at a time in any case.",
     )
     fast_lane: bool = Field(
         default=True,
@@ -85,18 +85,20 @@ class ServeSettings(BaseSettings):
     )
     writes_on_loop: bool | None = Field(
         default=None,
-        description="Run the fast lane's transactions on the event loop, on a connection that "
-        "does not wait for locks (SQLite: while no other thread of the process writes), else "
-        "in a write thread. Default: on SQLite only. On PostgreSQL the loop would sit idle "
-        "during the round trips: measured, it used less CPU per request but served fewer.",
+        description="With batch_writes off: run the fast lane's transactions on the event "
+        "loop, on a connection that does not wait for locks (SQLite: while no other thread of "
+        "the process writes), else in a write thread. Default: on SQLite only. On PostgreSQL "
+        "the loop would sit idle during the round trips: measured, it used less CPU per "
+        "request but served fewer.",
     )
-    batch_writes: bool | None = Field(
-        default=None,
+    batch_writes: bool = Field(
+        default=True,
         description="Group commit: the fast lane's transactions that arrive while one runs "
-        "wait and then run together in one transaction (one BEGIN, one state write, one "
-        "COMMIT; each request is answered after it commits). Default: on PostgreSQL only, "
-        "where a transaction's round trips and COMMIT cost more than its work; SQLite runs "
-        "them one by one on the event loop (writes_on_loop).",
+        "wait and then run together in one transaction (one BEGIN, one lock and one write of "
+        "the policy's state, one COMMIT; each request is answered after it commits). Measured "
+        "with 64 clients: 0.75x of a bare endpoint's throughput on PostgreSQL (0.2x without), "
+        "0.93x on SQLite (0.68x without). False: one transaction per request (see "
+        "writes_on_loop).",
     )
     batch_max: int = Field(
         default=64,
