@@ -217,3 +217,54 @@ def test_concurrent_requests_share_transactions_and_each_is_stored_once(
         assert sorted(keys) == sorted(f"c{k}" for k in range(12))
     assert api.rate(ready[0], -0.5, **{"Idempotency-Key": "c0"}).status_code == 200  # replayed
     assert _state_is_its_recomputation(store)
+
+
+def test_the_batcher_answers_each_request_and_survives_a_failed_transaction(store: Store) -> None:
+    """Two ratings of one generation submitted at once run in two transactions (the second
+    waits); a transaction that fails after the retries fails every request it carried with
+    that error, and the next requests run as usual."""
+    import asyncio
+
+    from prefloop.serve.batching import WriteBatcher
+
+    catalog, cache, hot = _setup(store)
+    g1, g2 = _completed(hot, catalog, cache, 2)
+    failing = {"on": False}
+
+    def transact(run: Any) -> list[Any]:
+        if failing["on"]:
+            raise RuntimeError("the database went away")
+        result: list[Any] = run()
+        return result
+
+    batcher = WriteBatcher(hot, transact, max_jobs=8)
+
+    async def scenario() -> tuple[list[Any], list[Any], Any]:
+        first = await asyncio.gather(
+            batcher.submit(lambda: _rating(hot, catalog, cache, g1, 1, "a")),
+            batcher.submit(lambda: _rating(hot, catalog, cache, g1, -1, "b")),
+            batcher.submit(lambda: _rating(hot, catalog, cache, "gen_nope", 1, None)),
+            return_exceptions=True,
+        )
+        failing["on"] = True
+        second = await asyncio.gather(
+            batcher.submit(lambda: _select(hot, catalog, cache)),
+            batcher.submit(lambda: _rating(hot, catalog, cache, g2, 1, "c")),
+            return_exceptions=True,
+        )
+        failing["on"] = False
+        after = await batcher.submit(lambda: _rating(hot, catalog, cache, g2, 1, "c"))
+        return first, second, after
+
+    try:
+        first, second, after = asyncio.run(scenario())
+    finally:
+        batcher.close()
+    assert isinstance(first[0], RecordResult) and isinstance(first[1], RecordResult)
+    changes = [(c.old, c.new) for c in first[1].reward_changes]
+    assert changes == [(1.0, -1.0)]  # it ran after the first (the rater's latest rating counts)
+    assert isinstance(first[2], Fallback)
+    assert all(isinstance(e, RuntimeError) and "went away" in str(e) for e in second)
+    assert isinstance(after, RecordResult) and not after.duplicate
+    assert batcher.batches == 3 and batcher.largest == 2  # g1 twice: two transactions
+    assert _state_is_its_recomputation(store)

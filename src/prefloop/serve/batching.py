@@ -57,7 +57,7 @@ class WriteBatcher:
         self.batches = 0
         """Transactions run (statistics; ``jobs / batches`` is the mean batch size)."""
         self.jobs = 0
-        """Requests they carried."""
+        """Requests they carried (a request left for the next one counts there)."""
         self.largest = 0
         """The most requests one transaction carried."""
 
@@ -120,9 +120,10 @@ class WriteBatcher:
             ran = self.transact(lambda: self.hot.run_batch(jobs))
             for (i, _), outcome in zip(built, ran, strict=True):
                 outcomes[i] = outcome
+            carried = sum(outcome is not AGAIN for outcome in ran)
             self.batches += 1
-            self.jobs += len(jobs)
-            self.largest = max(self.largest, len(jobs))
+            self.jobs += carried
+            self.largest = max(self.largest, carried)
             if self.on_batch is not None:
-                self.on_batch(len(jobs))
+                self.on_batch(carried)
         return outcomes
