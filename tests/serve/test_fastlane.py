@@ -161,6 +161,8 @@ def test_the_lane_writes_what_the_app_writes(make_api: AppFactory, store: Store)
     lane_count = 'prefloop_fast_lane_requests_total{route="/v1/select",outcome="%s"} %d'
     assert lane_count % ("answered", 4) in metrics  # and the first decision handed over:
     assert lane_count % ("handed_over", 1) in metrics
+    reason = 'prefloop_fast_lane_handed_over_total{route="/v1/select",reason="Fallback"} 1\n'
+    assert reason in metrics  # the first decision: the ORM path creates the policy's state
 
 
 def test_loop_writes_wait_in_a_thread_while_another_connection_writes(

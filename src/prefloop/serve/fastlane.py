@@ -60,7 +60,12 @@ service then stayed in a threaded regime with three times the CPU per request.""
 
 
 class _Decline(Exception):
-    """The lane does not answer this request; the FastAPI app does (the reason in args)."""
+    """The lane does not answer this request; the FastAPI app does. ``reason`` is a short
+    code (a metric label: a bounded set), ``detail`` says more (statistics)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.reason, self.detail = reason, detail
 
 
 class FastLane:
@@ -124,8 +129,8 @@ class FastLane:
         try:
             status, payload = await handler(headers, read)
         except _Decline as declined:
-            self.declined[str(declined.args[0]) if declined.args else "declined"] += 1
-            self.context.metrics.count_fast_lane(route, "handed_over")
+            self.declined[declined.detail] += 1
+            self.context.metrics.count_fast_lane(route, "handed_over", declined.reason)
             await self.app(scope, replay(body, receive), send)
             return
         except BaseException:  # a database failure after the retries: the server's 500
@@ -154,7 +159,7 @@ class FastLane:
         await self._principal(headers, Permission.SELECT)
         request = _parse(SelectRequest, body)
         if request.seed is not None:
-            raise _Decline("a seeded decision")
+            raise _Decline("seeded", "a seeded decision")
         response, arm = await self._write(lambda: select_job(ctx, request))
         ctx.metrics.count_decision(request.task, arm)
         return 200, response.model_dump_json().encode()
@@ -178,12 +183,12 @@ class FastLane:
         key = headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH:
             # the route's Header() explains
-            raise _Decline("an Idempotency-Key of a bad length")
+            raise _Decline("idempotency_key", "an Idempotency-Key of a bad length")
         request = _parse(FeedbackRequest, body)
         try:
             event = feedback_event(request, who, key)
         except PrefloopError:
-            raise _Decline("an invalid event") from None
+            raise _Decline("invalid_event", "an invalid event") from None
         answer = await self._write(lambda: feedback_job(ctx, request.task, event))
         ctx.metrics.count_feedback(request.task, event.kind, duplicate=answer.duplicate)
         return (200 if answer.duplicate else 201), answer.model_dump_json().encode()
@@ -199,7 +204,7 @@ class FastLane:
         key = presented_key(headers.get("authorization"), headers.get("x-api-key"))
         principal = await principal_for(self.context, key)
         if principal is None or not principal.may(permission):
-            raise _Decline("a key to refuse")
+            raise _Decline("api_key", "a key to refuse")
         return principal
 
     async def _write(self, make: Callable[[], Job]) -> Any:
@@ -230,7 +235,7 @@ class FastLane:
                 await asyncio.sleep(pause)  # a thread of the app's path: let it finish
                 pause = min(2 * pause, _LAST_PAUSE_S)
         except _DECLINED as exc:
-            raise _Decline(f"{type(exc).__name__}: {exc}") from None
+            raise _Decline(type(exc).__name__, f"{type(exc).__name__}: {exc}") from None
 
 
 def _parse(model: type[_M], body: bytes) -> _M:
@@ -238,7 +243,7 @@ def _parse(model: type[_M], body: bytes) -> _M:
     try:
         return model.model_validate(json.loads(body))
     except ValueError:  # bad JSON or a ValidationError: the app's 422 explains
-        raise _Decline("a malformed body") from None
+        raise _Decline("malformed_body", "a malformed body") from None
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -60,6 +60,7 @@ class Metrics:
         self._decisions: dict[Labels, int] = defaultdict(int)
         self._llm_failures: dict[Labels, int] = defaultdict(int)
         self._fast_lane: dict[Labels, int] = defaultdict(int)
+        self._handed_over: dict[Labels, int] = defaultdict(int)
         self._batches: dict[Labels, int] = defaultdict(int)
         self._batched: dict[Labels, int] = defaultdict(int)
 
@@ -88,10 +89,13 @@ class Metrics:
         with self._lock:
             self._llm_failures[(("task", task), ("error", error))] += 1
 
-    def count_fast_lane(self, route: str, outcome: str) -> None:
-        """A hot-route request the fast lane ``answered`` or ``handed_over`` to FastAPI."""
+    def count_fast_lane(self, route: str, outcome: str, reason: str | None = None) -> None:
+        """A hot-route request the fast lane ``answered`` or ``handed_over`` to FastAPI (for
+        ``reason``: a short code or the class of the error to explain)."""
         with self._lock:
             self._fast_lane[(("route", route), ("outcome", outcome))] += 1
+            if reason is not None:
+                self._handed_over[(("route", route), ("reason", reason))] += 1
 
     def count_batch(self, size: int) -> None:
         """A group-commit transaction that carried ``size`` requests."""
@@ -147,6 +151,15 @@ class Metrics:
                 "Hot-route requests the fast lane answered, or handed over to FastAPI (a key "
                 "to refuse, an error to explain, a duplicate to replay, ...).",
                 self._fast_lane,
+            )
+            self._render_counter(
+                lines,
+                "prefloop_fast_lane_handed_over_total",
+                "Hot-route requests handed over to FastAPI, by reason: api_key (to look up or "
+                "refuse), malformed_body, seeded, idempotency_key (bad length), invalid_event, or "
+                "the hot path's: Fallback (a case it leaves to the ORM path, e.g. a repeated "
+                "idempotency key or a policy's first decision) or an error class to explain.",
+                self._handed_over,
             )
             self._render_counter(
                 lines,
