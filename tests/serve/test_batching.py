@@ -15,9 +15,11 @@ from sqlalchemy.exc import DBAPIError
 from prefloop import bandit
 from prefloop.bandit.online import PolicyCache
 from prefloop.feedback import RatingEvent, RecordResult, ThumbsEvent
+from prefloop.serve._jobs import _Tx
+from prefloop.serve._sql import _Statement
 from prefloop.serve.app import ServiceContext
 from prefloop.serve.catalog import Catalog
-from prefloop.serve.hotpath import AGAIN, Fallback, HotPath, Job, Picked, _Statement, _Tx
+from prefloop.serve.hotpath import AGAIN, Fallback, HotPath, Job, Picked
 from prefloop.store import BanditDecision, Feedback, Generation, PolicyState, Store, repo
 from tests.serve.conftest import AppFactory, row_counts
 from tests.serve.test_fastlane import _hold_write_lock

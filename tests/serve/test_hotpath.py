@@ -182,19 +182,19 @@ def test_positional_statements_are_the_named_ones_with_other_placeholders(
     what the engine's own (named) dialect renders, with the parameters in the same order."""
     from sqlalchemy.dialects.postgresql import psycopg
 
-    import prefloop.serve.hotpath as hotpath
+    import prefloop.serve._sql as sql
 
     named = psycopg.dialect()
-    assert hotpath.positional(named).paramstyle == "format"
-    compiled = hotpath._Statements(named)
-    monkeypatch.setattr(hotpath, "positional", lambda dialect: dialect)
-    plain = hotpath._Statements(named)
+    assert sql.positional(named).paramstyle == "format"
+    compiled = sql._Statements(named)
+    monkeypatch.setattr(sql, "positional", lambda dialect: dialect)
+    plain = sql._Statements(named)
     checked = 0
     pairs = [(name, st, vars(plain)[name]) for name, st in vars(compiled).items()]
-    for name, query in (("rated", hotpath._RATED), ("events", hotpath._REWARD_EVENTS)):
+    for name, query in (("rated", sql._RATED), ("events", sql._REWARD_EVENTS)):
         pairs.append((name, compiled.expanded(name, query, 3), plain.expanded(name, query, 3)))
     for name, statement, other in pairs:
-        if not isinstance(statement, hotpath._Statement):
+        if not isinstance(statement, sql._Statement):
             continue
         assert statement.positions is not None and other.positions is None
         assert statement.sql == re.sub(r"%\((\w+)\)s", "%s", other.sql), name
