@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import select
@@ -127,7 +127,8 @@ class _Breaks(Job):
     def second(self, tx: _Tx) -> None:
         self.key = self.wanted
 
-    def last(self, tx: _Tx, live: Any) -> Any:
+    def last(self, tx: _Tx) -> Any:
+        live = tx.state(self.key)
         self.touched = True
         tx.later(tx.s.set_reward, {"gid": self.gid, "new_reward": 0.25})
         tx.changed(live)
@@ -162,7 +163,7 @@ class _BadSql(Job):
         bad = _Statement("SELECT no_such_column FROM generations", (), {}, (), ())
         self.sent = tx.send(bad, {})
 
-    def last(self, tx: _Tx, live: Any) -> Any:
+    def last(self, tx: _Tx) -> Any:
         return self.sent.one()
 
 
@@ -221,10 +222,13 @@ def test_concurrent_requests_share_transactions_and_each_is_stored_once(
     assert _state_is_its_recomputation(store)
 
 
-def test_the_batcher_answers_each_request_and_survives_a_failed_transaction(store: Store) -> None:
-    """Two ratings of one generation submitted at once run in two transactions (the second
-    waits); a transaction that fails after the retries fails every request it carried with
-    that error, and the next requests run as usual."""
+def test_the_batcher_keeps_conflicts_apart_and_fails_only_the_failing_request(
+    store: Store,
+) -> None:
+    """Requests with a key in common run in separate transactions, in order, while requests
+    behind them go ahead; a database error from one request makes its batch run again one
+    request per transaction, so only that request fails; a transaction failing for another
+    reason fails its requests, and the batcher goes on."""
     import asyncio
 
     from prefloop.serve.batching import WriteBatcher
@@ -235,38 +239,101 @@ def test_the_batcher_answers_each_request_and_survives_a_failed_transaction(stor
 
     def transact(run: Any) -> list[Any]:
         if failing["on"]:
-            raise RuntimeError("the database went away")
+            raise RuntimeError("the thread pool went away")
         result: list[Any] = run()
         return result
 
     batcher = WriteBatcher(hot, transact, max_jobs=8)
 
-    async def scenario() -> tuple[list[Any], list[Any], Any]:
+    def rate(gid: str, value: float, key: str) -> Any:
+        keys = (f"generation:{gid}", f"idempotency:{key}")
+        return batcher.submit(lambda: _rating(hot, catalog, cache, gid, value, key), keys)
+
+    async def scenario() -> tuple[list[Any], list[Any], list[Any], Any]:
         first = await asyncio.gather(
-            batcher.submit(lambda: _rating(hot, catalog, cache, g1, 1, "a")),
-            batcher.submit(lambda: _rating(hot, catalog, cache, g1, -1, "b")),
+            rate(g1, 1, "a"),
+            rate(g1, -1, "b"),  # g1 again: the next transaction
             batcher.submit(lambda: _rating(hot, catalog, cache, "gen_nope", 1, None)),
+            batcher.submit(lambda: _select(hot, catalog, cache)),  # goes ahead of "b"
+            return_exceptions=True,
+        )
+        poisoned = await asyncio.gather(
+            rate(g2, 1, "c"),
+            batcher.submit(lambda: _BadSql(None)),
+            batcher.submit(lambda: _select(hot, catalog, cache)),
             return_exceptions=True,
         )
         failing["on"] = True
-        second = await asyncio.gather(
+        lost = await asyncio.gather(
             batcher.submit(lambda: _select(hot, catalog, cache)),
-            batcher.submit(lambda: _rating(hot, catalog, cache, g2, 1, "c")),
+            rate(g2, 1, "d"),
             return_exceptions=True,
         )
         failing["on"] = False
-        after = await batcher.submit(lambda: _rating(hot, catalog, cache, g2, 1, "c"))
-        return first, second, after
+        after = await rate(g2, 1, "d")
+        return first, poisoned, lost, after
 
     try:
-        first, second, after = asyncio.run(scenario())
+        first, poisoned, lost, after = asyncio.run(scenario())
     finally:
         batcher.close()
-    assert isinstance(first[0], RecordResult) and isinstance(first[1], RecordResult)
+    assert [type(o) for o in first] == [RecordResult, RecordResult, Fallback, Picked]
     changes = [(c.old, c.new) for c in first[1].reward_changes]
     assert changes == [(1.0, -1.0)]  # it ran after the first (the rater's latest rating counts)
-    assert isinstance(first[2], Fallback)
-    assert all(isinstance(e, RuntimeError) and "went away" in str(e) for e in second)
+    assert isinstance(poisoned[0], RecordResult) and isinstance(poisoned[2], Picked)
+    assert isinstance(poisoned[1], DBAPIError) and "no_such_column" in str(poisoned[1])
+    assert all(isinstance(e, RuntimeError) and "went away" in str(e) for e in lost)
     assert isinstance(after, RecordResult) and not after.duplicate
-    assert batcher.batches == 3 and batcher.largest == 2  # g1 twice: two transactions
+    assert batcher.split == 2  # the poisoned batch and the lost one
+    with store.session(readonly=True) as s:
+        keys = s.scalars(
+            select(Feedback.idempotency_key).where(Feedback.idempotency_key.is_not(None))
+        )
+        assert sorted(keys) == ["a", "b", "c", "d"]
     assert _state_is_its_recomputation(store)
+
+
+def test_a_batch_fills_past_requests_that_conflict_and_keeps_their_order() -> None:
+    import asyncio
+
+    from prefloop.serve.batching import WriteBatcher, _Queued
+
+    async def check() -> list[list[str]]:
+        loop = asyncio.get_running_loop()
+        batcher = WriteBatcher(cast(HotPath, None), lambda run: run(), max_jobs=3)
+        names = {}
+        for name, keys in [
+            ("r1", ["g:1"]), ("r2", ["g:1"]), ("r3", ["g:1", "k:x"]), ("s1", []),
+            ("r4", ["g:2", "k:x"]), ("s2", []), ("s3", []),
+        ]:  # fmt: skip
+            queued = _Queued(lambda: cast(Job, None), keys, loop.create_future())
+            names[id(queued)] = name
+            batcher._pending.append(queued)
+        batches = []
+        while batcher._pending:
+            batches.append([names[id(q)] for q in batcher._take()])
+        return batches
+
+    # r4 shares a key with r3, which waits for r2: it waits too (a key's first request wins)
+    assert asyncio.run(check()) == [["r1", "s1", "s2"], ["r2", "s3"], ["r3"], ["r4"]]
+
+
+def test_an_answer_failing_after_the_commit_is_a_server_error_not_a_hand_over(
+    store: Store,
+) -> None:
+    from prefloop.serve.hotpath import AnswerFailed
+
+    catalog, cache, hot = _setup(store)
+    before = row_counts(store)
+
+    def broken(_picked: Picked) -> Any:
+        raise ValueError("cannot build the response")  # what the lane would hand over
+
+    job = hot.select_job(
+        catalog, cache, "diary", inputs=INPUTS, end_user=None, context={}, policy="default",
+        check=lambda _task: None, then=broken,
+    )  # fmt: skip
+    (outcome,) = hot.run_batch([job])
+    assert isinstance(outcome, AnswerFailed) and not isinstance(outcome, ValueError)
+    assert "cannot build the response" in str(outcome)
+    assert row_counts(store)["bandit_decisions"] == before["bandit_decisions"] + 1  # stored

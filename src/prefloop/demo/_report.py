@@ -295,9 +295,12 @@ def _reward_model_section(result: DemoResult) -> str:
     gain = (
         f"MSE reduction {m['mse_reduction']:+.3f} (95% bootstrap interval "
         f"[{m['mse_reduction_ci_low']:+.3f}, {m['mse_reduction_ci_high']:+.3f}]), Spearman "
-        f"correlation {m['cv_spearman']:.2f}: the model "
-        + ("beats" if model.beats_baseline else "does not beat")
-        + " the baseline."
+        f"correlation {m['cv_spearman']:.2f}: "
+        + (
+            "the model beats the baseline."
+            if model.beats_baseline
+            else "the model is not clearly better than the baseline (the interval includes 0)."
+        )
     )
     where = f"<p class='muted'>Saved in <code>{_e(model.path)}</code>.</p>" if model.path else ""
     return (

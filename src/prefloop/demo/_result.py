@@ -118,11 +118,24 @@ class RewardModelResult:
         if self.skipped:
             return f"not fitted: {self.skipped}"
         m = self.metrics
-        verdict = "beats" if self.beats_baseline else "does not beat"
         return (
             f"{self.kind} on {self.ratings} ratings: cross-validated MSE {m['cv_mse']:.3f} "
             f"(MAE {m['cv_mae']:.3f}) vs {m['baseline_mse']:.3f} ({m['baseline_mae']:.3f}) for "
-            f"the training mean; it {verdict} the baseline"
+            f"the training mean; {self.verdict}"
+        )
+
+    @property
+    def verdict(self) -> str:
+        """Whether it beats the baseline, as the bootstrap interval says."""
+        low = self.metrics.get("mse_reduction_ci_low")
+        interval = "" if low is None else f" (from {low:+.3f})"
+        if self.beats_baseline:
+            return (
+                f"it beats the baseline: the 95% interval of its MSE reduction is above 0{interval}"
+            )
+        return (
+            "not clearly better than the baseline: the 95% interval of its MSE reduction "
+            f"includes 0{interval}; more ratings would tell"
         )
 
     def to_json(self) -> dict[str, Any]:

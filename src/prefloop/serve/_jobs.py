@@ -52,6 +52,9 @@ class _Tx:
         self.s = statements
         self.writes: list[tuple[str, Any]] = []
         self.lives: dict[tuple[int, str], _Live] = {}
+        self.lost: dict[tuple[int, str], Exception] = {}
+        """Policy states that could not be had (no state row yet): :meth:`state` raises."""
+        self.sent: list[_Sent] = []
         self._rated: _Sent | dict[str, tuple[Any, ...]] = {}
         self._events: _Sent | dict[str, list[tuple[Any, ...]]] = {}
 
@@ -90,7 +93,26 @@ class _Tx:
         statements sent before a read go to the server in one round trip (the pipeline)."""
         cursor = self.connection.cursor()
         cursor.execute(statement.sql, statement.params(values))
-        return _Sent(cursor, statement)
+        sent = _Sent(cursor, statement)
+        self.sent.append(sent)
+        return sent
+
+    def close_cursors(self) -> None:
+        """Close the cursors of statements sent (SQLite does not commit while a statement,
+        e.g. an ``INSERT … RETURNING`` whose row was not read, is still in progress)."""
+        for sent in self.sent:
+            sent.cursor.close()
+        self.sent.clear()
+
+    def state(self, key: tuple[int, str] | None) -> _Live:
+        """The locked policy state ``key`` with its live policy (:class:`Fallback` when it
+        has no state row yet: the ORM path creates it). Call it before changing anything
+        that cannot be declined."""
+        assert key is not None, "a job reads the policy state it named in second()"
+        lost = self.lost.get(key)
+        if lost is not None:
+            raise lost
+        return self.lives[key]
 
     def one(self, statement: _Statement, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
         self.cursor.execute(statement.sql, statement.params(values))
@@ -196,8 +218,9 @@ class Job:
     def second(self, tx: _Tx) -> None:
         """Read the first step's answers, send the next statements, set :attr:`key`."""
 
-    def last(self, tx: _Tx, live: _Live | None) -> Any:
-        """Compute and queue the writes with the policy state of :attr:`key` (locked)."""
+    def last(self, tx: _Tx) -> Any:
+        """Compute and queue the writes, with the policy state of :attr:`key` (locked) from
+        :meth:`_Tx.state`."""
         raise NotImplementedError
 
     def finish(self, result: Any) -> Any:
@@ -225,8 +248,9 @@ class _SelectJob(Job):
     def second(self, tx: _Tx) -> None:
         self.key = (self.task.id, self.policy)
 
-    def last(self, tx: _Tx, live: _Live | None) -> Picked:
-        assert live is not None and self.cache is not None and self.key is not None
+    def last(self, tx: _Tx) -> Picked:
+        live = tx.state(self.key)  # no state row yet: declined before any change
+        assert self.cache is not None and self.key is not None
         self.touched = True
         policy, arms, task = live.policy, self.arms, self.task
         policy.sync_arms([arm.name for arm in arms])
@@ -292,7 +316,7 @@ class _CompleteJob(Job):
     def first(self, tx: _Tx) -> None:
         self.sent = tx.send(tx.s.complete, self.params)  # changes the row only when pending
 
-    def last(self, tx: _Tx, live: _Live | None) -> Generation:
+    def last(self, tx: _Tx) -> Generation:
         found = self.sent.one()
         if found is None:  # nothing changed
             raise Fallback("not a pending generation: the ORM path explains")
@@ -341,11 +365,11 @@ class _FeedbackJob(Job):
             if decision_id is not None:
                 self.key = (task_id, policy)
 
-    def last(self, tx: _Tx, live: _Live | None) -> RecordResult:
-        new_row = self.inserted.one()
+    def last(self, tx: _Tx) -> RecordResult:
+        new_row = self.inserted.one()  # first: whether this job has written anything
         if new_row is None:  # nothing inserted
             raise Fallback("a repeated idempotency key: the ORM path replays it")
-        self.touched = True
+        self.touched = True  # from here on, a failure rolls the transaction back
         feedback_id = int(new_row[0])
         changes: list[RewardChange] = []
         if self.wants_events:
@@ -353,7 +377,8 @@ class _FeedbackJob(Job):
             new = derive_reward(cast(Any, [_Event(*e) for e in tx.events(gid)]), self.rules)
             old = self.reward
             if new != old:
-                if live is not None:
+                if self.key is not None:
+                    live = tx.state(self.key)  # no state row: the batch runs again without
                     if live.policy.config.discount != 1.0:  # needs the decision's index: the
                         raise Fallback("a discounted policy")  # ORM path counts it
                     live.policy.update(_logged_decision(self.behind, None), new, previous=old)

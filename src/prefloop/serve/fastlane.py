@@ -8,8 +8,8 @@ in a profile of ``bench/bench_service.py``). :class:`FastLane` answers the commo
 a JSON body that validates against the route's schema, a key already known to the server with
 the right role, and a request the hot path handles. It runs the same code as the routes
 (:func:`~prefloop.serve.routes.select_job`, :func:`~prefloop.serve.routes.output_job`,
-:func:`~prefloop.serve.routes.feedback_job`) under the same retry rules; on PostgreSQL their
-transactions are batched (group commit, :mod:`prefloop.serve.batching`).
+:func:`~prefloop.serve.routes.feedback_job`) under the same retry rules; their transactions
+are batched (group commit, :mod:`prefloop.serve.batching`; ``PREFLOOP_BATCH_WRITES``).
 
 Everything else goes to the FastAPI app unchanged, with the body it read replayed: a key to
 look up or refuse, a malformed body, a bad value to explain (404, 409, 422), a repeated
@@ -25,7 +25,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -172,7 +172,9 @@ class FastLane:
         ctx = self.context
         await self._principal(headers, Permission.SELECT)
         request = _parse(GenerationOutput, body)
-        answer = await self._write(lambda: output_job(ctx, generation_id, request))
+        answer = await self._write(
+            lambda: output_job(ctx, generation_id, request), (f"generation:{generation_id}",)
+        )
         return 200, answer.model_dump_json().encode()
 
     async def _feedback(self, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
@@ -189,7 +191,10 @@ class FastLane:
             event = feedback_event(request, who, key)
         except PrefloopError:
             raise _Decline("invalid_event", "an invalid event") from None
-        answer = await self._write(lambda: feedback_job(ctx, request.task, event))
+        keys = [f"generation:{gid}" for gid in _generations(event)]
+        if event.idempotency_key is not None:
+            keys.append(f"idempotency:{event.idempotency_key}")
+        answer = await self._write(lambda: feedback_job(ctx, request.task, event), keys)
         ctx.metrics.count_feedback(request.task, event.kind, duplicate=answer.duplicate)
         return (200 if answer.duplicate else 201), answer.model_dump_json().encode()
 
@@ -207,9 +212,9 @@ class FastLane:
             raise _Decline("api_key", "a key to refuse")
         return principal
 
-    async def _write(self, make: Callable[[], Job]) -> Any:
+    async def _write(self, make: Callable[[], Job], keys: Collection[str] = ()) -> Any:
         """The job ``make`` builds, on the hot path: in the next group-commit batch where
-        batching is on (PostgreSQL, see :mod:`~prefloop.serve.batching`), else at once on the
+        batching is on (the default, see :mod:`~prefloop.serve.batching`), else at once on the
         loop where that cannot wait (SQLite, see
         :meth:`~prefloop.serve.app.ServiceContext.hot_now`), else in a write thread. Declined
         when the hot path declines or refuses an input (nothing was committed: the app runs
@@ -221,7 +226,7 @@ class FastLane:
 
         try:
             if self.context.batcher is not None:
-                return await self.context.batcher.submit(make)
+                return await self.context.batcher.submit(make, keys)
             if not self.context.writes_on_loop:
                 return await self.context.hot_write(raw, None)
             pause = _FIRST_PAUSE_S
@@ -236,6 +241,13 @@ class FastLane:
                 pause = min(2 * pause, _LAST_PAUSE_S)
         except _DECLINED as exc:
             raise _Decline(type(exc).__name__, f"{type(exc).__name__}: {exc}") from None
+
+
+def _generations(event: Any) -> list[str]:
+    """The generations a feedback event is about (none for a malformed one)."""
+    found = [getattr(event, name, None) for name in ("generation_id", "other_generation_id")]
+    found += list(getattr(event, "generation_ids", None) or [])
+    return [gid for gid in found if isinstance(gid, str)]
 
 
 def _parse(model: type[_M], body: bytes) -> _M:

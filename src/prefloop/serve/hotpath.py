@@ -54,7 +54,7 @@ from prefloop.store.models import Generation, Task
 
 T = TypeVar("T")
 
-__all__ = ["AGAIN", "Fallback", "HotPath", "Job", "Picked", "no_wait"]
+__all__ = ["AGAIN", "AnswerFailed", "Fallback", "HotPath", "Job", "Picked", "no_wait"]
 
 
 _NO_WAIT: ContextVar[bool] = ContextVar("prefloop_hot_path_no_wait", default=False)
@@ -73,6 +73,11 @@ def no_wait() -> Iterator[None]:
         yield
     finally:
         _NO_WAIT.reset(token)
+
+
+class AnswerFailed(RuntimeError):
+    """A job's transaction committed but its ``then`` (the answer) raised: a server error,
+    never a request to run again elsewhere (it is stored)."""
 
 
 class _Abort(Exception):
@@ -135,11 +140,12 @@ class HotPath:
         cursor = None
         try:
             cursor = dbapi.cursor()
+            tx = _Tx(dbapi, cursor, self.statements)
             try:
-                tx = _Tx(dbapi, cursor, self.statements)
                 if self.sqlite:
                     cursor.execute("BEGIN IMMEDIATE")
                     result = work(tx)
+                    tx.close_cursors()
                     for sql, rows in tx.grouped_writes():
                         cursor.executemany(sql, rows)
                     cursor.execute("COMMIT")
@@ -155,6 +161,9 @@ class HotPath:
                 self.committed += 1
                 return result
             except BaseException:
+                if self.sqlite:
+                    with contextlib.suppress(self.dialect.loaded_dbapi.Error):
+                        tx.close_cursors()
                 self._rollback(dbapi, cursor)
                 raise
         except self.dialect.loaded_dbapi.Error as exc:
@@ -231,8 +240,9 @@ class HotPath:
                     continue
                 try:
                     outcomes[i] = jobs[i].finish(result)
-                except Exception as exc:  # e.g. a response that cannot be built: this job's
-                    outcomes[i] = exc
+                except Exception as exc:  # committed: not an error to hand to the ORM path
+                    failed = AnswerFailed(f"stored, but its answer failed: {exc!r}")
+                    outcomes[i] = failed.with_traceback(exc.__traceback__)
             break
         return outcomes
 
@@ -243,10 +253,10 @@ class HotPath:
         results: list[Any] = [None] * len(jobs)
         alive = list(range(len(jobs)))
 
-        def step(call: Callable[[int], Any]) -> None:
+        def step(call: Callable[[int], Any], order: Sequence[int] | None = None) -> None:
             nonlocal alive
-            kept = []
-            for i in alive:
+            failed = set()
+            for i in alive if order is None else order:
                 try:
                     results[i] = call(i)
                 except database_error:
@@ -255,14 +265,15 @@ class HotPath:
                     if jobs[i].touched:
                         raise _Abort(i, exc) from exc
                     results[i] = exc
-                    continue
-                kept.append(i)
-            alive = kept
+                    failed.add(i)
+            alive = [i for i in alive if i not in failed]  # in the batch's order
 
         for job in jobs:
             job.reset()
         tx.read_rated(sorted({cast(str, job.generation_id) for job in jobs if job.rates}))
-        step(lambda i: jobs[i].first(tx))
+        # outputs lock their generations in id order, like the rated read: two transactions
+        # that change the same generations take their locks in the same order
+        step(lambda i: jobs[i].first(tx), sorted(alive, key=lambda i: jobs[i].generation_id or ""))
         step(lambda i: jobs[i].second(tx))
         tx.read_events(
             sorted({cast(str, jobs[i].generation_id) for i in alive if jobs[i].wants_events})
@@ -271,7 +282,6 @@ class HotPath:
         locks = {
             key: tx.send(tx.s.lock_stamp, {"task_id": key[0], "policy": key[1]}) for key in wanted
         }
-        lost: dict[tuple[int, str], Exception] = {}
         caches: dict[tuple[int, str], PolicyCache] = {}
         for key in wanted:
             cache = next(jobs[i].cache for i in alive if jobs[i].key == key)
@@ -279,14 +289,11 @@ class HotPath:
             try:
                 tx.lives[key] = tx.live(cache, key, locks[key].one())
                 caches[key] = cache
-            except Fallback as exc:
-                lost[key] = exc
+            except Fallback as exc:  # raised to the jobs that need it (Tx.state)
+                tx.lost[key] = exc
 
         def last(i: int) -> Any:
-            key = jobs[i].key
-            if key is not None and key in lost:
-                raise lost[key]
-            return jobs[i].last(tx, None if key is None else tx.lives[key])
+            return jobs[i].last(tx)
 
         step(last)
         tx.flush()
