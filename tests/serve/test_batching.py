@@ -337,3 +337,17 @@ def test_an_answer_failing_after_the_commit_is_a_server_error_not_a_hand_over(
     assert isinstance(outcome, AnswerFailed) and not isinstance(outcome, ValueError)
     assert "cannot build the response" in str(outcome)
     assert row_counts(store)["bandit_decisions"] == before["bandit_decisions"] + 1  # stored
+
+
+def test_the_server_freezes_its_start_up_objects_while_it_runs(make_api: AppFactory) -> None:
+    """gc.freeze at start-up (PREFLOOP_GC_FREEZE), undone at shutdown."""
+    import gc
+
+    before = gc.get_freeze_count()
+    api = make_api()
+    assert gc.get_freeze_count() > max(before, 10_000)
+    api.client.__exit__(None, None, None)
+    assert gc.get_freeze_count() == 0
+    off = make_api(gc_freeze=False)
+    assert gc.get_freeze_count() == 0
+    off.client.__exit__(None, None, None)

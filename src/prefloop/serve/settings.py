@@ -105,6 +105,13 @@ class ServeSettings(BaseSettings):
         gt=0,
         description="The most requests one group-commit transaction carries.",
     )
+    gc_freeze: bool = Field(
+        default=True,
+        description="At start-up, move the objects that exist then (imports, the app: about "
+        "120,000) out of Python's garbage collector's reach (gc.freeze), so that its full "
+        "collections stop walking them. Measured with 64 clients on PostgreSQL: p99 under "
+        "saturation 50-59 ms against 133 ms without.",
+    )
     opentelemetry: bool = Field(
         default=False,
         description="FastAPI's native OpenTelemetry spans and metrics (with your providers "
