@@ -45,7 +45,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -355,8 +355,9 @@ def server(
 
 
 def start_server(
-    kind: str, port: int, *, url: str, workers: int, log: Path
+    kind: str, port: int, *, url: str, workers: int, log: Path, extra: Sequence[str] = ()
 ) -> subprocess.Popen[bytes]:
+    """A server in a subprocess, once it answers; ``extra`` goes to ``prefloop serve``."""
     env = {**os.environ, "PREFLOOP_DATABASE_URL": url}
     common = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     if kind == "prefloop":
@@ -365,6 +366,7 @@ def start_server(
             "serve",
             *common,
             "--no-access-log",
+            *extra,
         ]
         health = "/healthz"
     else:

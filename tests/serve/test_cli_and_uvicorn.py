@@ -7,6 +7,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -94,6 +95,31 @@ def served(store_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
         yield f"http://127.0.0.1:{port}", key
     finally:
         bench.stop(process)
+
+
+def test_serve_answers_503_beyond_its_concurrency_limit(store_url: str, tmp_path: Path) -> None:
+    """``--limit-concurrency``: past the limit a request is refused at once (503), not queued;
+    once connections close the server answers again."""
+    import socket
+
+    bench = _bench()
+    port = bench.free_port()
+    process = bench.start_server(
+        "prefloop", port, url=store_url, workers=1, log=tmp_path / "server.log",
+        extra=["--insecure-no-auth", "--limit-concurrency", "2"],
+    )  # fmt: skip
+    try:
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        time.sleep(0.3)  # the server has accepted them
+        refused = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        for connection in held:
+            connection.close()
+        time.sleep(0.3)
+        answered = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+    finally:
+        bench.stop(process)
+    assert refused.status_code == 503
+    assert answered.status_code == 200
 
 
 def test_the_loop_over_tcp_on_uvicorn(served: tuple[str, str]) -> None:

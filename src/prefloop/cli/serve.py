@@ -31,6 +31,14 @@ def serve(
             help="Accept every request as admin without a key (local development only).",
         ),
     ] = False,
+    limit_concurrency: Annotated[
+        int | None,
+        typer.Option(
+            help="At most this many connections and requests at once per worker; beyond it "
+            "requests get 503 at once instead of queueing (uvicorn's limit). Default: none.",
+            min=1,
+        ),
+    ] = None,
 ) -> None:
     """Run the web service: tasks and arms, /v1/select, /v1/generate, /v1/feedback, /v1/stats.
 
@@ -64,6 +72,7 @@ def serve(
         workers=workers,
         log_level="info",
         access_log=access_log,
+        limit_concurrency=limit_concurrency,
     )
 
 
