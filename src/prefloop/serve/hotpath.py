@@ -292,10 +292,7 @@ class HotPath:
             except Fallback as exc:  # raised to the jobs that need it (Tx.state)
                 tx.lost[key] = exc
 
-        def last(i: int) -> Any:
-            return jobs[i].last(tx)
-
-        step(last)
+        step(lambda i: jobs[i].last(tx))
         tx.flush()
         return results, [(caches[key], key, live) for key, live in tx.lives.items()]
 
