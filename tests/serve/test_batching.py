@@ -66,7 +66,7 @@ def _state_is_its_recomputation(store: Store) -> bool:
 
 def test_one_transaction_runs_a_mixed_batch_and_answers_each_request(store: Store) -> None:
     catalog, cache, hot = _setup(store)
-    g1, g2, g3 = _completed(hot, catalog, cache, 3)
+    g1, g2, g3, g4 = _completed(hot, catalog, cache, 4)
     hot.run(_rating(hot, catalog, cache, g3, 0.5, "seen"))
     pending = hot.select(
         catalog, cache, "diary", inputs=INPUTS, end_user="p", context={}, policy="default",
@@ -83,6 +83,7 @@ def test_one_transaction_runs_a_mixed_batch_and_answers_each_request(store: Stor
         _rating(hot, catalog, cache, g2, 1, "k1"),  # the same key: the next batch
         _rating(hot, catalog, cache, g3, 1, "seen"),  # a stored key: the ORM path replays it
         _rating(hot, catalog, cache, "gen_unknown", 1, None),  # the ORM path explains
+        _rating(hot, catalog, cache, g4, 1, "k2"),  # shares k2 with a deferred one: waits too
     ]
     out = hot.run_batch(jobs)
     assert hot.committed == committed + 1  # one transaction for all of them
@@ -91,7 +92,7 @@ def test_one_transaction_runs_a_mixed_batch_and_answers_each_request(store: Stor
     assert isinstance(out[1], RecordResult) and [c.new for c in out[1].reward_changes] == [1.0]
     assert isinstance(out[2], RecordResult) and [c.new for c in out[2].reward_changes] == [-1.0]
     assert isinstance(out[4], Generation) and out[4].status == "ok"
-    assert out[5] is AGAIN and out[6] is AGAIN
+    assert out[5] is AGAIN and out[6] is AGAIN and out[9] is AGAIN
     assert isinstance(out[7], Fallback) and "repeated idempotency key" in str(out[7])
     assert isinstance(out[8], Fallback) and "unknown generation" in str(out[8])
     after = row_counts(store)

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from prefloop.serve.hotpath import AGAIN, HotPath, Job
+from prefloop.serve.hotpath import AGAIN, ConflictGate, HotPath, Job
 
 __all__ = ["WriteBatcher"]
 
@@ -82,8 +82,9 @@ class WriteBatcher:
     async def submit(self, make: Callable[[], Job], keys: Collection[str] = ()) -> Any:
         """The result of the job ``make`` builds (in the batcher's thread, so a look-up it
         makes does not hold up the loop), once its batch has committed; or its error.
-        ``keys`` name what the job reads and changes (e.g. ``"generation:<id>"``): jobs with
-        a key in common never share a batch."""
+        ``keys`` name what the job reads and changes
+        (:func:`~prefloop.serve.hotpath.conflict_keys`): jobs with a key in common never share
+        a batch."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append(_Queued(make, keys, future))
@@ -102,19 +103,14 @@ class WriteBatcher:
         request has (they stay first in the queue, in order, for the next batch)."""
         taken: list[_Queued] = []
         skipped: list[_Queued] = []
-        busy: set[str] = set()
+        gate = ConflictGate()
         scan = _SCAN * self.max_jobs
         while self._pending and len(taken) < self.max_jobs and scan > 0:
             scan -= 1
             queued = self._pending.popleft()
             if queued.future.done():  # cancelled while it waited: nothing of it ran
                 continue
-            if not busy.isdisjoint(queued.keys):
-                skipped.append(queued)
-            else:
-                taken.append(queued)
-            busy.update(queued.keys)  # a skipped request's keys too: requests about the
-            # same generation or key run in the order they came
+            (taken if gate.admit(queued.keys) else skipped).append(queued)
         self._pending.extendleft(reversed(skipped))
         return taken
 

@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from prefloop.errors import PrefloopError
 from prefloop.serve.app import Busy, ServiceContext
 from prefloop.serve.auth import Permission, Principal
-from prefloop.serve.hotpath import Fallback, Job
+from prefloop.serve.hotpath import Fallback, Job, conflict_keys
 from prefloop.serve.middleware import ASGIApp, Message, Receive, Scope, Send, replay
 from prefloop.serve.schemas import FeedbackRequest, GenerationOutput, SelectRequest
 
@@ -173,7 +173,7 @@ class FastLane:
         await self._principal(headers, Permission.SELECT)
         request = _parse(GenerationOutput, body)
         answer = await self._write(
-            lambda: output_job(ctx, generation_id, request), (f"generation:{generation_id}",)
+            lambda: output_job(ctx, generation_id, request), conflict_keys([generation_id], None)
         )
         return 200, answer.model_dump_json().encode()
 
@@ -191,9 +191,7 @@ class FastLane:
             event = feedback_event(request, who, key)
         except PrefloopError:
             raise _Decline("invalid_event", "an invalid event") from None
-        keys = [f"generation:{gid}" for gid in _generations(event)]
-        if event.idempotency_key is not None:
-            keys.append(f"idempotency:{event.idempotency_key}")
+        keys = conflict_keys(_generations(event), event.idempotency_key)
         answer = await self._write(lambda: feedback_job(ctx, request.task, event), keys)
         ctx.metrics.count_feedback(request.task, event.kind, duplicate=answer.duplicate)
         return (200 if answer.duplicate else 201), answer.model_dump_json().encode()
@@ -243,11 +241,10 @@ class FastLane:
             raise _Decline(type(exc).__name__, f"{type(exc).__name__}: {exc}") from None
 
 
-def _generations(event: Any) -> list[str]:
-    """The generations a feedback event is about (none for a malformed one)."""
+def _generations(event: Any) -> list[str | None]:
+    """The generations a feedback event is about."""
     found = [getattr(event, name, None) for name in ("generation_id", "other_generation_id")]
-    found += list(getattr(event, "generation_ids", None) or [])
-    return [gid for gid in found if isinstance(gid, str)]
+    return found + list(getattr(event, "generation_ids", None) or [])
 
 
 def _parse(model: type[_M], body: bytes) -> _M:

@@ -23,7 +23,7 @@ which answers with its errors and messages.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from functools import partial
@@ -54,7 +54,17 @@ from prefloop.store.models import Generation, Task
 
 T = TypeVar("T")
 
-__all__ = ["AGAIN", "AnswerFailed", "Fallback", "HotPath", "Job", "Picked", "no_wait"]
+__all__ = [
+    "AGAIN",
+    "AnswerFailed",
+    "ConflictGate",
+    "Fallback",
+    "HotPath",
+    "Job",
+    "Picked",
+    "conflict_keys",
+    "no_wait",
+]
 
 
 _NO_WAIT: ContextVar[bool] = ContextVar("prefloop_hot_path_no_wait", default=False)
@@ -73,6 +83,29 @@ def no_wait() -> Iterator[None]:
         yield
     finally:
         _NO_WAIT.reset(token)
+
+
+def conflict_keys(generation_ids: Iterable[str | None], idempotency_key: str | None) -> set[str]:
+    """What a request reads and changes, as :class:`ConflictGate` compares it: its
+    generations and its idempotency key."""
+    keys = {f"generation:{gid}" for gid in generation_ids if gid is not None}
+    if idempotency_key is not None:
+        keys.add(f"idempotency:{idempotency_key}")
+    return keys
+
+
+class ConflictGate:
+    """Admits requests in the order they came, except one with a key (:func:`conflict_keys`)
+    of a request before it, admitted or not: requests about the same generation or key never
+    share a transaction and run in the order they came."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def admit(self, keys: Collection[str]) -> bool:
+        admitted = self._seen.isdisjoint(keys)
+        self._seen.update(keys)  # a held-back request's keys too: it goes first next time
+        return admitted
 
 
 class AnswerFailed(RuntimeError):
@@ -209,22 +242,16 @@ class HotPath:
         """``jobs`` in one transaction (see :class:`Job`): per job its result (after its
         ``then``), the exception it raised (nothing of it was committed), or :data:`AGAIN`
         for a job that names a generation or idempotency key an earlier job of the batch
-        names. A database error fails the whole transaction and is raised (nothing was
-        committed; the caller's retry rules apply)."""
+        names (:class:`ConflictGate`). A database error fails the whole transaction and is
+        raised (nothing was committed; the caller's retry rules apply)."""
         outcomes: list[Any] = [None] * len(jobs)
         todo: list[int] = []
-        generations: set[str] = set()
-        keys: set[str] = set()
+        gate = ConflictGate()
         for i, job in enumerate(jobs):
-            gid, key = job.generation_id, job.idempotency_key
-            if (gid is not None and gid in generations) or (key is not None and key in keys):
+            if gate.admit(conflict_keys([job.generation_id], job.idempotency_key)):
+                todo.append(i)
+            else:
                 outcomes[i] = AGAIN
-                continue
-            if gid is not None:
-                generations.add(gid)
-            if key is not None:
-                keys.add(key)
-            todo.append(i)
         while todo:
             batch = [jobs[i] for i in todo]
             try:
