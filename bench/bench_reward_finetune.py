@@ -27,6 +27,11 @@ fold's training pairs and reports, on the same out-of-fold pairs, (a) the fine-t
 d = (r_ft(c) − r_ft(r) + r_bt(c) − r_bt(r)) / 2, P = σ(d). The equal weights are fixed in
 advance, never tuned on the folds. Each fold's figures go to stderr as one JSON line as soon as
 the fold finishes, so an interrupted run still leaves usable per-fold results.
+
+``--save-oof FILE.npz`` writes each finished fold's out-of-fold log-odds (the fine-tuned model's
+``d_model``, and with ``--ensemble`` fast BT's ``d_bt``) with the pair indices ``index``, after
+every fold, so runs with different settings can be combined later on the same pairs (the folds
+depend only on ``--seed``).
 """
 
 from __future__ import annotations
@@ -163,6 +168,23 @@ def _ensemble_report(results: list[dict[str, Any]], joined: Any, seed: int) -> d
     }
 
 
+def _save_oof(path: Path, results: list[dict[str, Any]], config: FinetuneConfig, seed: int) -> None:
+    """The finished folds' out-of-fold log-odds, written to a temporary file then renamed."""
+    arrays = {
+        "index": np.concatenate([r["index"] for r in results]),
+        "d_model": np.concatenate([r["d_model"] for r in results]),
+        "fold_seed": np.array(seed),
+        "prompt_view": np.array(config.prompt_view),
+        "max_length": np.array(config.max_length),
+    }
+    if all("d_bt" in r for r in results):
+        arrays["d_bt"] = np.concatenate([r["d_bt"] for r in results])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp.npz")
+    np.savez(temporary, **arrays)  # type: ignore[arg-type]
+    os.replace(temporary, path)
+
+
 def time_training(data: PairData, config: FinetuneConfig) -> dict[str, Any]:
     """Wall and CPU time of one training on ``data`` (no evaluation)."""
     load_before = os.getloadavg()[0]
@@ -206,6 +228,13 @@ def main() -> None:
         action="store_true",
         help="also fit the default fast Bradley–Terry model per fold and report it and the "
         "equal-weight log-odds ensemble of both on the same out-of-fold pairs",
+    )
+    parser.add_argument(
+        "--save-oof",
+        type=Path,
+        default=None,
+        metavar="FILE.npz",
+        help="write the out-of-fold log-odds and pair indices after every fold",
     )
     args = parser.parse_args()
 
@@ -265,7 +294,10 @@ def main() -> None:
         result["figures"]["shorter_wins_accuracy"] = round(_acc(result["p_shorter"]), 4)
         result["figures"]["length_model_accuracy"] = round(_acc(result["p_length"]), 4)
         print(json.dumps({"fold": f, **result["figures"]}), file=sys.stderr, flush=True)
+        result["index"] = np.asarray(te)[: len(test)]
         results.append(result)
+        if args.save_oof is not None:
+            _save_oof(args.save_oof, results, config, args.seed)
 
     def joined(key: str) -> np.ndarray:
         return np.concatenate([r[key] for r in results])
