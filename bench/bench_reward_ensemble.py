@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from _pairs import DATA, TARGET_ACCURACY, accuracy, sigmoid
 from prefloop.reward import load_pair_data
 from prefloop.reward.evaluate import (
     bootstrap_intervals,
@@ -36,17 +37,9 @@ from prefloop.reward.evaluate import (
     shorter_wins_probabilities,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-harmless-train.jsonl"
-TARGET_ACCURACY = 0.66
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=np.float64)
-
 
 def _accuracy(d: np.ndarray) -> float:
-    """Share of pairs with positive log-odds; a tie counts half."""
-    return float(np.mean((d > 0) + 0.5 * (d == 0)))
+    return accuracy(sigmoid(d))
 
 
 def load_run(path: Path, pairs: int) -> dict[str, Any]:
@@ -104,13 +97,13 @@ def main() -> None:
     ensemble = np.mean(np.vstack(list(members.values())), axis=0)
 
     def report(d: np.ndarray) -> dict[str, Any]:
-        r = pair_report(_sigmoid(d), p_shorter, p_length, seed=seed)
+        r = pair_report(sigmoid(d), p_shorter, p_length, seed=seed)
         return {
             "accuracy": round(r["accuracy"], 4),
             "ci95": [round(x, 4) for x in r["ci"]["accuracy"]],
         }
 
-    full = pair_report(_sigmoid(ensemble), p_shorter, p_length, seed=seed)
+    full = pair_report(sigmoid(ensemble), p_shorter, p_length, seed=seed)
     best = max(members, key=lambda name: _accuracy(members[name]))
 
     def gains(i: np.ndarray) -> dict[str, float]:

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from _pairs import DATA, TARGET_ACCURACY, accuracy, sigmoid
 from prefloop.reward.base import PairData, TruncationWarning, load_pair_data
 from prefloop.reward.evaluate import (
     bootstrap_intervals,
@@ -59,9 +60,6 @@ from prefloop.reward.evaluate import (
 from prefloop.reward.finetune import FinetuneConfig, FinetunedRewardModel
 from prefloop.reward.pairwise import BradleyTerryConfig, BradleyTerryModel
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-harmless-train.jsonl"
-TARGET_ACCURACY = 0.66
-
 
 def _log_odds(model: FinetunedRewardModel | BradleyTerryModel, data: PairData) -> np.ndarray:
     """r(chosen) − r(rejected) per pair: the model's log-odds that chosen beats rejected."""
@@ -69,14 +67,6 @@ def _log_odds(model: FinetunedRewardModel | BradleyTerryModel, data: PairData) -
         model.score(data.chosen, data.prompts) - model.score(data.rejected, data.prompts),
         dtype=np.float64,
     )
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.asarray(1.0 / (1.0 + np.exp(-x)), dtype=np.float64)
-
-
-def _acc(p: np.ndarray) -> float:
-    return float(np.mean((p > 0.5) + 0.5 * (p == 0.5)))
 
 
 def run_bt(train: PairData, test: PairData, seed: int) -> dict[str, Any]:
@@ -101,7 +91,7 @@ def run_fold(train: PairData, test: PairData, config: FinetuneConfig) -> dict[st
         fit_wall, fit_cpu = time.perf_counter() - wall, time.process_time() - cpu
         started = time.perf_counter()
         d_model = _log_odds(model, test)
-        p_model = _sigmoid(d_model)
+        p_model = sigmoid(d_model)
         score_wall = time.perf_counter() - started
     log = model.training_
     assert log is not None
@@ -113,7 +103,7 @@ def run_fold(train: PairData, test: PairData, config: FinetuneConfig) -> dict[st
         "figures": {
             "train_pairs": len(train),
             "test_pairs": len(test),
-            "accuracy": round(_acc(p_model), 4),
+            "accuracy": round(accuracy(p_model), 4),
             "train_wall_seconds": round(fit_wall, 1),
             "train_cpu_seconds": round(fit_cpu, 1),
             "score_wall_seconds": round(score_wall, 1),
@@ -143,7 +133,7 @@ def _ensemble_report(results: list[dict[str, Any]], joined: Any, seed: int) -> d
     n = len(d_model)
 
     def statistics(i: np.ndarray) -> dict[str, float]:
-        out = {k: _acc(v[i]) for k, v in p.items()}
+        out = {k: accuracy(v[i]) for k, v in p.items()}
         out["ensemble_minus_fast_bt"] = out["ensemble"] - out["fast_bt"]
         out["ensemble_minus_finetuned"] = out["ensemble"] - out["finetuned"]
         out["finetuned_minus_fast_bt"] = out["finetuned"] - out["fast_bt"]
@@ -277,12 +267,12 @@ def main() -> None:
         if args.ensemble:
             result.update(run_bt(train, test, args.seed))
             d_ens = (result["d_model"] + result["d_bt"]) / 2.0
-            result["p_bt"], result["p_ensemble"] = _sigmoid(result["d_bt"]), _sigmoid(d_ens)
+            result["p_bt"], result["p_ensemble"] = sigmoid(result["d_bt"]), sigmoid(d_ens)
             bt_wall, bt_cpu = result["bt_seconds"]
             result["figures"].update(
                 {
-                    "bt_accuracy": round(_acc(result["p_bt"]), 4),
-                    "ensemble_accuracy": round(_acc(result["p_ensemble"]), 4),
+                    "bt_accuracy": round(accuracy(result["p_bt"]), 4),
+                    "ensemble_accuracy": round(accuracy(result["p_ensemble"]), 4),
                     "agreement_finetuned_bt": round(
                         float(np.mean((result["d_model"] > 0) == (result["d_bt"] > 0))), 4
                     ),
@@ -291,8 +281,8 @@ def main() -> None:
                     "bt_cpu_seconds": round(bt_cpu, 1),
                 }
             )
-        result["figures"]["shorter_wins_accuracy"] = round(_acc(result["p_shorter"]), 4)
-        result["figures"]["length_model_accuracy"] = round(_acc(result["p_length"]), 4)
+        result["figures"]["shorter_wins_accuracy"] = round(accuracy(result["p_shorter"]), 4)
+        result["figures"]["length_model_accuracy"] = round(accuracy(result["p_length"]), 4)
         print(json.dumps({"fold": f, **result["figures"]}), file=sys.stderr, flush=True)
         result["index"] = np.asarray(te)[: len(test)]
         results.append(result)
