@@ -232,3 +232,12 @@ def test_smollm2_features_read_the_real_model() -> None:
     assert short.shape == (1, 577)
     with pytest.raises(InvalidInputError, match="layer 99 does not exist"):
         SmolLM2Features(layer=99).transform(["hi"])
+    # The hidden state comes at unit length, so models leave the block unscaled, like embeddings.
+    assert np.allclose(np.linalg.norm(x[:, :-1], axis=1), 1.0) and with_prompt.prescaled
+    # A featurizer pickled before `unit_length` existed keeps giving the raw state, standardized.
+    old = SmolLM2Features(view="prompt+text")
+    del old.__dict__["unit_length"]
+    raw = pickle.loads(pickle.dumps(old)).transform(replies, [prompt, prompt])
+    assert not old.prescaled and np.linalg.norm(raw[0, :-1]) > 2.0
+    assert np.allclose(raw[:, :-1] / np.linalg.norm(raw[:, :-1], axis=1, keepdims=True), x[:, :-1])
+    assert np.array_equal(raw[:, -1], x[:, -1])

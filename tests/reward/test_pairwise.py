@@ -121,6 +121,7 @@ def test_smollm2_features_fit_save_and_load(tmp_path: Path) -> None:
     model = BradleyTerryModel(BradleyTerryConfig(features="smollm2-prompt", c_grid=(1.0,)))
     model.fit(data)
     assert model.weights_ is not None and model.weights_.shape == (577,)
+    assert model.scale_ is not None and np.all(model.scale_ == 1.0)  # prescaled, like embeddings
     # Fitted on replies that differ in meta text, it prefers the plain ones it was trained on.
     assert float(np.mean(model.preference_probability(data) > 0.5)) >= 5 / 6
     folder = model.save(tmp_path / "hh")

@@ -481,6 +481,13 @@ class Featurizer(ABC):
 
     name: ClassVar[str] = "featurizer"
 
+    @property
+    def prescaled(self) -> bool:
+        """True when the columns already share one scale, as unit-length vectors do: models then
+        leave them as they are. Others are standardized column by column, which would blow
+        hundreds of small embedding columns up to the size of a few strong ones."""
+        return False
+
     def fit(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> Self:
         return self
 

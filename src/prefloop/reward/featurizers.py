@@ -601,6 +601,10 @@ class SentenceEmbedding(Featurizer):
         self.view = view
 
     @property
+    def prescaled(self) -> bool:
+        return True  # unit vectors, their products and a cosine
+
+    @property
     def _label(self) -> str:
         labels = {"use": "the USE encoder", "minilm": "MiniLM", "e5": "multilingual-e5-small"}
         return labels.get(self.model, self.model)
@@ -657,14 +661,32 @@ class SmolLM2Features(Featurizer):
     dialogue rendered with the chat template (``view="prompt+text"``), at most the last
     ``max_tokens`` tokens. English; about 2–3 replies per second on one core. See
     :mod:`prefloop.reward._smollm2_features`. Stateless; the network loads on first use and is
-    not pickled with the model."""
+    not pickled with the model.
+
+    With ``unit_length`` (the default) the hidden state is scaled to length 1 and the columns
+    count as :attr:`prescaled`, like sentence embeddings: on the HH pairs next to ``use-prompt``
+    that scored 0.646 over fold seeds 0–2, against 0.635 with each column standardized, which is
+    what models saved before this setting existed keep doing (docs/reward.md)."""
 
     name: ClassVar[str] = "smollm2"
+    unit_length: bool = False  # what a featurizer pickled before the setting existed did
 
-    def __init__(self, *, view: View = "text", layer: int = 30, max_tokens: int = 128) -> None:
+    def __init__(
+        self,
+        *,
+        view: View = "text",
+        layer: int = 30,
+        max_tokens: int = 128,
+        unit_length: bool = True,
+    ) -> None:
         self.view = view
         self.layer = layer
         self.max_tokens = max_tokens
+        self.unit_length = unit_length
+
+    @property
+    def prescaled(self) -> bool:
+        return self.unit_length
 
     def transform(self, texts: Sequence[str], prompts: Sequence[str | None] | None = None) -> Array:
         from prefloop.reward._smollm2_features import smollm2_reader
@@ -672,13 +694,17 @@ class SmolLM2Features(Featurizer):
         if self.view not in ("text", "prompt+text"):
             raise InvalidInputError(f"unknown view {self.view!r}; use 'text' or 'prompt+text'")
         prompt_list = [None] * len(texts) if prompts is None else list(prompts)
-        return smollm2_reader().features(
+        x = smollm2_reader().features(
             list(texts),
             prompt_list,
             layer=self.layer,
             max_tokens=self.max_tokens,
             with_prompt=self.view == "prompt+text",
         )
+        if self.unit_length:  # the hidden state; the last column is the log-probability
+            norms = np.linalg.norm(x[:, :-1], axis=1, keepdims=True)
+            x[:, :-1] /= np.maximum(norms, 1e-12)
+        return x
 
     def feature_names(self) -> list[str]:
         return []
@@ -689,6 +715,7 @@ class SmolLM2Features(Featurizer):
             "view": self.view,
             "layer": self.layer,
             "max_tokens": self.max_tokens,
+            "unit_length": self.unit_length,
         }
 
 

@@ -33,7 +33,7 @@ from prefloop.reward.base import (
     RewardModel,
     register_model,
 )
-from prefloop.reward.featurizers import Concat, SentenceEmbedding, build_featurizer
+from prefloop.reward.featurizers import Concat, build_featurizer
 
 __all__ = ["BradleyTerryConfig", "BradleyTerryModel"]
 
@@ -100,17 +100,17 @@ class BradleyTerryModel(RewardModel):
         phi_r = self._features(data.rejected, prompts)
         if progress is not None:
             progress("featurizing", 2, 2)
-        # Scale the non-embedding columns to unit spread over the training replies (no
-        # centring: a shift of φ cancels in φ(c) − φ(r)).
+        # Scale the columns that are not prescaled (embeddings are) to unit spread over the
+        # training replies (no centring: a shift of φ cancels in φ(c) − φ(r)).
         replies = np.vstack([phi_c, phi_r])
-        embedding = np.concatenate(
+        prescaled = np.concatenate(
             [
-                np.full(width, isinstance(part, SentenceEmbedding))
+                np.full(width, part.prescaled)
                 for part, width in zip(_blocks(self.featurizer_), self._widths, strict=True)
             ]
         )
         spread = replies.std(axis=0)
-        self.scale_ = np.where(embedding | (spread == 0), 1.0, spread)
+        self.scale_ = np.where(prescaled | (spread == 0), 1.0, spread)
         diff = (phi_c - phi_r) / self.scale_
         weights = data.margins if cfg.use_margins else np.ones(len(data))
 

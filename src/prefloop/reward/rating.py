@@ -43,7 +43,7 @@ from prefloop.reward.base import (
     RewardModel,
     register_model,
 )
-from prefloop.reward.featurizers import Concat, SentenceEmbedding, build_featurizer
+from prefloop.reward.featurizers import Concat, build_featurizer
 
 __all__ = [
     "AUTO_CANDIDATES",
@@ -127,13 +127,11 @@ def _make_regressor(name: str, seed: int) -> Any:
 
 
 def _standardize_mask(featurizer: Featurizer, widths: Sequence[int]) -> Array:
-    """Which columns to standardize: all but embeddings (unit vectors whose scale already
-    matches each other; standardizing 512 small columns would drown a few strong ones)."""
+    """Which columns to standardize: all but :attr:`~Featurizer.prescaled` ones (embeddings:
+    unit vectors whose scale already matches each other; standardizing 512 small columns would
+    drown a few strong ones)."""
     parts = featurizer.parts if isinstance(featurizer, Concat) else [featurizer]
-    mask = [
-        np.full(width, not isinstance(part, SentenceEmbedding))
-        for part, width in zip(parts, widths, strict=True)
-    ]
+    mask = [np.full(width, not part.prescaled) for part, width in zip(parts, widths, strict=True)]
     return np.concatenate(mask)
 
 
