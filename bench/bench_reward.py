@@ -5,7 +5,11 @@
   seeds 0, 1 and 2, each against the training-mean baseline of the same folds; every candidate
   on the seed-0 folds; the default's usual pick on folds grouped by photo (``image_id``), which
   measures drafts of photos never seen; the time to fit and evaluate (wall and CPU); scoring
-  throughput of the saved default model once loaded (torch at one thread).
+  throughput of the saved default model once loaded (torch at one thread). Also, from the same
+  out-of-fold predictions, how often the default model orders two drafts of one photo with
+  different ratings as the rater did (what choosing the best of several drafts, or comparing
+  prompts on the same input, needs), next to "the longer draft wins", with intervals from
+  resampling photos.
 * hh-harmless-train.jsonl (1,500 English preference pairs): 5-fold CV (folds grouped by prompt)
   of the Bradley–Terry model, the default features for fold seeds 0, 1 and 2 and other feature
   sets on seed 0, against "the shorter reply wins" and a length-only Bradley–Terry model fitted
@@ -21,6 +25,7 @@ Prints one JSON object. ``--quick`` runs a small smoke version (subsets, few res
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -40,7 +45,7 @@ from prefloop.reward import (
     load_rating_data,
     load_reward_model,
 )
-from prefloop.reward.evaluate import Folds, cross_validate, make_folds
+from prefloop.reward.evaluate import Folds, bootstrap_intervals, cross_validate, make_folds
 from prefloop.reward.pairwise import BradleyTerryConfig, BradleyTerryModel
 from prefloop.reward.rating import AUTO_CANDIDATES, RatingModelConfig, SklearnRatingModel
 
@@ -92,6 +97,52 @@ def _photo_folds(path: Path, keep: list[int], k: int, seed: int) -> Folds:
     return list(splitter.split(np.arange(len(keep)), groups=groups))
 
 
+def _photos(path: Path, keep: list[int]) -> list[str]:
+    ids = [json.loads(line).get("image_id", str(i)) for i, line in enumerate(path.open())]
+    return [ids[i] for i in keep]
+
+
+def _within_photo(
+    predictions: np.ndarray, data: Any, photos: list[str], samples: int, seed: int
+) -> dict[str, Any]:
+    """Share of same-photo draft pairs with different ratings that the predictions order as the
+    rater did (ties count half), next to "the longer draft wins"; 95% intervals from resampling
+    photos, paired."""
+    lengths = np.array([len(t) for t in data.texts], dtype=np.float64)
+    members: dict[str, list[int]] = {}
+    for i, photo in enumerate(photos):
+        members.setdefault(photo, []).append(i)
+    # Per photo: (pairs, ordered right by the model, by length) over its rated-apart pairs.
+    counts = []
+    for items in members.values():
+        n = model = longer = 0.0
+        for a_pos, a in enumerate(items):
+            for b in items[a_pos + 1 :]:
+                truth = np.sign(data.ratings[a] - data.ratings[b])
+                if truth == 0:
+                    continue
+                n += 1
+                model += (np.sign(predictions[a] - predictions[b]) * truth + 1) / 2
+                longer += (np.sign(lengths[a] - lengths[b]) * truth + 1) / 2
+        if n:  # photos whose drafts all got one rating say nothing about order
+            counts.append((n, model, longer))
+    table = np.array(counts)
+
+    def statistics(index: np.ndarray) -> dict[str, float]:
+        n, model, longer = table[index].sum(axis=0)
+        return {"model": model / n, "longer_wins": longer / n, "gain": (model - longer) / n}
+
+    point = statistics(np.arange(len(table)))
+    ci = bootstrap_intervals(statistics, len(table), samples=samples, seed=seed)
+    return {
+        "pairs": int(table[:, 0].sum()),
+        "photos": len(table),
+        "ordered_right": point["model"],
+        "longer_wins": point["longer_wins"],
+        "ci": ci,
+    }
+
+
 def _load() -> list[float]:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else []
 
@@ -119,21 +170,24 @@ def bench_memozy(quick: bool, samples: int) -> dict[str, Any]:
         "load_average_after": _load(),
     }
     by_seed: dict[str, Any] = {}
+    photos = _photos(path, keep)
     for seed in (0,) if quick else (0, 1, 2):
-        report = (
-            nested.report
+        result = (
+            nested
             if seed == 0
             else cross_validate(
                 lambda: SklearnRatingModel(config),
                 data,
                 make_folds(data, 5, seed=seed),
                 samples=samples,
-            ).report
+            )
         )
+        report = result.report
         by_seed[f"fold_seed_{seed}"] = {
             **_pick(report, ("mse", "mae", "spearman", "pearson", "baseline", "ci")),
             "vs_baseline": report["vs_baseline"],
             "train": report["train"],
+            "within_photo": _within_photo(result.predictions, data, photos, samples, seed),
         }
     seeds = list(by_seed.values())
     out: dict[str, Any] = {
@@ -145,6 +199,12 @@ def bench_memozy(quick: bool, samples: int) -> dict[str, Any]:
             "mse": float(np.mean([r["mse"] for r in seeds])),
             "spearman": float(np.mean([r["spearman"] for r in seeds])),
             "baseline_mse": float(np.mean([r["baseline"]["mse"] for r in seeds])),
+            "within_photo_ordered_right": float(
+                np.mean([r["within_photo"]["ordered_right"] for r in seeds])
+            ),
+            "within_photo_longer_wins": float(
+                np.mean([r["within_photo"]["longer_wins"] for r in seeds])
+            ),
             "by_fold_seed": by_seed,
         },
         "fit_and_eval": fit_eval,
@@ -153,7 +213,7 @@ def bench_memozy(quick: bool, samples: int) -> dict[str, Any]:
     models: dict[str, Any] = {}
     for spec in candidates:
         run = cross_validate(
-            lambda s=spec: SklearnRatingModel(RatingModelConfig(model=s)),
+            functools.partial(SklearnRatingModel, RatingModelConfig(model=spec)),
             data,
             folds,
             samples=samples,
