@@ -41,6 +41,7 @@ import torch
 
 from prefloop.reward import (
     PairData,
+    RatingData,
     load_pair_data,
     load_rating_data,
     load_reward_model,
@@ -87,23 +88,24 @@ def _fresh_texts(texts: list[str], n: int, seed: int) -> list[str]:
     return [" ".join(rng.sample(sentences, 3)) for _ in range(n)]
 
 
-def _photo_folds(path: Path, keep: list[int], k: int, seed: int) -> Folds:
-    """Folds that keep the drafts of one photo (``image_id``) together."""
-    from sklearn.model_selection import GroupKFold
-
-    photos = [json.loads(line).get("image_id", str(i)) for i, line in enumerate(path.open())]
-    _, groups = np.unique(np.array([photos[i] for i in keep]), return_inverse=True)
-    splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    return list(splitter.split(np.arange(len(keep)), groups=groups))
-
-
 def _photos(path: Path, keep: list[int]) -> list[str]:
-    ids = [json.loads(line).get("image_id", str(i)) for i, line in enumerate(path.open())]
+    """The photo (``image_id``) of each kept draft."""
+    with path.open(encoding="utf-8") as lines:
+        ids = [json.loads(line).get("image_id", str(i)) for i, line in enumerate(lines)]
     return [ids[i] for i in keep]
 
 
+def _photo_folds(photos: list[str], k: int, seed: int) -> Folds:
+    """Folds that keep the drafts of one photo together."""
+    from sklearn.model_selection import GroupKFold
+
+    _, groups = np.unique(np.array(photos), return_inverse=True)
+    splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return list(splitter.split(np.arange(len(photos)), groups=groups))
+
+
 def _within_photo(
-    predictions: np.ndarray, data: Any, photos: list[str], samples: int, seed: int
+    predictions: np.ndarray, data: RatingData, photos: list[str], samples: int, seed: int
 ) -> dict[str, Any]:
     """Share of same-photo draft pairs with different ratings that the predictions order as the
     rater did (ties count half), next to "the longer draft wins"; 95% intervals from resampling
@@ -229,7 +231,7 @@ def bench_memozy(quick: bool, samples: int) -> dict[str, Any]:
         run = cross_validate(
             lambda: SklearnRatingModel(RatingModelConfig(model=str(default.chosen))),
             data,
-            _photo_folds(path, keep, 5, seed=0),
+            _photo_folds(photos, 5, seed=0),
             samples=samples,
         )
         out["photo_grouped_folds"] = {
