@@ -41,12 +41,11 @@ import torch
 
 from prefloop.reward import (
     PairData,
-    RatingData,
     load_pair_data,
     load_rating_data,
     load_reward_model,
 )
-from prefloop.reward.evaluate import Folds, bootstrap_intervals, cross_validate, make_folds
+from prefloop.reward.evaluate import cross_validate, make_folds
 from prefloop.reward.pairwise import BradleyTerryConfig, BradleyTerryModel
 from prefloop.reward.rating import AUTO_CANDIDATES, RatingModelConfig, SklearnRatingModel
 
@@ -88,63 +87,6 @@ def _fresh_texts(texts: list[str], n: int, seed: int) -> list[str]:
     return [" ".join(rng.sample(sentences, 3)) for _ in range(n)]
 
 
-def _photos(path: Path, keep: list[int]) -> list[str]:
-    """The photo (``image_id``) of each kept draft."""
-    with path.open(encoding="utf-8") as lines:
-        ids = [json.loads(line).get("image_id", str(i)) for i, line in enumerate(lines)]
-    return [ids[i] for i in keep]
-
-
-def _photo_folds(photos: list[str], k: int, seed: int) -> Folds:
-    """Folds that keep the drafts of one photo together."""
-    from sklearn.model_selection import GroupKFold
-
-    _, groups = np.unique(np.array(photos), return_inverse=True)
-    splitter = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    return list(splitter.split(np.arange(len(photos)), groups=groups))
-
-
-def _within_photo(
-    predictions: np.ndarray, data: RatingData, photos: list[str], samples: int, seed: int
-) -> dict[str, Any]:
-    """Share of same-photo draft pairs with different ratings that the predictions order as the
-    rater did (ties count half), next to "the longer draft wins"; 95% intervals from resampling
-    photos, paired."""
-    lengths = np.array([len(t) for t in data.texts], dtype=np.float64)
-    members: dict[str, list[int]] = {}
-    for i, photo in enumerate(photos):
-        members.setdefault(photo, []).append(i)
-    # Per photo: (pairs, ordered right by the model, by length) over its rated-apart pairs.
-    counts = []
-    for items in members.values():
-        n = model = longer = 0.0
-        for a_pos, a in enumerate(items):
-            for b in items[a_pos + 1 :]:
-                truth = np.sign(data.ratings[a] - data.ratings[b])
-                if truth == 0:
-                    continue
-                n += 1
-                model += (np.sign(predictions[a] - predictions[b]) * truth + 1) / 2
-                longer += (np.sign(lengths[a] - lengths[b]) * truth + 1) / 2
-        if n:  # photos whose drafts all got one rating say nothing about order
-            counts.append((n, model, longer))
-    table = np.array(counts)
-
-    def statistics(index: np.ndarray) -> dict[str, float]:
-        n, model, longer = table[index].sum(axis=0)
-        return {"model": model / n, "longer_wins": longer / n, "gain": (model - longer) / n}
-
-    point = statistics(np.arange(len(table)))
-    ci = bootstrap_intervals(statistics, len(table), samples=samples, seed=seed)
-    return {
-        "pairs": int(table[:, 0].sum()),
-        "photos": len(table),
-        "ordered_right": point["model"],
-        "longer_wins": point["longer_wins"],
-        "ci": ci,
-    }
-
-
 def _load() -> list[float]:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else []
 
@@ -172,7 +114,6 @@ def bench_memozy(quick: bool, samples: int) -> dict[str, Any]:
         "load_average_after": _load(),
     }
     by_seed: dict[str, Any] = {}
-    photos = _photos(path, keep)
     for seed in (0,) if quick else (0, 1, 2):
         result = (
             nested
@@ -189,7 +130,8 @@ def bench_memozy(quick: bool, samples: int) -> dict[str, Any]:
             **_pick(report, ("mse", "mae", "spearman", "pearson", "baseline", "ci")),
             "vs_baseline": report["vs_baseline"],
             "train": report["train"],
-            "within_photo": _within_photo(result.predictions, data, photos, samples, seed),
+            # Pairs of same-photo drafts (the reader keys each draft by its image_id).
+            "within_photo": report["within_input"],
         }
     seeds = list(by_seed.values())
     out: dict[str, Any] = {
@@ -231,7 +173,7 @@ def bench_memozy(quick: bool, samples: int) -> dict[str, Any]:
         run = cross_validate(
             lambda: SklearnRatingModel(RatingModelConfig(model=str(default.chosen))),
             data,
-            _photo_folds(photos, 5, seed=0),
+            make_folds(data, 5, seed=0, by="input"),
             samples=samples,
         )
         out["photo_grouped_folds"] = {

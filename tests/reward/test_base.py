@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,28 @@ def test_rating_file_in_both_formats(tmp_path: Path) -> None:
     assert a.texts == ["one", "two"] and a.prompts == ["p", None]
     assert a.ratings.tolist() == [1.0, -0.5] and a.scale == (-1.0, -0.5, 0.0, 0.5, 1.0)
     assert load_rating_data(diary).texts == ["one"]
+
+
+def test_rated_texts_know_their_input(tmp_path: Path) -> None:
+    """What each text was drafted from: the input fields (as one key), else the prompt."""
+    rows = [
+        {"text": "one", "rating": 1, "input": {"place": "Busan", "mood": "happy"}},
+        {"text": "two", "rating": 0, "input": {"mood": "happy", "place": "Busan"}, "prompt": "p"},
+        {"text": "three", "rating": 0, "prompt": "p"},
+        {"text": "four", "rating": -1},
+    ]
+    data = load_rating_data(write_jsonl(tmp_path / "a.jsonl", rows))
+    assert data.inputs[0] == data.inputs[1] == '{"mood": "happy", "place": "Busan"}'
+    assert data.inputs[2:] == ["p", None]
+    assert data.subset([3, 0]).inputs == [None, data.inputs[0]]
+    diary = write_jsonl(
+        tmp_path / "b.jsonl",
+        [{"image_id": "7.jpg", "caption": "x", "rate": 1}, {"caption": "y", "rate": 0}],
+    )
+    assert load_rating_data(diary).inputs == ['{"image_id": "7.jpg"}', None]
+    assert data.fingerprint() == replace(data, inputs=[]).fingerprint()  # not part of it
+    with pytest.raises(InvalidInputError, match="3 input keys for 4 ratings"):
+        replace(data, inputs=["a", "b", "c"])
 
 
 def test_scale_inferred_or_given(tmp_path: Path) -> None:

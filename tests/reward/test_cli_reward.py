@@ -364,6 +364,42 @@ def test_cv_json_has_the_eval_keys_out_of_fold_and_the_gap_is_shown(
     assert f"({report['gap']['mse']:+.3f})" in text
 
 
+def test_cv_by_input_reports_how_drafts_of_one_input_are_ordered(tmp_path: Path) -> None:
+    """The diary format's image_id keys the drafts: --group-by input holds each photo out
+    whole, and the report says how often two drafts of one photo come out in the rater's
+    order, next to "the longer text wins"."""
+    rows = [
+        {"image_id": f"{i // 5:03d}.jpg", "caption": r["text"], "rate": r["rating"]}
+        for i, r in enumerate(synthetic_ratings(60))
+    ]
+    data = write_jsonl(tmp_path / "diary.jsonl", rows)
+    common = ("reward", "cv", "--data", data, "--model", "ridge:stats", "--folds", "3", *FAST)
+    report = one_json_object(
+        invoke(*common, "--group-by", "input", "--json", "--report", tmp_path / "a.json").stdout
+    )
+    within = report["within_input"]
+    assert report["group_by"] == "input" and within["inputs"] == 12
+    assert {"pairs", "ordered_right", "longer_wins", "ci", "vs_baseline"} <= set(within)
+    assert 0.5 < within["ordered_right"] <= 1.0
+    text = invoke(*common, "--report", tmp_path / "b.json").stdout
+    assert "same-input pairs ordered right" in text and "longer text wins" in text
+    message = error_of(*common, "--group-by", "photo")
+    assert "--group-by must be one of text, input, not 'photo'" in message
+    plain = write_jsonl(tmp_path / "plain.jsonl", synthetic_ratings(60))
+    message = error_of(
+        "reward", "cv", "--data", plain, "--model", "ridge:stats", "--group-by", "input"
+    )
+    assert "no item in" in message and 'give each line an "input" object' in message
+
+
+def test_candidates_help_names_the_auto_candidates() -> None:
+    from prefloop.reward.rating import AUTO_CANDIDATES
+
+    text = " ".join(CliRunner().invoke(app, ["reward", "cv", "--help"]).stdout.split())
+    text = re.sub(r"[│ ]+", " ", text)
+    assert ", ".join(AUTO_CANDIDATES) in text
+
+
 def test_fit_never_silently_replaces_a_model(tmp_path: Path, ratings_file: Path) -> None:
     out = tmp_path / "rm"
     fit = ("reward", "fit", "--data", ratings_file, "--model", "ridge:stats", "--cv", "0")

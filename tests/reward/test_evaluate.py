@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -10,12 +12,16 @@ from prefloop.io.records import PairRecord
 from prefloop.reward import PairData, RatingData
 from prefloop.reward.evaluate import (
     bootstrap_interval,
+    bootstrap_intervals,
     cross_validate,
+    fold_groups,
     length_model_probabilities,
     make_folds,
     pair_report,
     rating_report,
+    resampling_clusters,
     shorter_wins_probabilities,
+    within_input_report,
 )
 from prefloop.reward.rating import RatingModelConfig, SklearnRatingModel
 from tests.reward.conftest import synthetic_ratings
@@ -218,3 +224,118 @@ def test_plots_leave_unscored_items_out_and_say_so(tmp_path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no pair has a score"):
         plot_pairs(data, np.full(3, np.nan), np.ones(3), np.ones(3), tmp_path / "none.png")
+
+
+# ---- drafts of one input --------------------------------------------------------------------
+def with_inputs(data: RatingData, per_input: int) -> RatingData:
+    return RatingData(
+        texts=data.texts,
+        ratings=data.ratings,
+        prompts=data.prompts,
+        inputs=[f"photo {i // per_input}" for i in range(len(data))],
+    )
+
+
+def test_within_input_ordering_by_hand() -> None:
+    data = RatingData(
+        texts=["aa", "bbbb", "c", "xx", "yy", "alone", "unknown"],
+        ratings=np.array([1.0, 0.0, 0.0, -1.0, 1.0, 0.5, 0.0]),
+        prompts=[None] * 7,
+        inputs=["A", "A", "A", "B", "B", "C", None],
+    )
+    pred = np.array([0.9, 0.1, 0.1, 0.5, 0.5, 0.0, 1.0])
+    report = within_input_report(data, pred, samples=200)
+    assert report is not None
+    # A: (aa, bbbb) and (aa, c) were rated apart, (bbbb, c) is a tie in the rating: left out.
+    # The model orders both A pairs right and ties on B's pair (half); "longer wins" is wrong
+    # on (aa, bbbb), right on (aa, c), and ties on B's equally long texts.
+    assert (report["pairs"], report["inputs"]) == (3, 2)
+    assert report["ordered_right"] == pytest.approx(2.5 / 3)
+    assert report["longer_wins"] == pytest.approx(1.5 / 3)
+    assert report["vs_baseline"]["gain"] == pytest.approx(1 / 3)
+    lo, hi = report["ci"]["ordered_right"]
+    assert lo <= report["ordered_right"] <= hi
+    # An unscored draft leaves its pairs out; B is left with one draft and says nothing.
+    pred[3] = np.nan
+    report = within_input_report(data, pred, samples=200)
+    assert report is not None and (report["pairs"], report["inputs"]) == (2, 1)
+    assert within_input_report(replace(data, inputs=[]), pred) is None
+
+
+def test_cross_validation_reports_same_input_ordering_when_inputs_are_known() -> None:
+    data = ratings(40)
+
+    def model() -> SklearnRatingModel:
+        return SklearnRatingModel(RatingModelConfig(model="ridge:stats"))
+
+    plain = cross_validate(model, data, make_folds(data, 4), samples=100).report
+    assert "within_input" not in plain
+    grouped = with_inputs(data, 5)
+    report = cross_validate(model, grouped, make_folds(grouped, 4), samples=100).report
+    within = report["within_input"]
+    assert within["inputs"] == 8 and within["pairs"] > 0
+    # The synthetic rubric is learnable: same-input drafts come out in the rater's order.
+    assert within["ordered_right"] > 0.8 and within["vs_baseline"]["beats_baseline"]
+    assert report["mse"] == pytest.approx(plain["mse"])  # the same folds: same predictions
+
+
+def test_folds_by_input_keep_every_draft_of_an_input_and_copies_of_a_text_together() -> None:
+    data = RatingData(
+        texts=["t1", "t2", "t1", "t3", "t4", "t5"],
+        ratings=np.array([0.0, 1.0, 0.5, -1.0, 0.0, 1.0]),
+        prompts=[None] * 6,
+        inputs=["A", "A", "B", "C", None, "C"],
+    )
+    groups = fold_groups(data, "input")
+    # t1 links input A to input B; t4 has no input and is on its own.
+    assert groups[0] == groups[1] == groups[2] and groups[3] == groups[5]
+    assert len({int(groups[0]), int(groups[3]), int(groups[4])}) == 3
+    assert fold_groups(data).tolist() == [0, 1, 0, 2, 3, 4]  # by text: copies only
+    grouped = with_inputs(ratings(40), 4)
+    for _, test in make_folds(grouped, 5, seed=1, by="input"):
+        held_out = {grouped.inputs[i] for i in test}
+        assert sum(grouped.inputs.count(key) for key in held_out) == len(test)
+    with pytest.raises(InvalidInputError, match=r"needs at least 5 inputs.*has 3"):
+        make_folds(data, 5, by="input")
+    with pytest.raises(InvalidInputError, match="no item names its input"):
+        make_folds(ratings(40), 5, by="input")
+    with pytest.raises(InvalidInputError, match="unknown fold grouping 'photo'"):
+        make_folds(grouped, 5, by="photo")
+
+
+def test_cluster_bootstrap_resamples_whole_inputs() -> None:
+    rng = np.random.default_rng(0)
+    # 60 inputs of 5 drafts that share most of their value: 60 independent draws, not 300.
+    values = np.repeat(rng.normal(size=60), 5) + 0.1 * rng.normal(size=300)
+    clusters = np.repeat(np.arange(60), 5)
+
+    def mean(i: np.ndarray) -> dict[str, float]:
+        return {"mean": float(values[i].mean())}
+
+    def width(ci: dict[str, tuple[float, float]]) -> float:
+        return ci["mean"][1] - ci["mean"][0]
+
+    plain = bootstrap_intervals(mean, 300, seed=1)
+    clustered = bootstrap_intervals(mean, 300, seed=1, clusters=clusters)
+    # Theory: the width grows by about sqrt(5) (the design effect of 5 near-copies).
+    assert 1.8 < width(clustered) / width(plain) < 2.8
+    # One item per cluster, in order: exactly the plain bootstrap.
+    assert bootstrap_intervals(mean, 300, seed=1, clusters=np.arange(300)) == plain
+    with pytest.raises(InvalidInputError, match="299 cluster ids for 300 items"):
+        bootstrap_intervals(mean, 300, clusters=np.arange(299))
+
+
+def test_reports_resample_drafts_of_one_input_together() -> None:
+    data = with_inputs(ratings(40), 5)
+    assert resampling_clusters(data).tolist() == [i // 5 for i in range(40)]
+    assert resampling_clusters(ratings(40)).tolist() == list(range(40))
+    rng = np.random.default_rng(2)
+    offsets = np.repeat(rng.normal(scale=0.4, size=8), 5)  # an error shared by each input
+    pred = data.ratings + offsets + rng.normal(scale=0.05, size=40)
+    base = np.zeros(40)
+    plain = rating_report(data.ratings, pred, base, samples=400, seed=0)
+    clustered = rating_report(
+        data.ratings, pred, base, samples=400, seed=0, clusters=resampling_clusters(data)
+    )
+    assert clustered["mse"] == plain["mse"]
+    assert np.ptp(clustered["ci"]["mse"]) > 1.3 * np.ptp(plain["ci"]["mse"])

@@ -119,6 +119,7 @@ def test_training_data_from_the_store(store: Store) -> None:
     assert sorted(ratings.texts) == ["text 0", "text 1", "text 2"]
     assert sorted(ratings.ratings.tolist()) == [-0.5, 0.0, 1.0]
     assert ratings.prompts == ["place: Busan"] * 3
+    assert ratings.inputs == ['{"place": "Busan"}'] * 3  # drafts of one input
     assert ratings.scale == (-1.0, -0.5, 0.0, 0.5, 1.0)
     pairs = pair_data_from_store(store, "diary")
     got = sorted(zip(pairs.chosen, pairs.rejected, strict=True))

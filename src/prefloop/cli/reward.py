@@ -93,8 +93,8 @@ CandidatesOption = Annotated[
     typer.Option(
         "--candidates",
         help="For --model auto on ratings: the candidates to choose from, comma-separated, "
-        "cheapest first (default: ridge:stats, gradient-boosting:stats, random-forest:stats, "
-        "ridge:stats+use, random-forest:stats+use).",
+        "cheapest first (default: ridge:stats, ridge+boosting:stats, ridge+boosting:stats+style, "
+        "stack:stats+style, stack:stats+style+char-lm).",
     ),
 ]
 BalanceOption = Annotated[
@@ -129,6 +129,15 @@ ScaleOption = Annotated[
     ),
 ]
 SeedOption = Annotated[int, typer.Option("--seed", help="Seed for folds and models.")]
+GroupByOption = Annotated[
+    str,
+    typer.Option(
+        "--group-by",
+        help="Keep rated texts together in folds by 'text' (copies of a text) or by 'input' "
+        "(every draft of one input, e.g. one image_id: measures inputs never seen). Pairs are "
+        "always grouped by prompt.",
+    ),
+]
 SamplesOption = Annotated[
     int, typer.Option("--bootstrap", min=100, help="Bootstrap resamples for the 95% intervals.")
 ]
@@ -229,6 +238,18 @@ def _check_kind(kind: str | None) -> str | None:
     if kind is not None and kind not in ("rating", "pairwise"):
         raise InvalidInputError(f"--kind must be rating or pairwise, not {kind!r}")
     return kind
+
+
+def _check_group_by(group_by: str, kind: str | None) -> None:
+    """Before any long work: a known grouping, and a warning when it cannot apply."""
+    from prefloop.reward.evaluate import FOLD_GROUPINGS
+
+    if group_by not in FOLD_GROUPINGS:
+        raise InvalidInputError(
+            f"--group-by must be one of {', '.join(FOLD_GROUPINGS)}, not {group_by!r}"
+        )
+    if kind == "pairwise" and group_by != "text":
+        _warn("--group-by applies to rated texts; pairs are always grouped by prompt")
 
 
 @dataclass(frozen=True)
@@ -489,6 +510,16 @@ def _show(report: dict[str, Any], kind: str, heading: str) -> None:
             f"accuracy gain {_with_ci(gain['accuracy_gain'], gain['ci'])}: the model {verdict} "
             "the better length baseline"
         )
+    within = report.get("within_input")
+    if within is not None:
+        table.add_row(
+            f"same-input pairs ordered right ({within['pairs']} pairs, {within['inputs']} inputs)",
+            _with_ci(within["ordered_right"], within["ci"].get("ordered_right")),
+        )
+        table.add_row(
+            "baseline: longer text wins",
+            _with_ci(within["longer_wins"], within["ci"].get("longer_wins")),
+        )
     table.add_row("items measured", str(report["n"]))
     if report.get("unscored"):
         table.add_row("items without a score (left out)", str(report["unscored"]))
@@ -508,9 +539,10 @@ def _cv_run(
     samples: int,
     progress: Progressed,
     compare: bool = True,
+    group_by: str = "text",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Cross-validate ``choice`` and, with ``compare`` for ``auto`` ratings, each candidate on
-    the same folds."""
+    the same folds (grouped ``group_by``, see :func:`prefloop.reward.evaluate.make_folds`)."""
     from prefloop.reward.evaluate import (
         cross_fitted_length_probabilities,
         cross_validate,
@@ -519,7 +551,7 @@ def _cv_run(
     )
     from prefloop.reward.rating import RatingModelConfig
 
-    folds = make_folds(data, folds_k, seed=choice.seed)
+    folds = make_folds(data, folds_k, seed=choice.seed, by=group_by)
 
     def run(spec_choice: _ModelChoice) -> Any:
         return cross_validate(
@@ -554,6 +586,7 @@ def _cv_run(
             "p_length": cross_fitted_length_probabilities(data, folds_k, choice.seed),
         }
     report["model"] = choice.spec
+    report["group_by"] = group_by if choice.kind == "rating" else "prompt"
     report["seconds"] = round(result.seconds, 2)
     return report, figures
 
@@ -636,6 +669,7 @@ def fit(
     force: ForceOption = False,
     seed: SeedOption = 0,
     samples: SamplesOption = 1000,
+    group_by: GroupByOption = "text",
     json_out: JsonOption = False,
 ) -> None:
     """Fit a reward model on a file (or a task's feedback) and save it to --out.
@@ -649,6 +683,7 @@ def fit(
     existed = out.exists()
     with _surface_warnings():
         loaded = _load_data(data, task, kind, scale, db)
+        _check_group_by(group_by, loaded.kind)
         choice = _choice(loaded, model, seed, balance_levels, candidates)
         factory = _model_factory(choice)
         report: dict[str, Any] | None = None
@@ -656,7 +691,7 @@ def fit(
         with _progress(not json_out) as progress:
             if cv_folds:
                 report, figures = _cv_run(
-                    choice, loaded.data, cv_folds, samples, progress, compare=False
+                    choice, loaded.data, cv_folds, samples, progress, False, group_by
                 )
             fitted = factory().fit(loaded.data, progress=progress)
         if report is not None:
@@ -771,13 +806,17 @@ def cv(
     candidates: CandidatesOption = None,
     seed: SeedOption = 0,
     samples: SamplesOption = 1000,
+    group_by: GroupByOption = "text",
 ) -> None:
     """Cross-validate a model: every figure out of fold, next to baselines on the same folds."""
     with _surface_warnings():
         loaded = _load_data(data, task, kind, scale, db)
+        _check_group_by(group_by, loaded.kind)
         choice = _choice(loaded, model, seed, balance_levels, candidates)
         with _progress(not json_out) as progress:
-            report, figures = _cv_run(choice, loaded.data, folds, samples, progress)
+            report, figures = _cv_run(
+                choice, loaded.data, folds, samples, progress, group_by=group_by
+            )
         _warn_unscored(report, "items (out of fold)")
         json_path = report_path or Path("reports") / f"reward-cv-{_slug(data, task)}.json"
         png_path = png or json_path.with_suffix(".png")

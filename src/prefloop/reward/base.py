@@ -110,6 +110,12 @@ class RatingData:
 
     ``scale`` lists the allowed levels in increasing order (the task's scale); ratings must lie
     within ``[scale[0], scale[-1]]``.
+
+    ``inputs[i]`` names the input text i was drafted from (a photo, a request), or None when
+    unknown (an empty list: all unknown). Texts that share one are alternatives for the same
+    input: evaluation reports how well a model orders them (what choosing the best of n drafts
+    needs), and folds can keep them together (:func:`prefloop.reward.evaluate.make_folds`). It
+    is not part of the fingerprint.
     """
 
     texts: list[str]
@@ -117,16 +123,24 @@ class RatingData:
     prompts: list[str | None]
     scale: tuple[float, ...] = DEFAULT_SCALE
     source: str = ""
+    inputs: list[str | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         ratings = np.asarray(self.ratings, dtype=np.float64).reshape(-1)
         object.__setattr__(self, "ratings", ratings)
         object.__setattr__(self, "scale", tuple(float(v) for v in self.scale))
+        inputs = list(self.inputs) if self.inputs else [None] * len(ratings)
+        object.__setattr__(self, "inputs", inputs)
         where = f" in {self.source}" if self.source else ""
         if len(self.texts) != len(ratings) or len(self.prompts) != len(ratings):
             raise InvalidInputError(
                 f"rating data{where}: {len(self.texts)} texts, {len(ratings)} ratings and "
                 f"{len(self.prompts)} prompts; they must have the same length"
+            )
+        if len(inputs) != len(ratings):
+            raise InvalidInputError(
+                f"rating data{where}: {len(inputs)} input keys for {len(ratings)} ratings; give "
+                "one per text (None where unknown)"
             )
         if len(self.scale) < 2 or list(self.scale) != sorted(set(self.scale)):
             raise InvalidInputError(
@@ -162,6 +176,7 @@ class RatingData:
             prompts=[r.prompt for r in items],
             scale=chosen_scale,
             source=source,
+            inputs=[input_key(r.input, r.prompt) for r in items],
         )
 
     def __len__(self) -> int:
@@ -175,6 +190,7 @@ class RatingData:
             prompts=[self.prompts[i] for i in idx],
             scale=self.scale,
             source=self.source,
+            inputs=[self.inputs[i] for i in idx],
         )
 
     def fingerprint(self) -> str:
@@ -204,6 +220,14 @@ class RatingData:
             raise InvalidInputError(
                 f"only {len(self)} ratings{where}: a rating model needs at least 4"
             )
+
+
+def input_key(inputs: dict[str, Any] | None, prompt: str | None = None) -> str | None:
+    """What a text was drafted from, as one comparable string: its input fields (as JSON with
+    sorted keys; e.g. ``{"image_id": "001.jpg"}``), else its prompt, else None."""
+    if inputs:
+        return json.dumps(inputs, ensure_ascii=False, sort_keys=True, default=str)
+    return prompt
 
 
 def infer_scale(ratings: NDArray[np.float64]) -> tuple[float, ...]:
@@ -376,9 +400,15 @@ def rating_data_from_store(store: Store, task: str) -> RatingData:
         scale = tuple(float(v) for v in task_row.scale)
         texts = [str(g.output) for g in rows]
         prompts = [_context_text(g) for g in rows]
+        inputs = [input_key(g.input, g.prompt if isinstance(g.prompt, str) else None) for g in rows]
         ratings = np.array([float(g.reward) for g in rows if g.reward is not None])
     return RatingData(
-        texts=texts, ratings=ratings, prompts=prompts, scale=scale, source=f"task {task!r}"
+        texts=texts,
+        ratings=ratings,
+        prompts=prompts,
+        scale=scale,
+        source=f"task {task!r}",
+        inputs=inputs,
     )
 
 

@@ -8,8 +8,14 @@ Bradley–Terry model. Every figure has a percentile-bootstrap 95% interval (Efr
 both), which is what "beats the baseline" means.
 
 Cross-validation uses one fold assignment (:func:`make_folds`) for every model compared:
-ratings are grouped by text (copies of a text stay together), pairs by prompt (a prompt never
-sits on both sides).
+ratings are grouped by text (copies of a text stay together) or, with ``by="input"``, by the
+input they were drafted from (drafts of inputs never seen), pairs by prompt (a prompt never sits
+on both sides).
+
+When rated texts share an input (several drafts of one photo), the rating report also says how
+often the model orders two drafts of one input the way the rater did (``"within_input"``), next
+to "the longer draft wins", with intervals from resampling inputs: what choosing the best of n
+drafts, or comparing prompts on the same inputs, depends on.
 
 A model may give no score for an item (an LLM judge whose calls all failed returns NaN): such
 items are left out of every figure — the baselines too, so the comparison stays paired — and
@@ -50,7 +56,9 @@ __all__ = [
     "make_folds",
     "pair_report",
     "rating_report",
+    "resampling_clusters",
     "shorter_wins_probabilities",
+    "within_input_report",
 ]
 
 Folds = list[tuple[NDArray[np.int_], NDArray[np.int_]]]
@@ -105,14 +113,34 @@ def bootstrap_intervals(
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
     confidence: float = CONFIDENCE,
+    clusters: NDArray[np.int_] | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals of each entry of ``statistics(index)`` over ``samples``
     resamples of the ``n`` items with replacement (NaN resamples, e.g. a constant column, are
-    dropped). All statistics share the resamples, so differences between them are paired."""
+    dropped). All statistics share the resamples, so differences between them are paired.
+
+    ``clusters`` (a group id per item, 0 … m−1) resamples whole groups instead (the cluster
+    bootstrap, Davison & Hinkley 1997, §3.8): items that are not independent — the drafts of
+    one photo, the pairs of one ranking — would otherwise make the interval too narrow. With
+    one item per group, numbered in order, the draws are those of the plain bootstrap."""
     rng = np.random.default_rng(seed)
+    if clusters is None:
+        members = None
+    else:
+        clusters = np.asarray(clusters, dtype=np.int_).reshape(-1)
+        if clusters.size != n:
+            raise InvalidInputError(f"{clusters.size} cluster ids for {n} items; give one each")
+        order = np.argsort(clusters, kind="stable")
+        starts = np.flatnonzero(np.diff(clusters[order])) + 1
+        members = np.split(order, starts)  # the items of each cluster, clusters in sorted order
     draws: dict[str, list[float]] = {}
     for _ in range(samples if n else 0):
-        for key, value in statistics(rng.integers(0, n, n)).items():
+        if members is None:
+            index = rng.integers(0, n, n)
+        else:
+            picked = rng.integers(0, len(members), len(members))
+            index = np.concatenate([members[c] for c in picked])
+        for key, value in statistics(index).items():
             draws.setdefault(key, []).append(value)
     tail = (1.0 - confidence) / 2.0
     out: dict[str, tuple[float, float]] = {}
@@ -144,6 +172,18 @@ def bootstrap_interval(
     return out["value"]
 
 
+def _kept_clusters(
+    clusters: NDArray[np.int_] | None, scored: NDArray[np.bool_]
+) -> NDArray[np.int_] | None:
+    """The cluster ids of the measured items, renumbered 0 … m−1 in order of appearance."""
+    if clusters is None:
+        return None
+    clusters = np.asarray(clusters).reshape(-1)
+    if clusters.size != scored.size:
+        raise InvalidInputError(f"{clusters.size} cluster ids for {scored.size} items")
+    return _group_ids([str(c) for c in clusters[scored]])
+
+
 def rating_report(
     y: Array,
     pred: Array,
@@ -151,10 +191,12 @@ def rating_report(
     *,
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
+    clusters: NDArray[np.int_] | None = None,
 ) -> dict[str, Any]:
     """``{"n", "unscored", "mse", "mae", "spearman", "pearson", "baseline": {"mse", "mae"},
     "ci": {…}, "vs_baseline": {"mse_reduction", "ci", "beats_baseline"}}`` for predictions
     ``pred`` of labels ``y``; ``baseline`` holds the baseline's predictions (the training mean).
+    ``clusters`` makes the intervals resample groups of items (:func:`bootstrap_intervals`).
 
     Items whose prediction is NaN (no score) are left out of every figure, the baseline's
     included, and counted in ``"unscored"``; ``"n"`` counts the items measured."""
@@ -163,6 +205,7 @@ def rating_report(
     unscored = int(np.sum(~scored))
     y, pred, baseline = y[scored], pred[scored], baseline[scored]
     n = y.size
+    kept = _kept_clusters(clusters, scored)
 
     def statistics(i: NDArray[np.int_]) -> dict[str, float]:
         out = _rating_metrics(y[i], pred[i])
@@ -174,7 +217,9 @@ def rating_report(
     point = statistics(np.arange(n))
     ci = {
         k: list(v)
-        for k, v in bootstrap_intervals(statistics, n, samples=samples, seed=seed).items()
+        for k, v in bootstrap_intervals(
+            statistics, n, samples=samples, seed=seed, clusters=kept
+        ).items()
     }
     gain_ci = ci.pop("mse_reduction")
     return {
@@ -191,6 +236,68 @@ def rating_report(
     }
 
 
+def _signs(values: Array) -> Array:
+    """``sign(values[a] - values[b])`` for every pair (a, b)."""
+    return np.sign(values[:, None] - values[None, :])
+
+
+def within_input_report(
+    data: RatingData,
+    pred: Array,
+    *,
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """How often ``pred`` orders two texts of one input (``data.inputs``) that were rated
+    differently the way the rater did; a tie in ``pred`` counts half. Next to it the baseline
+    "the longer text wins" (characters), and their paired difference. Intervals resample the
+    *inputs* (a cluster bootstrap), since the pairs of one input are not independent.
+
+    ``{"pairs", "inputs", "ordered_right", "longer_wins", "ci": {"ordered_right",
+    "longer_wins"}, "vs_baseline": {"gain", "ci", "beats_baseline"}}``, or None when no input
+    has two differently rated texts with a prediction (no input known, one text per input, …).
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    members: dict[str, list[int]] = {}
+    for i, key in enumerate(data.inputs):
+        if key is not None and np.isfinite(pred[i]):
+            members.setdefault(key, []).append(i)
+    lengths = np.array([len(t) for t in data.texts], dtype=np.float64)
+    rows = []  # per input: pairs rated apart, ordered right by the model, by length
+    for items in members.values():
+        truth = _signs(data.ratings[items])
+        apart = np.triu(truth != 0, k=1)  # each pair once, ties in the rating left out
+        if apart.any():
+            right = [((_signs(v[items]) * truth + 1) / 2)[apart].sum() for v in (pred, lengths)]
+            rows.append((float(apart.sum()), *right))
+    if not rows:
+        return None
+    table = np.array(rows)
+
+    def statistics(i: NDArray[np.int_]) -> dict[str, float]:
+        n, model, longer = (float(v) for v in table[i].sum(axis=0))
+        return {"ordered_right": model / n, "longer_wins": longer / n, "gain": (model - longer) / n}
+
+    point = statistics(np.arange(len(table)))
+    ci = {
+        k: list(v)
+        for k, v in bootstrap_intervals(statistics, len(table), samples=samples, seed=seed).items()
+    }
+    gain_ci = ci.pop("gain")
+    return {
+        "pairs": int(table[:, 0].sum()),
+        "inputs": len(table),
+        "ordered_right": point["ordered_right"],
+        "longer_wins": point["longer_wins"],
+        "ci": ci,
+        "vs_baseline": {
+            "gain": point["gain"],
+            "ci": gain_ci,
+            "beats_baseline": bool(gain_ci[0] > 0),
+        },
+    }
+
+
 def pair_report(
     p_model: Array,
     p_shorter: Array,
@@ -198,11 +305,13 @@ def pair_report(
     *,
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
+    clusters: NDArray[np.int_] | None = None,
 ) -> dict[str, Any]:
     """``{"n", "unscored", "accuracy", "baseline": {"shorter_wins", "length_model"}, "ci": {…},
     "vs_baseline": {"accuracy_gain", "ci", "beats_baseline"}}`` from each model's
     P(chosen ≻ rejected) per pair; the gain is over the better of the two baselines. Pairs
-    the model gave no probability (NaN) are left out and counted in ``"unscored"``."""
+    the model gave no probability (NaN) are left out and counted in ``"unscored"``.
+    ``clusters`` makes the intervals resample groups of pairs (:func:`bootstrap_intervals`)."""
     p_model, p_shorter, p_length = (
         np.asarray(a, dtype=np.float64) for a in (p_model, p_shorter, p_length)
     )
@@ -210,6 +319,7 @@ def pair_report(
     unscored = int(np.sum(~scored))
     p_model, p_shorter, p_length = p_model[scored], p_shorter[scored], p_length[scored]
     n = p_model.size
+    kept = _kept_clusters(clusters, scored)
     best_baseline = p_length if _accuracy(p_length) >= _accuracy(p_shorter) else p_shorter
 
     def statistics(i: NDArray[np.int_]) -> dict[str, float]:
@@ -224,7 +334,9 @@ def pair_report(
     point = statistics(np.arange(n))
     ci = {
         k: list(v)
-        for k, v in bootstrap_intervals(statistics, n, samples=samples, seed=seed).items()
+        for k, v in bootstrap_intervals(
+            statistics, n, samples=samples, seed=seed, clusters=kept
+        ).items()
     }
     gain_ci = ci.pop("accuracy_gain")
     clipped = np.clip(p_model, 1e-6, 1 - 1e-6)
@@ -282,28 +394,78 @@ def _normalize(text: str | None) -> str:
     return re.sub(r"\s+", " ", (text or "").strip())
 
 
-def fold_groups(data: RatingData | PairData) -> NDArray[np.int_]:
-    """Group labels for CV: ratings by (whitespace-normalized) text, pairs by prompt."""
-    keys = (
-        [_normalize(t) for t in data.texts]
-        if isinstance(data, RatingData)
-        else [_normalize(p) for p in data.prompts]
-    )
+FOLD_GROUPINGS = ("text", "input")
+"""How rated texts are kept together in folds: copies of a text, or drafts of one input."""
+
+
+def fold_groups(data: RatingData | PairData, by: str = "text") -> NDArray[np.int_]:
+    """Group labels for CV: pairs by prompt; ratings by (whitespace-normalized) text, or with
+    ``by="input"`` by ``data.inputs`` — and then copies of a text still stay together, and a
+    text with no input known is its own group."""
+    if by not in FOLD_GROUPINGS:
+        raise InvalidInputError(
+            f"unknown fold grouping {by!r}: use one of {', '.join(FOLD_GROUPINGS)}"
+        )
+    if isinstance(data, PairData):
+        return _group_ids([_normalize(p) for p in data.prompts])
+    texts = _group_ids([_normalize(t) for t in data.texts])
+    if by == "text":
+        return texts
+    if all(key is None for key in data.inputs):
+        raise InvalidInputError(
+            f"folds by input need to know what each text was drafted from, but no item"
+            f"{' in ' + data.source if data.source else ''} names its input: give each line an "
+            '"input" object (e.g. {"image_id": …}) or a "prompt", or group folds by text'
+        )
+    # Union of the two relations (same text, same input): a connected-components pass.
+    parent = list(range(len(data)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[str, Any], int] = {}
+    for i, (text_id, key) in enumerate(zip(texts, data.inputs, strict=True)):
+        for link in (("text", int(text_id)), ("input", key)):
+            if link[1] is None:
+                continue
+            j = first.setdefault(link, i)
+            parent[root(i)] = root(j)
+    return _group_ids([str(root(i)) for i in range(len(data))])
+
+
+def _group_ids(keys: Sequence[str]) -> NDArray[np.int_]:
     ids: dict[str, int] = {}
     return np.array([ids.setdefault(k, len(ids)) for k in keys], dtype=np.int_)
 
 
-def make_folds(data: RatingData | PairData, k: int = 5, *, seed: int = 0) -> Folds:
-    """``k`` seeded folds that never split a group (see :func:`fold_groups`); the same data and
-    seed always give the same folds, so every model compared sees identical splits."""
+def resampling_clusters(data: RatingData | PairData) -> NDArray[np.int_]:
+    """Which items a bootstrap resamples together: pairs of one prompt; rated texts of one
+    input (with copies of a text), or copies of a text when no input is known."""
+    by_input = isinstance(data, RatingData) and any(key is not None for key in data.inputs)
+    return fold_groups(data, "input" if by_input else "text")
+
+
+def make_folds(
+    data: RatingData | PairData, k: int = 5, *, seed: int = 0, by: str = "text"
+) -> Folds:
+    """``k`` seeded folds that never split a group (see :func:`fold_groups`; ``by`` applies to
+    ratings); the same data and seed always give the same folds, so every model compared sees
+    identical splits."""
     from sklearn.model_selection import GroupKFold
 
-    groups = fold_groups(data)
+    groups = fold_groups(data, by)
     n_groups = int(groups.max()) + 1 if groups.size else 0
     if k < 2:
         raise InvalidInputError(f"--folds must be at least 2, got {k}")
     if n_groups < k:
-        what = "distinct texts" if isinstance(data, RatingData) else "distinct prompts"
+        what = (
+            "distinct prompts"
+            if isinstance(data, PairData)
+            else ("inputs" if by == "input" else "distinct texts")
+        )
         raise InvalidInputError(
             f"{k}-fold cross-validation needs at least {k} {what}, but the data has {n_groups}; "
             "use fewer folds or more data"
@@ -343,9 +505,17 @@ def evaluate_ratings(
         model.score(data.texts, data.prompts) if predictions is None else predictions, len(data)
     )
     report = rating_report(
-        data.ratings, pred, np.full(len(data), baseline_mean), samples=samples, seed=seed
+        data.ratings,
+        pred,
+        np.full(len(data), baseline_mean),
+        samples=samples,
+        seed=seed,
+        clusters=resampling_clusters(data),
     )
     report["baseline"]["mean"] = float(baseline_mean)
+    within = within_input_report(data, pred, samples=samples, seed=seed)
+    if within is not None:
+        report["within_input"] = within
     return report
 
 
@@ -372,7 +542,12 @@ def evaluate_pairs(
     )
     p_length = cross_fitted_length_probabilities(data, folds, seed)
     return pair_report(
-        p_model, shorter_wins_probabilities(data), p_length, samples=samples, seed=seed
+        p_model,
+        shorter_wins_probabilities(data),
+        p_length,
+        samples=samples,
+        seed=seed,
+        clusters=resampling_clusters(data),
     )
 
 
@@ -462,13 +637,24 @@ def cross_validate(
             "in several); build them with make_folds"
         )
     report: dict[str, Any]
+    clusters = resampling_clusters(data)
     if isinstance(data, RatingData):
-        report = rating_report(data.ratings, oof, baseline, samples=samples, seed=seed)
+        report = rating_report(
+            data.ratings, oof, baseline, samples=samples, seed=seed, clusters=clusters
+        )
+        within = within_input_report(data, oof, samples=samples, seed=seed)
+        if within is not None:
+            report["within_input"] = within
         in_sample = _mean_figures(train_figures, ("mse", "mae", "spearman", "pearson"))
         report["gap"] = {"mse": report["mse"] - in_sample["mse"]}
     else:
         report = pair_report(
-            oof, shorter_wins_probabilities(data), p_length, samples=samples, seed=seed
+            oof,
+            shorter_wins_probabilities(data),
+            p_length,
+            samples=samples,
+            seed=seed,
+            clusters=clusters,
         )
         in_sample = _mean_figures(train_figures, ("accuracy",))
         report["gap"] = {"accuracy": in_sample["accuracy"] - report["accuracy"]}
