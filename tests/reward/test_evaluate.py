@@ -339,3 +339,32 @@ def test_reports_resample_drafts_of_one_input_together() -> None:
     )
     assert clustered["mse"] == plain["mse"]
     assert np.ptp(clustered["ci"]["mse"]) > 1.3 * np.ptp(plain["ci"]["mse"])
+
+
+def test_pairs_of_one_prompt_are_resampled_together() -> None:
+    """The pairs expanded from one ranking share its prompt: evaluation resamples prompts."""
+    from prefloop.reward.pairwise import BradleyTerryConfig, BradleyTerryModel
+    from tests.reward.conftest import synthetic_pairs
+
+    rows = synthetic_pairs(48)
+    flipped = [i // 6 in (1, 4) for i in range(48)]  # two rankings the model will get wrong
+    data = PairData(
+        prompts=[f"ranking {i // 6}" for i in range(48)],  # 8 rankings of 6 pairs each
+        chosen=[r["rejected" if f else "chosen"] for r, f in zip(rows, flipped, strict=True)],
+        rejected=[r["chosen" if f else "rejected"] for r, f in zip(rows, flipped, strict=True)],
+    )
+    assert resampling_clusters(data).tolist() == [i // 6 for i in range(48)]
+
+    def model() -> BradleyTerryModel:
+        return BradleyTerryModel(BradleyTerryConfig(features="stats"))
+
+    result = cross_validate(model, data, make_folds(data, 4), samples=200)
+    p_length = np.full(48, 0.5)  # any baseline: only the model's interval is compared
+    shorter = shorter_wins_probabilities(data)
+    by_pair = pair_report(result.predictions, shorter, p_length, samples=200)
+    by_prompt = pair_report(
+        result.predictions, shorter, p_length, samples=200, clusters=resampling_clusters(data)
+    )
+    assert result.report["ci"]["accuracy"] == by_prompt["ci"]["accuracy"]
+    # Errors come by whole rankings, so resampling rankings gives the wider interval.
+    assert np.ptp(by_prompt["ci"]["accuracy"]) > 1.3 * np.ptp(by_pair["ci"]["accuracy"])
