@@ -381,8 +381,10 @@ def test_cv_by_input_reports_how_drafts_of_one_input_are_ordered(tmp_path: Path)
     assert report["group_by"] == "input" and within["inputs"] == 12
     assert {"pairs", "ordered_right", "longer_wins", "ci", "vs_baseline"} <= set(within)
     assert 0.5 < within["ordered_right"] <= 1.0
+    assert report["resampled"] == {"unit": "group", "count": 12}
     text = invoke(*common, "--report", tmp_path / "b.json").stdout
     assert "same-input pairs ordered right" in text and "longer text wins" in text
+    assert re.search(r"intervals resample\W+12 inputs", text)
     message = error_of(*common, "--group-by", "photo")
     assert "--group-by must be one of text, input, not 'photo'" in message
     plain = write_jsonl(tmp_path / "plain.jsonl", synthetic_ratings(60))

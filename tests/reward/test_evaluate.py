@@ -253,8 +253,9 @@ def test_within_input_ordering_by_hand() -> None:
     assert report["ordered_right"] == pytest.approx(2.5 / 3)
     assert report["longer_wins"] == pytest.approx(1.5 / 3)
     assert report["vs_baseline"]["gain"] == pytest.approx(1 / 3)
-    lo, hi = report["ci"]["ordered_right"]
-    assert lo <= report["ordered_right"] <= hi
+    # Two inputs are too few to resample: no interval, and so no claim to beat the baseline.
+    assert np.isnan(report["ci"]["ordered_right"]).all()
+    assert not report["vs_baseline"]["beats_baseline"]
     # An unscored draft leaves its pairs out; B is left with one draft and says nothing.
     pred[3] = np.nan
     report = within_input_report(data, pred, samples=200)
@@ -268,12 +269,15 @@ def test_cross_validation_reports_same_input_ordering_when_inputs_are_known() ->
     def model() -> SklearnRatingModel:
         return SklearnRatingModel(RatingModelConfig(model="ridge:stats"))
 
+    data = ratings(60)
     plain = cross_validate(model, data, make_folds(data, 4), samples=100).report
     assert "within_input" not in plain
-    grouped = with_inputs(data, 5)
+    grouped = with_inputs(data, 4)
     report = cross_validate(model, grouped, make_folds(grouped, 4), samples=100).report
     within = report["within_input"]
-    assert within["inputs"] == 8 and within["pairs"] > 0
+    assert within["inputs"] == 15 and within["pairs"] > 0
+    lo, hi = within["ci"]["ordered_right"]
+    assert lo <= within["ordered_right"] <= hi
     # The synthetic rubric is learnable: same-input drafts come out in the rater's order.
     assert within["ordered_right"] > 0.8 and within["vs_baseline"]["beats_baseline"]
     assert report["mse"] == pytest.approx(plain["mse"])  # the same folds: same predictions
@@ -326,19 +330,47 @@ def test_cluster_bootstrap_resamples_whole_inputs() -> None:
 
 
 def test_reports_resample_drafts_of_one_input_together() -> None:
-    data = with_inputs(ratings(40), 5)
-    assert resampling_clusters(data).tolist() == [i // 5 for i in range(40)]
+    data = with_inputs(ratings(60), 5)
+    assert resampling_clusters(data).tolist() == [i // 5 for i in range(60)]
     assert resampling_clusters(ratings(40)).tolist() == list(range(40))
     rng = np.random.default_rng(2)
-    offsets = np.repeat(rng.normal(scale=0.4, size=8), 5)  # an error shared by each input
-    pred = data.ratings + offsets + rng.normal(scale=0.05, size=40)
-    base = np.zeros(40)
+    offsets = np.repeat(rng.normal(scale=0.4, size=12), 5)  # an error shared by each input
+    pred = data.ratings + offsets + rng.normal(scale=0.05, size=60)
+    base = np.zeros(60)
     plain = rating_report(data.ratings, pred, base, samples=400, seed=0)
     clustered = rating_report(
         data.ratings, pred, base, samples=400, seed=0, clusters=resampling_clusters(data)
     )
     assert clustered["mse"] == plain["mse"]
     assert np.ptp(clustered["ci"]["mse"]) > 1.3 * np.ptp(plain["ci"]["mse"])
+    assert plain["resampled"] == {"unit": "item", "count": 60}
+    assert clustered["resampled"] == {"unit": "group", "count": 12}
+    # Fewer groups than MIN_CLUSTERS: their spread is unknown, so items are resampled.
+    few = np.arange(60) // 7  # 9 groups
+    fallback = rating_report(data.ratings, pred, base, samples=400, seed=0, clusters=few)
+    assert fallback["ci"] == plain["ci"] and fallback["resampled"]["unit"] == "item"
+
+
+@pytest.mark.parametrize("m", [2, 7, 40, 3000])
+def test_same_input_ordering_counts_match_brute_force(m: int) -> None:
+    """The O(m log m) count (via Kendall's tau-b) against every pair, ties on both sides."""
+    from prefloop.reward.evaluate import _ordered_right
+
+    rng = np.random.default_rng(m)
+    ratings_ = rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0], size=m)
+    values = rng.choice(np.linspace(0, 1, 6), size=m)  # many ties in the predictions too
+    size = min(m, 300)  # brute force on a sample of the items when m is large
+    a, b = np.triu_indices(size, k=1)
+    apart = ratings_[a] != ratings_[b]
+    right = (np.sign(values[a] - values[b]) * np.sign(ratings_[a] - ratings_[b]) + 1) / 2
+    assert _ordered_right(values[:size], ratings_[:size]) == pytest.approx(
+        (float(apart.sum()), float(right[apart].sum()))
+    )
+    pairs, ordered = _ordered_right(values, ratings_)
+    assert 0 <= ordered <= pairs and pairs == m * (m - 1) / 2 - sum(
+        c * (c - 1) / 2 for c in np.unique(ratings_, return_counts=True)[1]
+    )
+    assert _ordered_right(np.zeros(m), ratings_)[1] == pytest.approx(pairs / 2)  # all ties
 
 
 def test_pairs_of_one_prompt_are_resampled_together() -> None:
@@ -347,13 +379,13 @@ def test_pairs_of_one_prompt_are_resampled_together() -> None:
     from tests.reward.conftest import synthetic_pairs
 
     rows = synthetic_pairs(48)
-    flipped = [i // 6 in (1, 4) for i in range(48)]  # two rankings the model will get wrong
+    flipped = [i // 4 in (1, 5, 8) for i in range(48)]  # three rankings the model gets wrong
     data = PairData(
-        prompts=[f"ranking {i // 6}" for i in range(48)],  # 8 rankings of 6 pairs each
+        prompts=[f"ranking {i // 4}" for i in range(48)],  # 12 rankings of 4 pairs each
         chosen=[r["rejected" if f else "chosen"] for r, f in zip(rows, flipped, strict=True)],
         rejected=[r["chosen" if f else "rejected"] for r, f in zip(rows, flipped, strict=True)],
     )
-    assert resampling_clusters(data).tolist() == [i // 6 for i in range(48)]
+    assert resampling_clusters(data).tolist() == [i // 4 for i in range(48)]
 
     def model() -> BradleyTerryModel:
         return BradleyTerryModel(BradleyTerryConfig(features="stats"))

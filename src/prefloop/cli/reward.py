@@ -521,6 +521,11 @@ def _show(report: dict[str, Any], kind: str, heading: str) -> None:
             _with_ci(within["longer_wins"], within["ci"].get("longer_wins")),
         )
     table.add_row("items measured", str(report["n"]))
+    resampled = report.get("resampled")
+    if resampled is not None:  # whole inputs (all their drafts) or prompts, or single items
+        group = "inputs" if kind == "rating" else "prompts"
+        unit = "items" if resampled["unit"] == "item" else group
+        table.add_row("intervals resample", f"{resampled['count']} {unit}")
     if report.get("unscored"):
         table.add_row("items without a score (left out)", str(report["unscored"]))
     if "train" in report:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import kendalltau, pearsonr, spearmanr
 
 from prefloop.errors import InvalidInputError
 from prefloop.reward.base import (
@@ -66,6 +66,10 @@ Folds = list[tuple[NDArray[np.int_], NDArray[np.int_]]]
 
 BOOTSTRAP_SAMPLES = 1000
 CONFIDENCE = 0.95
+MIN_CLUSTERS = 10
+"""Fewest groups a cluster bootstrap resamples; with fewer, the groups' spread is too poorly
+known to resample (Cameron, Gelbach & Miller 2008), so items are resampled one by one (rating
+and pair reports) or no interval is given (the same-input ordering figure)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,13 +179,22 @@ def bootstrap_interval(
 def _kept_clusters(
     clusters: NDArray[np.int_] | None, scored: NDArray[np.bool_]
 ) -> NDArray[np.int_] | None:
-    """The cluster ids of the measured items, renumbered 0 … m−1 in order of appearance."""
+    """The cluster ids of the measured items, renumbered 0 … m−1 in order of appearance; None
+    (resample items) without clusters, or with fewer than :data:`MIN_CLUSTERS` of them."""
     if clusters is None:
         return None
     clusters = np.asarray(clusters).reshape(-1)
     if clusters.size != scored.size:
         raise InvalidInputError(f"{clusters.size} cluster ids for {scored.size} items")
-    return _group_ids([str(c) for c in clusters[scored]])
+    kept = _group_ids([str(c) for c in clusters[scored]])
+    return kept if kept.size and int(kept.max()) + 1 >= MIN_CLUSTERS else None
+
+
+def _resampled(kept: NDArray[np.int_] | None, n: int) -> dict[str, Any]:
+    """What the bootstrap drew: ``{"unit": "group" | "item", "count"}``."""
+    if kept is None:
+        return {"unit": "item", "count": n}
+    return {"unit": "group", "count": int(kept.max()) + 1}
 
 
 def rating_report(
@@ -233,12 +246,33 @@ def rating_report(
             "ci": gain_ci,
             "beats_baseline": bool(gain_ci[0] > 0),
         },
+        "resampled": _resampled(kept, n),
     }
 
 
-def _signs(values: Array) -> Array:
-    """``sign(values[a] - values[b])`` for every pair (a, b)."""
-    return np.sign(values[:, None] - values[None, :])
+def _tied_pairs(values: Array) -> float:
+    counts = np.unique(values, return_counts=True)[1].astype(np.float64)
+    return float(np.sum(counts * (counts - 1) / 2))
+
+
+def _ordered_right(values: Array, ratings: Array) -> tuple[float, float]:
+    """Over the pairs of items rated differently: ``(pairs, ordered right)``, where ordered
+    right counts the pairs ``values`` puts in the ratings' order and a tie in ``values`` half.
+
+    Right = (pairs + S) / 2 with S = concordant − discordant pairs, the numerator of Kendall's
+    tau, recovered from tau-b (Kendall 1945) so that an input with many texts costs
+    O(m log m), not m² pairs."""
+    m = values.size
+    total = m * (m - 1) / 2
+    rating_ties = _tied_pairs(ratings)
+    pairs = total - rating_ties
+    if pairs == 0:
+        return 0.0, 0.0
+    value_ties = _tied_pairs(values)
+    tau = kendalltau(values, ratings).statistic if value_ties < total else float("nan")
+    both = (total - value_ties) * (total - rating_ties)
+    s = float(np.rint(tau * np.sqrt(both))) if np.isfinite(tau) else 0.0
+    return pairs, (pairs + s) / 2
 
 
 def within_input_report(
@@ -251,7 +285,8 @@ def within_input_report(
     """How often ``pred`` orders two texts of one input (``data.inputs``) that were rated
     differently the way the rater did; a tie in ``pred`` counts half. Next to it the baseline
     "the longer text wins" (characters), and their paired difference. Intervals resample the
-    *inputs* (a cluster bootstrap), since the pairs of one input are not independent.
+    *inputs* (a cluster bootstrap), since the pairs of one input are not independent; with
+    fewer than :data:`MIN_CLUSTERS` inputs that hold such a pair there is no interval (NaN).
 
     ``{"pairs", "inputs", "ordered_right", "longer_wins", "ci": {"ordered_right",
     "longer_wins"}, "vs_baseline": {"gain", "ci", "beats_baseline"}}``, or None when no input
@@ -265,11 +300,10 @@ def within_input_report(
     lengths = np.array([len(t) for t in data.texts], dtype=np.float64)
     rows = []  # per input: pairs rated apart, ordered right by the model, by length
     for items in members.values():
-        truth = _signs(data.ratings[items])
-        apart = np.triu(truth != 0, k=1)  # each pair once, ties in the rating left out
-        if apart.any():
-            right = [((_signs(v[items]) * truth + 1) / 2)[apart].sum() for v in (pred, lengths)]
-            rows.append((float(apart.sum()), *right))
+        ratings = data.ratings[items]
+        pairs, model = _ordered_right(pred[items], ratings)
+        if pairs:
+            rows.append((pairs, model, _ordered_right(lengths[items], ratings)[1]))
     if not rows:
         return None
     table = np.array(rows)
@@ -279,10 +313,9 @@ def within_input_report(
         return {"ordered_right": model / n, "longer_wins": longer / n, "gain": (model - longer) / n}
 
     point = statistics(np.arange(len(table)))
-    ci = {
-        k: list(v)
-        for k, v in bootstrap_intervals(statistics, len(table), samples=samples, seed=seed).items()
-    }
+    enough = len(table) >= MIN_CLUSTERS
+    drawn = bootstrap_intervals(statistics, len(table), samples=samples if enough else 0, seed=seed)
+    ci = {k: list(v) for k, v in drawn.items()}
     gain_ci = ci.pop("gain")
     return {
         "pairs": int(table[:, 0].sum()),
@@ -352,6 +385,7 @@ def pair_report(
             "ci": gain_ci,
             "beats_baseline": bool(gain_ci[0] > 0),
         },
+        "resampled": _resampled(kept, n),
     }
 
 
