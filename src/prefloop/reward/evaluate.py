@@ -197,6 +197,26 @@ def _resampled(kept: NDArray[np.int_] | None, n: int) -> dict[str, Any]:
     return {"unit": "group", "count": int(kept.max()) + 1}
 
 
+def _with_intervals(
+    statistics: Callable[[NDArray[np.int_]], dict[str, float]],
+    n: int,
+    gain: str,
+    *,
+    samples: int,
+    seed: int,
+    clusters: NDArray[np.int_] | None = None,
+) -> tuple[dict[str, float], dict[str, list[float]], dict[str, Any]]:
+    """``(point, ci, vs_baseline)``: the figures on all ``n`` items, their bootstrap intervals
+    (:func:`bootstrap_intervals`), and the paired model-minus-baseline entry ``gain`` of
+    ``statistics`` as ``{gain, "ci", "beats_baseline"}`` (true when its interval excludes 0)."""
+    point = statistics(np.arange(n))
+    drawn = bootstrap_intervals(statistics, n, samples=samples, seed=seed, clusters=clusters)
+    ci = {k: list(v) for k, v in drawn.items()}
+    gain_ci = ci.pop(gain)
+    vs_baseline = {gain: point[gain], "ci": gain_ci, "beats_baseline": bool(gain_ci[0] > 0)}
+    return point, ci, vs_baseline
+
+
 def rating_report(
     y: Array,
     pred: Array,
@@ -227,25 +247,16 @@ def rating_report(
         out["mse_reduction"] = out["baseline_mse"] - out["mse"]
         return out
 
-    point = statistics(np.arange(n))
-    ci = {
-        k: list(v)
-        for k, v in bootstrap_intervals(
-            statistics, n, samples=samples, seed=seed, clusters=kept
-        ).items()
-    }
-    gain_ci = ci.pop("mse_reduction")
+    point, ci, vs_baseline = _with_intervals(
+        statistics, n, "mse_reduction", samples=samples, seed=seed, clusters=kept
+    )
     return {
         "n": int(n),
         "unscored": unscored,
         **{k: point[k] for k in ("mse", "mae", "spearman", "pearson")},
         "baseline": {"mse": point["baseline_mse"], "mae": point["baseline_mae"]},
         "ci": ci,
-        "vs_baseline": {
-            "mse_reduction": point["mse_reduction"],
-            "ci": gain_ci,
-            "beats_baseline": bool(gain_ci[0] > 0),
-        },
+        "vs_baseline": vs_baseline,
         "resampled": _resampled(kept, n),
     }
 
@@ -312,22 +323,17 @@ def within_input_report(
         n, model, longer = (float(v) for v in table[i].sum(axis=0))
         return {"ordered_right": model / n, "longer_wins": longer / n, "gain": (model - longer) / n}
 
-    point = statistics(np.arange(len(table)))
     enough = len(table) >= MIN_CLUSTERS
-    drawn = bootstrap_intervals(statistics, len(table), samples=samples if enough else 0, seed=seed)
-    ci = {k: list(v) for k, v in drawn.items()}
-    gain_ci = ci.pop("gain")
+    point, ci, vs_baseline = _with_intervals(
+        statistics, len(table), "gain", samples=samples if enough else 0, seed=seed
+    )
     return {
         "pairs": int(table[:, 0].sum()),
         "inputs": len(table),
         "ordered_right": point["ordered_right"],
         "longer_wins": point["longer_wins"],
         "ci": ci,
-        "vs_baseline": {
-            "gain": point["gain"],
-            "ci": gain_ci,
-            "beats_baseline": bool(gain_ci[0] > 0),
-        },
+        "vs_baseline": vs_baseline,
     }
 
 
@@ -364,14 +370,9 @@ def pair_report(
         out["accuracy_gain"] = out["accuracy"] - _accuracy(best_baseline[i])
         return out
 
-    point = statistics(np.arange(n))
-    ci = {
-        k: list(v)
-        for k, v in bootstrap_intervals(
-            statistics, n, samples=samples, seed=seed, clusters=kept
-        ).items()
-    }
-    gain_ci = ci.pop("accuracy_gain")
+    point, ci, vs_baseline = _with_intervals(
+        statistics, n, "accuracy_gain", samples=samples, seed=seed, clusters=kept
+    )
     clipped = np.clip(p_model, 1e-6, 1 - 1e-6)
     return {
         "n": int(n),
@@ -380,11 +381,7 @@ def pair_report(
         "log_loss": float(-np.mean(np.log(clipped))),
         "baseline": {"shorter_wins": point["shorter_wins"], "length_model": point["length_model"]},
         "ci": ci,
-        "vs_baseline": {
-            "accuracy_gain": point["accuracy_gain"],
-            "ci": gain_ci,
-            "beats_baseline": bool(gain_ci[0] > 0),
-        },
+        "vs_baseline": vs_baseline,
         "resampled": _resampled(kept, n),
     }
 
@@ -538,15 +535,21 @@ def evaluate_ratings(
     pred = _checked(
         model.score(data.texts, data.prompts) if predictions is None else predictions, len(data)
     )
-    report = rating_report(
-        data.ratings,
-        pred,
-        np.full(len(data), baseline_mean),
-        samples=samples,
-        seed=seed,
-        clusters=resampling_clusters(data),
+    report = _rating_data_report(
+        data, pred, np.full(len(data), baseline_mean), samples=samples, seed=seed
     )
     report["baseline"]["mean"] = float(baseline_mean)
+    return report
+
+
+def _rating_data_report(
+    data: RatingData, pred: Array, baseline: Array, *, samples: int, seed: int
+) -> dict[str, Any]:
+    """:func:`rating_report` with the intervals resampling ``data``'s groups, plus
+    ``"within_input"`` when texts share an input."""
+    report = rating_report(
+        data.ratings, pred, baseline, samples=samples, seed=seed, clusters=resampling_clusters(data)
+    )
     within = within_input_report(data, pred, samples=samples, seed=seed)
     if within is not None:
         report["within_input"] = within
@@ -671,14 +674,8 @@ def cross_validate(
             "in several); build them with make_folds"
         )
     report: dict[str, Any]
-    clusters = resampling_clusters(data)
     if isinstance(data, RatingData):
-        report = rating_report(
-            data.ratings, oof, baseline, samples=samples, seed=seed, clusters=clusters
-        )
-        within = within_input_report(data, oof, samples=samples, seed=seed)
-        if within is not None:
-            report["within_input"] = within
+        report = _rating_data_report(data, oof, baseline, samples=samples, seed=seed)
         in_sample = _mean_figures(train_figures, ("mse", "mae", "spearman", "pearson"))
         report["gap"] = {"mse": report["mse"] - in_sample["mse"]}
     else:
@@ -688,7 +685,7 @@ def cross_validate(
             p_length,
             samples=samples,
             seed=seed,
-            clusters=clusters,
+            clusters=resampling_clusters(data),
         )
         in_sample = _mean_figures(train_figures, ("accuracy",))
         report["gap"] = {"accuracy": in_sample["accuracy"] - report["accuracy"]}
