@@ -54,6 +54,7 @@ __all__ = [
     "evaluate_ratings",
     "length_model_probabilities",
     "make_folds",
+    "pair_accuracy",
     "pair_report",
     "rating_report",
     "resampling_clusters",
@@ -84,8 +85,9 @@ def _safe_corr(kind: str, a: Array, b: Array) -> float:
     return float(value)
 
 
-def _accuracy(p: Array) -> float:
-    """Share of pairs the model gets right; a probability of exactly 0.5 counts half."""
+def pair_accuracy(p: Array) -> float:
+    """Share of pairs the model gets right, from each pair's P(chosen ≻ rejected); a
+    probability of exactly 0.5 counts half."""
     return float(np.mean(np.where(p > 0.5, 1.0, np.where(p < 0.5, 0.0, 0.5))))
 
 
@@ -359,15 +361,15 @@ def pair_report(
     p_model, p_shorter, p_length = p_model[scored], p_shorter[scored], p_length[scored]
     n = p_model.size
     kept = _kept_clusters(clusters, scored)
-    best_baseline = p_length if _accuracy(p_length) >= _accuracy(p_shorter) else p_shorter
+    best_baseline = p_length if pair_accuracy(p_length) >= pair_accuracy(p_shorter) else p_shorter
 
     def statistics(i: NDArray[np.int_]) -> dict[str, float]:
         out = {
-            "accuracy": _accuracy(p_model[i]),
-            "shorter_wins": _accuracy(p_shorter[i]),
-            "length_model": _accuracy(p_length[i]),
+            "accuracy": pair_accuracy(p_model[i]),
+            "shorter_wins": pair_accuracy(p_shorter[i]),
+            "length_model": pair_accuracy(p_length[i]),
         }
-        out["accuracy_gain"] = out["accuracy"] - _accuracy(best_baseline[i])
+        out["accuracy_gain"] = out["accuracy"] - pair_accuracy(best_baseline[i])
         return out
 
     point, ci, vs_baseline = _with_intervals(
@@ -662,7 +664,7 @@ def cross_validate(
             p_length[test] = length_model_probabilities(train_data, test_data)
             p_train = model.preference_probability(train_data)
             ok = np.isfinite(p_train)
-            figures = {"accuracy": _accuracy(p_train[ok])} if ok.any() else {}
+            figures = {"accuracy": pair_accuracy(p_train[ok])} if ok.any() else {}
         figures["unscored"] = int(np.sum(~ok))
         train_figures.append(figures)
     if progress is not None:
