@@ -7,6 +7,7 @@ the "shorter reply wins" and length-model baselines measured on the same held-ou
     .venv/bin/python bench/bench_reward_finetune.py --threads 1 --fit-all  # + time on 1,500
     .venv/bin/python bench/bench_reward_finetune.py --folds 5 --ensemble  # + fast BT, ensemble
     .venv/bin/python bench/bench_reward_finetune.py --prompt-view dialogue  # the whole dialogue
+    .venv/bin/python bench/bench_reward_finetune.py --base-model smollm2  # the SmolLM2 decoder
 
 Prints one JSON object. The folds are prefloop's (:func:`prefloop.reward.evaluate.make_folds`,
 grouped by prompt, seeded); the 80/20 design trains on four of five folds and tests on the
@@ -200,6 +201,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--max-length", type=int, default=None)
     parser.add_argument(
+        "--base-model",
+        default=None,
+        help="the backbone (FinetuneConfig.base_model): minilm (default), smollm2 or a folder",
+    )
+    parser.add_argument(
         "--prompt-view",
         choices=("dialogue", "last-turn"),
         default=None,
@@ -244,6 +250,7 @@ def main() -> None:
     data = load_pair_data(DATA)
     defaults = FinetuneConfig()
     config = FinetuneConfig(
+        base_model=args.base_model or defaults.base_model,
         max_length=args.max_length or (64 if args.quick else defaults.max_length),
         prompt_view=args.prompt_view or defaults.prompt_view,
         epochs=args.epochs or defaults.epochs,

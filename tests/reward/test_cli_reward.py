@@ -392,6 +392,15 @@ def test_cv_by_input_reports_how_drafts_of_one_input_are_ordered(tmp_path: Path)
         "reward", "cv", "--data", plain, "--model", "ridge:stats", "--group-by", "input"
     )
     assert "no item in" in message and 'give each line an "input" object' in message
+    # fit: the saved model chose its candidate on folds grouped the same way
+    folder = tmp_path / "by-input"
+    fit_args = ("--data", data, "--candidates", "ridge:stats,stack:stats", "--cv", "0")
+    invoke("reward", "fit", *fit_args, "--group-by", "input", "--out", folder, *FAST)
+    saved = json.loads((folder / "prefloop-reward.json").read_text())
+    assert saved["config"]["group_by"] == "input"
+    invoke("reward", "fit", *fit_args, "--out", tmp_path / "default", *FAST)
+    saved = json.loads((tmp_path / "default" / "prefloop-reward.json").read_text())
+    assert saved["config"]["group_by"] == "auto"  # by input here: 12 photos are named
 
 
 def test_candidates_help_names_the_auto_candidates() -> None:

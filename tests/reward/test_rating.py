@@ -121,6 +121,64 @@ def test_stack_uses_out_of_fold_text_predictions() -> None:
     assert np.corrcoef(in_sample, noise)[0, 1] > 0.3
 
 
+def _drafts_of_inputs(n_inputs: int = 24, drafts: int = 4) -> RatingData:
+    """Each input's drafts share a word of their own and a rating: text grouping lets a model
+    learn the word, input grouping holds the word out with its input."""
+    rng = np.random.default_rng(1)
+    offsets = rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0], n_inputs)
+    texts, ratings, inputs = [], [], []
+    for i in range(n_inputs):
+        for d in range(drafts):
+            filler = " ".join(rng.choice(["sun", "sea", "walk", "day", "tea"], 4))
+            texts.append(f"place{i:02d}x{'q' * (i % 7)} {filler} {d}")
+            ratings.append(offsets[i])
+            inputs.append(f'{{"image_id": "{i}"}}')
+    return RatingData(
+        texts=texts,
+        ratings=np.array(ratings),
+        prompts=[None] * len(texts),
+        inputs=inputs,
+        source="inputs",
+    )
+
+
+def test_stack_column_holds_out_whole_groups_when_given() -> None:
+    """With group labels the out-of-fold TF-IDF column never sees a draft's siblings, so a
+    word shared only inside an input cannot carry its rating over."""
+    data = _drafts_of_inputs()
+    groups = np.repeat(np.arange(24), 4)
+    by_text = _TextRidge.out_of_fold(data.texts, data.ratings, None, seed=0)
+    by_input = _TextRidge.out_of_fold(data.texts, data.ratings, None, seed=0, groups=groups)
+    assert np.corrcoef(by_text, data.ratings)[0, 1] > 0.8
+    assert np.corrcoef(by_input, data.ratings)[0, 1] < 0.4
+
+
+def test_auto_chooses_on_folds_grouped_like_the_evaluation() -> None:
+    """group_by="input": the candidates are scored on inputs the inner fit has not seen, so a
+    text model that only memorises each input's word no longer looks good."""
+    drafts = _drafts_of_inputs()
+    candidates = ("ridge:stats", "stack:stats")
+
+    def inner_mse(group_by: str) -> dict[str, float]:
+        config = RatingModelConfig(candidates=candidates, inner_folds=4, group_by=group_by)
+        model = SklearnRatingModel(config).fit(drafts)
+        return {s: r["mse"] for s, r in model.selection_["candidates"].items()}
+
+    by_text, by_input = inner_mse("text"), inner_mse("input")
+    assert by_text["stack:stats"] < 0.5 * by_input["stack:stats"], (by_text, by_input)
+    assert by_input == inner_mse("auto")  # the default groups by input from 10 inputs on
+
+    def grouping(rated: RatingData) -> str:
+        config = RatingModelConfig(candidates=candidates, inner_folds=3)
+        return str(SklearnRatingModel(config).fit(rated).selection_["group_by"])
+
+    assert grouping(drafts) == "input"
+    assert grouping(drafts.subset(np.arange(36))) == "text"  # 9 inputs
+    assert grouping(data()) == "text"  # no input named
+    with pytest.raises(InvalidInputError, match="unknown fold grouping 'photo'"):
+        SklearnRatingModel(RatingModelConfig(model="ridge:stats", group_by="photo")).fit(drafts)
+
+
 def test_stack_model_saves_and_reloads(tmp_path) -> None:  # type: ignore[no-untyped-def]
     train, test = data(60, seed=0), data(20, seed=1)
     model = SklearnRatingModel(RatingModelConfig(model="stack:stats+style+char-lm")).fit(train)

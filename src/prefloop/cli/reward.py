@@ -134,8 +134,9 @@ GroupByOption = Annotated[
     typer.Option(
         "--group-by",
         help="Keep rated texts together in folds by 'text' (copies of a text) or by 'input' "
-        "(every draft of one input, e.g. one image_id: measures inputs never seen). Pairs are "
-        "always grouped by prompt.",
+        "(every draft of one input, e.g. one image_id: measures inputs never seen). 'auto' "
+        "chooses its model on folds by input whenever the data name at least 10 inputs, and "
+        "always with 'input'. Pairs are always grouped by prompt.",
     ),
 ]
 SamplesOption = Annotated[
@@ -321,6 +322,9 @@ class _ModelChoice:
     seed: int = 0
     balance: bool = False
     candidates: tuple[str, ...] | None = None
+    group_by: str = "text"
+    """--group-by: the outer folds; with ``input`` also the folds inside each training part of a
+    rating model (whose own default, ``auto``, groups them by input when it can)."""
     rubric: str = ""
     """The task's rubric and description, for an llm-judge trained with --task."""
     description: str = ""
@@ -345,6 +349,8 @@ def _model_factory(choice: _ModelChoice) -> Callable[[], RewardModel]:
         if spec != "auto":
             parse_candidate(spec)
         rating = RatingModelConfig(model=spec, seed=choice.seed, balance_levels=choice.balance)
+        if choice.group_by == "input":
+            rating = replace(rating, group_by="input")
         if choice.candidates is not None:
             rating = replace(rating, candidates=choice.candidates)
         return lambda: SklearnRatingModel(rating)
@@ -381,13 +387,16 @@ def _choice(
     seed: int,
     balance: bool = False,
     candidates: str | None = None,
+    group_by: str = "text",
 ) -> _ModelChoice:
+    _check_group_by(group_by, loaded.kind)
     return _ModelChoice(
         kind=loaded.kind,
         spec=spec,
         seed=seed,
         balance=balance,
         candidates=_parse_candidates(candidates),
+        group_by=group_by if loaded.kind == "rating" else "text",
         rubric=loaded.rubric,
         description=loaded.description,
     )
@@ -544,10 +553,10 @@ def _cv_run(
     samples: int,
     progress: Progressed,
     compare: bool = True,
-    group_by: str = "text",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Cross-validate ``choice`` and, with ``compare`` for ``auto`` ratings, each candidate on
-    the same folds (grouped ``group_by``, see :func:`prefloop.reward.evaluate.make_folds`)."""
+    the same folds (grouped by ``choice.group_by``, see
+    :func:`prefloop.reward.evaluate.make_folds`)."""
     from prefloop.reward.evaluate import (
         cross_fitted_length_probabilities,
         cross_validate,
@@ -556,7 +565,7 @@ def _cv_run(
     )
     from prefloop.reward.rating import RatingModelConfig
 
-    folds = make_folds(data, folds_k, seed=choice.seed, by=group_by)
+    folds = make_folds(data, folds_k, seed=choice.seed, by=choice.group_by)
 
     def run(spec_choice: _ModelChoice) -> Any:
         return cross_validate(
@@ -591,7 +600,7 @@ def _cv_run(
             "p_length": cross_fitted_length_probabilities(data, folds_k, choice.seed),
         }
     report["model"] = choice.spec
-    report["group_by"] = group_by if choice.kind == "rating" else "prompt"
+    report["group_by"] = choice.group_by if choice.kind == "rating" else "prompt"
     report["seconds"] = round(result.seconds, 2)
     return report, figures
 
@@ -688,16 +697,13 @@ def fit(
     existed = out.exists()
     with _surface_warnings():
         loaded = _load_data(data, task, kind, scale, db)
-        _check_group_by(group_by, loaded.kind)
-        choice = _choice(loaded, model, seed, balance_levels, candidates)
+        choice = _choice(loaded, model, seed, balance_levels, candidates, group_by)
         factory = _model_factory(choice)
         report: dict[str, Any] | None = None
         figures: dict[str, Any] = {}
         with _progress(not json_out) as progress:
             if cv_folds:
-                report, figures = _cv_run(
-                    choice, loaded.data, cv_folds, samples, progress, False, group_by
-                )
+                report, figures = _cv_run(choice, loaded.data, cv_folds, samples, progress, False)
             fitted = factory().fit(loaded.data, progress=progress)
         if report is not None:
             fitted.metrics = {"cv": {k: v for k, v in report.items() if k != "models"}}
@@ -816,12 +822,9 @@ def cv(
     """Cross-validate a model: every figure out of fold, next to baselines on the same folds."""
     with _surface_warnings():
         loaded = _load_data(data, task, kind, scale, db)
-        _check_group_by(group_by, loaded.kind)
-        choice = _choice(loaded, model, seed, balance_levels, candidates)
+        choice = _choice(loaded, model, seed, balance_levels, candidates, group_by)
         with _progress(not json_out) as progress:
-            report, figures = _cv_run(
-                choice, loaded.data, folds, samples, progress, group_by=group_by
-            )
+            report, figures = _cv_run(choice, loaded.data, folds, samples, progress)
         _warn_unscored(report, "items (out of fold)")
         json_path = report_path or Path("reports") / f"reward-cv-{_slug(data, task)}.json"
         png_path = png or json_path.with_suffix(".png")

@@ -4,7 +4,8 @@
 ``random-forest``, ``gradient-boosting``, ``ridge+boosting``, the mean of the two, or ``stack``,
 see below) on a feature set (``stats``, ``style``, ``char-lm``, ``use``, ``stats+use``, … see
 :func:`prefloop.reward.featurizers.build_featurizer`) — or ``auto``: every candidate of
-``candidates`` is scored by cross-validation *on the training data only* and the one with the
+``candidates`` is scored by cross-validation *on the training data only* (folds that keep every
+draft of an input together, when the data name inputs: ``group_by``) and the one with the
 lowest MSE is kept (optionally the cheapest within one standard error of it, the
 one-standard-error rule of Breiman et al. 1984 / Hastie, Tibshirani & Friedman, ESL §7.10).
 Evaluated inside an outer CV this is nested cross-validation: the held-out fold never
@@ -33,6 +34,7 @@ from typing import Any, ClassVar
 
 import joblib
 import numpy as np
+from numpy.typing import NDArray
 
 from prefloop.errors import InvalidInputError
 from prefloop.reward.base import (
@@ -103,7 +105,19 @@ class RatingModelConfig:
     instead of the best one (more conservative; on the diary data it cost 0.005 MSE)."""
     balance_levels: bool = False
     """Up-weight rare rating levels (weights ∝ 1 / count of the level) when fitting."""
+    group_by: str = "auto"
+    """What the folds inside the training data keep together (``auto``'s model selection and
+    the out-of-fold column of ``stack``): copies of a text (``text``), every draft of one input
+    (``input``; see :func:`prefloop.reward.evaluate.make_folds`), or ``auto``: by input when
+    the data name at least :data:`MIN_INPUTS` inputs, else by text. A deployed model mostly
+    scores drafts of inputs it has never seen, so it is chosen that way when it can be."""
     seed: int = 0
+
+
+INNER_GROUPINGS = ("auto", "text", "input")
+MIN_INPUTS = 10
+"""Fewest distinct inputs for ``group_by="auto"`` to group the inner folds by input: with fewer,
+folds by input would hold out a large share of the data at once."""
 
 
 def _make_regressor(name: str, seed: int) -> Any:
@@ -170,12 +184,20 @@ class _TextRidge:
         return np.asarray(self.ridge_.predict(self.vectorizer_.transform(texts)), dtype=float)
 
     @classmethod
-    def out_of_fold(cls, texts: Sequence[str], y: Array, weights: Array | None, seed: int) -> Array:
+    def out_of_fold(
+        cls,
+        texts: Sequence[str],
+        y: Array,
+        weights: Array | None,
+        seed: int,
+        groups: NDArray[np.int_] | None = None,
+    ) -> Array:
         """Predictions for each training text from a model that did not see it (copies of a
-        text share a fold)."""
+        text share a fold, and so do items with the same ``groups`` label when given)."""
         from sklearn.model_selection import GroupKFold
 
-        _, groups = np.unique(np.array(texts, dtype=object), return_inverse=True)
+        if groups is None:
+            _, groups = np.unique(np.array(texts, dtype=object), return_inverse=True)
         k = min(STACK_FOLDS, int(groups.max()) + 1)
         out = np.full(len(texts), float(np.average(y, weights=weights)))
         if k < 2:
@@ -215,14 +237,16 @@ class _Candidate:
         prompts: Sequence[str | None],
         y: Array,
         weights: Array | None,
+        groups: NDArray[np.int_] | None = None,
     ) -> _Candidate:
-        """Fit the featurizer on the texts, then standardize and regress."""
+        """Fit the featurizer on the texts, then standardize and regress (``groups``: what the
+        out-of-fold column of ``stack`` keeps in one fold; by default copies of a text)."""
         self.featurizer.fit(texts, prompts)
         x = self.features_of(texts, prompts)
         mask = _standardize_mask(self.featurizer, self._widths)
         self.text_model_ = None
         if self.regressor_name == "stack":
-            column = _TextRidge.out_of_fold(texts, y, weights, self.seed)
+            column = _TextRidge.out_of_fold(texts, y, weights, self.seed, groups)
             self.text_model_ = _TextRidge().fit(texts, y, weights)
             x = np.hstack([x, column[:, None]])
             mask = np.r_[mask, True]
@@ -278,18 +302,43 @@ class SklearnRatingModel(RewardModel):
             chosen = self._select(specs, data, progress)
         weights = _level_weights(data.ratings) if cfg.balance_levels else None
         candidate = _Candidate(chosen, cfg.seed)
-        self.candidate_ = candidate.fit(data.texts, data.prompts, data.ratings, weights)
+        groups = self._groups(data)
+        self.candidate_ = candidate.fit(data.texts, data.prompts, data.ratings, weights, groups)
         self.scale_bounds_ = (data.scale[0], data.scale[-1])
         if not self.selection_:
             self.selection_ = {"chosen": chosen}
+
+    def _grouping(self, data: RatingData) -> str:
+        """``text`` or ``input``: what ``group_by`` means for these data."""
+        by = self.config.group_by
+        if by not in INNER_GROUPINGS:
+            raise InvalidInputError(
+                f"unknown fold grouping {by!r} for the rating model: use one of "
+                f"{', '.join(INNER_GROUPINGS)}"
+            )
+        if by == "auto":
+            known = {key for key in data.inputs if key is not None}
+            by = "input" if len(known) >= MIN_INPUTS else "text"
+        return by
+
+    def _groups(self, data: RatingData) -> NDArray[np.int_] | None:
+        """Group labels for the inner folds: None for copies of a text (what ``make_folds``
+        does by default), else the drafts of one input together."""
+        from prefloop.reward.evaluate import fold_groups
+
+        if self._grouping(data) == "text":
+            return None
+        return fold_groups(data, by="input")
 
     def _select(self, specs: list[str], data: RatingData, progress: ProgressCallback | None) -> str:
         """Inner CV on the training data: the cheapest spec within one SE of the best MSE."""
         from prefloop.reward.evaluate import make_folds
 
         cfg = self.config
-        k = max(2, min(cfg.inner_folds, len(set(data.texts))))
-        folds = make_folds(data, k, seed=cfg.seed)
+        by, groups = self._grouping(data), self._groups(data)
+        n_groups = len(set(data.texts)) if groups is None else int(groups.max()) + 1
+        k = max(2, min(cfg.inner_folds, n_groups))
+        folds = make_folds(data, k, seed=cfg.seed, by=by)
         lo, hi = data.scale[0], data.scale[-1]
         results: dict[str, dict[str, float]] = {}
         total = len(specs) * len(folds)
@@ -301,7 +350,8 @@ class SklearnRatingModel(RewardModel):
                     progress("choosing a model", s * len(folds) + f, total)
                 part, held_out = data.subset(train), data.subset(test)
                 weights = _level_weights(part.ratings) if cfg.balance_levels else None
-                candidate.fit(part.texts, part.prompts, part.ratings, weights)
+                part_groups = None if groups is None else groups[train]
+                candidate.fit(part.texts, part.prompts, part.ratings, weights, part_groups)
                 pred = np.clip(candidate.predict(held_out.texts, held_out.prompts), lo, hi)
                 fold_mse.append(float(np.mean((pred - data.ratings[test]) ** 2)))
             values = np.array(fold_mse)
@@ -316,7 +366,13 @@ class SklearnRatingModel(RewardModel):
         if cfg.one_standard_error:
             threshold = results[best]["mse"] + results[best]["se"]
             chosen = next(s for s in specs if results[s]["mse"] <= threshold)
-        self.selection_ = {"inner_folds": k, "candidates": results, "best": best, "chosen": chosen}
+        self.selection_ = {
+            "inner_folds": k,
+            "group_by": by,
+            "candidates": results,
+            "best": best,
+            "chosen": chosen,
+        }
         return chosen
 
     # ---- scoring -----------------------------------------------------------------------------
