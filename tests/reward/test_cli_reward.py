@@ -398,7 +398,9 @@ def test_cv_by_input_reports_how_drafts_of_one_input_are_ordered(tmp_path: Path)
     invoke("reward", "fit", *fit_args, "--group-by", "input", "--out", folder, *FAST)
     saved = json.loads((folder / "prefloop-reward.json").read_text())
     assert saved["config"]["group_by"] == "input"
-    invoke("reward", "fit", *fit_args, "--out", tmp_path / "default", *FAST)
+    text = invoke("reward", "fit", *fit_args, "--out", tmp_path / "default", *FAST).stdout
+    assert re.search(r"auto chose (ridge|stack):stats: inner CV MSE [0-9.]+ on 5 folds", text)
+    assert "of the training data by input (next: " in " ".join(text.split())
     saved = json.loads((tmp_path / "default" / "prefloop-reward.json").read_text())
     assert saved["config"]["group_by"] == "auto"  # by input here: 12 photos are named
 

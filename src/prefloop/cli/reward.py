@@ -737,11 +737,30 @@ def fit(
     console.print(
         f"saved a {loaded.kind} reward model ({fitted.name}) to [bold]{escape(str(saved))}[/]"
     )
+    selection = fitted.details().get("selection") or {}
+    if "candidates" in selection:
+        console.print(_chosen_line(selection), highlight=False)
     if report is not None:
         _show(report, loaded.kind, f"{cv_folds}-fold cross-validation (out of fold)")
         console.print(f"figure: {escape(str(report['png']))}")
     if registered is not None:
         console.print(f"registered as {registered['name']} v{registered['version']}")
+
+
+def _chosen_line(selection: dict[str, Any]) -> str:
+    """What ``auto`` chose and on what evidence, from a rating model's ``selection``."""
+    scores = selection["candidates"]
+    ranked = sorted(scores, key=lambda spec: scores[spec]["mse"])
+    chosen = selection["chosen"]
+    line = (
+        f"auto chose {chosen}: inner CV MSE {scores[chosen]['mse']:.3f} on "
+        f"{selection['inner_folds']} folds of the training data by "
+        f"{selection.get('group_by', 'text')}"
+    )
+    runner_up = next((spec for spec in ranked if spec != chosen), None)
+    if runner_up is not None:
+        line += f" (next: {runner_up} {scores[runner_up]['mse']:.3f})"
+    return line
 
 
 def evaluate(
