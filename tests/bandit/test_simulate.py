@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from prefloop._files import _process_umask
 from prefloop.bandit import load_spec, parse_spec, plot_regret, simulate
 from prefloop.cli import app
 from prefloop.errors import InvalidInputError
@@ -194,6 +196,8 @@ def test_cli_prints_pure_json_and_writes_the_png(tmp_path: Path) -> None:
         assert row["regret_ci"][0] <= row["regret"] <= row["regret_ci"][1]
         assert 0 <= row["p_best"] <= 1
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    # written under a private temporary name, then given the umask's permissions
+    assert stat.S_IMODE(png.stat().st_mode) == 0o666 & ~_process_umask()
 
 
 def test_cli_table_and_bad_spec_exit_code(tmp_path: Path) -> None:

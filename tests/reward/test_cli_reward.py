@@ -724,3 +724,53 @@ def test_empty_data_is_a_clear_error_for_every_command(tmp_path: Path, ratings_f
         message = error_of("reward", *args)
         assert "empty.jsonl is empty" in message, (name, message)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl", "ratings.jsonl", "rm"]
+
+
+def test_what_the_commands_write_is_readable_like_any_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saved models, reports and scored files are written under private temporary names
+    (0700 / 0600) and renamed; they must end up with the umask's permissions, like a file
+    made with open(), so that others can read them."""
+    import stat
+
+    import prefloop._files
+
+    monkeypatch.setattr(prefloop._files, "_umask", None)  # read the umask set below
+    old = os.umask(0o022)
+    try:
+        data = write_jsonl(tmp_path / "ratings.jsonl", synthetic_ratings(40))
+        folder = tmp_path / "model"
+        invoke(
+            "reward",
+            "fit",
+            "--data",
+            data,
+            "--model",
+            "ridge:stats",
+            "--cv",
+            "3",
+            "--out",
+            folder,
+            *FAST,
+        )
+        invoke("reward", "predict", "--model", folder, "--data", data, "-o", tmp_path / "s.jsonl")
+    finally:
+        os.umask(old)
+    modes = {
+        path.name: stat.S_IMODE(path.stat().st_mode)
+        for path in (
+            folder,
+            folder / "prefloop-reward.json",
+            tmp_path / "model.cv.json",
+            tmp_path / "model.cv.png",
+            tmp_path / "s.jsonl",
+        )
+    }
+    assert modes == {
+        "model": 0o755,
+        "prefloop-reward.json": 0o644,
+        "model.cv.json": 0o644,
+        "model.cv.png": 0o644,
+        "s.jsonl": 0o644,
+    }

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from prefloop._files import as_if_created
 from prefloop.bandit._identify import JEFFREYS_PRIOR, check_threshold, probability_best
 from prefloop.bandit._mabwiser import MABWISER_POLICIES, MabwiserRuns
 from prefloop.bandit._registry import POLICIES, make_policy
@@ -434,7 +435,7 @@ def plot_regret(result: SimulationResult, path: str | os.PathLike[str]) -> Path:
         temporary = Path(handle.name)
     try:
         figure.savefig(temporary, format="png", dpi=120)
-        os.replace(temporary, target)
+        os.replace(as_if_created(temporary), target)
     finally:
         temporary.unlink(missing_ok=True)
     return target

@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from prefloop._files import as_if_created
 from prefloop.cli._output import JsonOption, console, err_console, print_json
 from prefloop.errors import ImportFileError, InvalidInputError
 
@@ -105,8 +106,9 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
-        help="Database URL (default: PREFLOOP_DATABASE_URL, else sqlite:///prefloop.db). "
-        "Giving it registers the fitted model in the store.",
+        help="Database URL (default: PREFLOOP_DATABASE_URL, else sqlite:///prefloop.db): the "
+        "store --task reads feedback from; 'fit' also registers the model there, 'list' lists "
+        "the models registered there.",
     ),
 ]
 PngOption = Annotated[
@@ -128,7 +130,9 @@ ScaleOption = Annotated[
         "else the levels seen).",
     ),
 ]
-SeedOption = Annotated[int, typer.Option("--seed", help="Seed for folds and models.")]
+SeedOption = Annotated[
+    int, typer.Option("--seed", help="Seed for the folds, the models and the bootstrap.")
+]
 GroupByOption = Annotated[
     str,
     typer.Option(
@@ -422,7 +426,7 @@ def _write_json(path: Path, obj: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(obj, handle, ensure_ascii=False, indent=2, default=str)
             handle.write("\n")
-        os.replace(tmp, path)
+        os.replace(as_if_created(tmp), path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -932,7 +936,8 @@ def predict(
         Path, typer.Option("--output", "-o", help="JSONL to write (the input plus rewards).")
     ],
 ) -> None:
-    """Score every line of a file: adds "reward" (and "reward_unit" in [0, 1]); pairs get
+    """Score every line of a file: adds "reward" and "reward_unit" in [0, 1] (a rating model's
+    reward rescaled linearly from its scale, a pairwise model's through a sigmoid); pairs get
     "reward_chosen"/"reward_rejected", rankings "rewards". A text the model gave no score (an
     LLM judge whose calls failed) gets null, counted on stderr."""
     from prefloop.io.readers import iter_json_lines
@@ -960,7 +965,7 @@ def predict(
                     )
                     handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
                     start = stop
-            os.replace(tmp, output)
+            os.replace(as_if_created(tmp), output)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -21,6 +21,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from prefloop._files import as_if_created
 from prefloop.demo._result import DemoResult
 
 __all__ = [
@@ -73,10 +74,7 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
             handle.close()
             temporary.unlink(missing_ok=True)
             raise
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; a report is for reading
-    os.replace(temporary, path)
+    os.replace(as_if_created(temporary), path)
 
 
 def _color(index: int) -> str:

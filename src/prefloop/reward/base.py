@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from prefloop._files import as_if_created
 from prefloop.errors import ImportFileError, InvalidInputError, PrefloopError
 from prefloop.io import PairRecord, RatingRecord, iter_pairs, iter_rankings, iter_ratings
 from prefloop.io.readers import iter_json_lines
@@ -348,7 +349,8 @@ def load_rating_data(path: str | Path, scale: Sequence[float] | None = None) -> 
     found = _detect_format(path)
     if found != "ratings":
         raise InvalidInputError(
-            f"{path} holds {found}, not ratings: use --kind pairwise for pairs and rankings"
+            f"{path} holds {found}, not ratings: a rating model needs rated texts; pairs and "
+            "rankings train and evaluate a pairwise model (reward fit/cv: --kind pairwise)"
         )
     return RatingData.from_records(iter_ratings(path), scale=scale, source=str(path))
 
@@ -363,7 +365,8 @@ def load_pair_data(path: str | Path) -> PairData:
         pairs = [pair for ranking in iter_rankings(path) for pair in ranking.pairs()]
         return PairData.from_records(pairs, source=str(path))
     raise InvalidInputError(
-        f"{path} holds ratings, not pairs or rankings: use --kind rating for rated texts"
+        f"{path} holds ratings, not pairs or rankings: a pairwise model needs pairs or "
+        "rankings; rated texts train and evaluate a rating model (reward fit/cv: --kind rating)"
     )
 
 
@@ -839,7 +842,7 @@ class RewardModel(ABC):
         target = Path(folder)
         check_model_target(target, overwrite=overwrite)
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        staging = as_if_created(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
             self._save_files(staging)
             manifest = self.info().to_json()
