@@ -580,6 +580,14 @@ def evaluate_pairs(
         len(data),
     )
     p_length = cross_fitted_length_probabilities(data, folds, seed)
+    return _pair_data_report(data, p_model, p_length, samples=samples, seed=seed)
+
+
+def _pair_data_report(
+    data: PairData, p_model: Array, p_length: Array, *, samples: int, seed: int
+) -> dict[str, Any]:
+    """:func:`pair_report` next to "the shorter reply wins", with the intervals resampling
+    ``data``'s prompts."""
     return pair_report(
         p_model,
         shorter_wins_probabilities(data),
@@ -681,14 +689,7 @@ def cross_validate(
         in_sample = _mean_figures(train_figures, ("mse", "mae", "spearman", "pearson"))
         report["gap"] = {"mse": report["mse"] - in_sample["mse"]}
     else:
-        report = pair_report(
-            oof,
-            shorter_wins_probabilities(data),
-            p_length,
-            samples=samples,
-            seed=seed,
-            clusters=resampling_clusters(data),
-        )
+        report = _pair_data_report(data, oof, p_length, samples=samples, seed=seed)
         in_sample = _mean_figures(train_figures, ("accuracy",))
         report["gap"] = {"accuracy": in_sample["accuracy"] - report["accuracy"]}
     report["train"] = in_sample

@@ -290,6 +290,8 @@ class SklearnRatingModel(RewardModel):
 
     # ---- fitting -----------------------------------------------------------------------------
     def _fit(self, data: RatingData, progress: ProgressCallback | None) -> None:
+        from prefloop.reward.evaluate import fold_groups
+
         cfg = self.config
         self.selection_ = {}
         specs = list(cfg.candidates) if cfg.model == "auto" else [cfg.model]
@@ -297,12 +299,15 @@ class SklearnRatingModel(RewardModel):
             raise InvalidInputError("model='auto' needs at least one candidate")
         for spec in specs:
             parse_candidate(spec)
+        # The inner folds' groups: None for copies of a text (make_folds' default), else the
+        # drafts of one input together.
+        by = self._grouping(data)
+        groups = None if by == "text" else fold_groups(data, by="input")
         chosen = specs[0]
         if len(specs) > 1:
-            chosen = self._select(specs, data, progress)
+            chosen = self._select(specs, data, by, groups, progress)
         weights = _level_weights(data.ratings) if cfg.balance_levels else None
         candidate = _Candidate(chosen, cfg.seed)
-        groups = self._groups(data)
         self.candidate_ = candidate.fit(data.texts, data.prompts, data.ratings, weights, groups)
         self.scale_bounds_ = (data.scale[0], data.scale[-1])
         if not self.selection_:
@@ -321,21 +326,19 @@ class SklearnRatingModel(RewardModel):
             by = "input" if len(known) >= MIN_INPUTS else "text"
         return by
 
-    def _groups(self, data: RatingData) -> NDArray[np.int_] | None:
-        """Group labels for the inner folds: None for copies of a text (what ``make_folds``
-        does by default), else the drafts of one input together."""
-        from prefloop.reward.evaluate import fold_groups
-
-        if self._grouping(data) == "text":
-            return None
-        return fold_groups(data, by="input")
-
-    def _select(self, specs: list[str], data: RatingData, progress: ProgressCallback | None) -> str:
-        """Inner CV on the training data: the cheapest spec within one SE of the best MSE."""
+    def _select(
+        self,
+        specs: list[str],
+        data: RatingData,
+        by: str,
+        groups: NDArray[np.int_] | None,
+        progress: ProgressCallback | None,
+    ) -> str:
+        """Inner CV on the training data, folds grouped ``by`` (``groups``: their labels, None
+        for copies of a text): the spec with the best MSE, or the cheapest within one SE."""
         from prefloop.reward.evaluate import make_folds
 
         cfg = self.config
-        by, groups = self._grouping(data), self._groups(data)
         n_groups = len(set(data.texts)) if groups is None else int(groups.max()) + 1
         k = max(2, min(cfg.inner_folds, n_groups))
         folds = make_folds(data, k, seed=cfg.seed, by=by)
