@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from prefloop.errors import NotFoundError
+from prefloop.feedback import EditEvent, record_feedback
 from prefloop.reward import pair_data_from_store, rating_data_from_store
 from prefloop.reward.rating import RatingModelConfig, SklearnRatingModel
 from prefloop.reward.registry import list_registered, register_folder, scan_folders
@@ -103,14 +104,11 @@ def _task_with_feedback(store: Store) -> None:
                         "ranks": [2, 1, 2],
                     },
                 ),
-                Feedback(
-                    task_id=task.id,
-                    kind="edit",
-                    generation_id=gens[2].id,
-                    payload={"final_text": "text 2, better"},
-                ),
             ]
         )
+        # an edit through the one recording path: it stores the final text as a generation
+        # and the final-over-draft pair (with source ``auto``)
+        record_feedback(s, task, EditEvent(generation_id=gens[2].id, final_text="text 2, better"))
 
 
 def test_training_data_from_the_store(store: Store) -> None:
@@ -118,7 +116,7 @@ def test_training_data_from_the_store(store: Store) -> None:
     ratings = rating_data_from_store(store, "diary")
     assert sorted(ratings.texts) == ["text 0", "text 1", "text 2"]
     assert sorted(ratings.ratings.tolist()) == [-0.5, 0.0, 1.0]
-    assert ratings.prompts == ["place: Busan"] * 3
+    assert ratings.prompts == ['{"place": "Busan"}'] * 3  # one renderer: prompt, else input
     assert ratings.inputs == ['{"place": "Busan"}'] * 3  # drafts of one input
     assert ratings.scale == (-1.0, -0.5, 0.0, 0.5, 1.0)
     pairs = pair_data_from_store(store, "diary")

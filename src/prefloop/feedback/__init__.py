@@ -1,10 +1,29 @@
-"""Feedback: events, recording them once, rewards derived from them, pairs, rater agreement."""
+"""Feedback: events, recording them once, rewards derived from them, the training views of a
+task (:mod:`prefloop.feedback.datasets`), rater agreement."""
 
 from prefloop.feedback.agreement import (
     Agreement,
     krippendorff_alpha,
     pair_agreement,
     task_agreement,
+)
+from prefloop.feedback.datasets import (
+    HUMAN_SOURCES,
+    PreferencePair,
+    PromptExample,
+    RankedPair,
+    RatedExample,
+    SFTExample,
+    UnpairedExample,
+    default_min_reward,
+    expand_ranking,
+    preference_pairs,
+    prompt_text,
+    rated_examples,
+    rating_pairs,
+    sft_examples,
+    task_prompts,
+    unpaired_examples,
 )
 from prefloop.feedback.events import (
     KINDS,
@@ -18,15 +37,6 @@ from prefloop.feedback.events import (
     RegenerateEvent,
     Source,
     ThumbsEvent,
-)
-from prefloop.feedback.pairs import (
-    HUMAN_SOURCES,
-    PreferencePair,
-    RankedPair,
-    expand_ranking,
-    preference_pairs,
-    prompt_text,
-    rating_pairs,
 )
 from prefloop.feedback.record import (
     EDIT_MODEL,
@@ -61,17 +71,22 @@ __all__ = [
     "FeedbackEvent",
     "PairwiseEvent",
     "PreferencePair",
+    "PromptExample",
     "RankedPair",
     "RankingEvent",
+    "RatedExample",
     "RatingEvent",
     "RecordResult",
     "RegenerateEvent",
     "RewardChange",
     "RewardRules",
+    "SFTExample",
     "Source",
     "TaskStats",
     "ThumbsEvent",
+    "UnpairedExample",
     "check_rating",
+    "default_min_reward",
     "derive_reward",
     "expand_ranking",
     "krippendorff_alpha",
@@ -79,11 +94,15 @@ __all__ = [
     "pair_agreement",
     "preference_pairs",
     "prompt_text",
+    "rated_examples",
     "rating_pairs",
     "record_feedback",
     "refresh_rewards",
     "reward_rules_for",
+    "sft_examples",
     "task_agreement",
+    "task_prompts",
     "task_stats",
     "text_similarity",
+    "unpaired_examples",
 ]

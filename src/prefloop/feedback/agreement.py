@@ -24,7 +24,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from prefloop.feedback.pairs import expand_ranking
+from prefloop.feedback.datasets import expand_ranking
 from prefloop.store.models import Feedback, Task
 
 Level = Literal["nominal", "ordinal", "interval"]

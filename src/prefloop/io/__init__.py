@@ -3,7 +3,6 @@
 from prefloop.io.exporting import (
     FORMATS,
     ExportFormat,
-    default_min_reward,
     preference_rows,
     rating_rows,
     sft_rows,
@@ -29,7 +28,6 @@ __all__ = [
     "RankingRecord",
     "RatingRecord",
     "count_lines",
-    "default_min_reward",
     "hh_messages",
     "import_pairs",
     "import_rankings",

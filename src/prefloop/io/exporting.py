@@ -31,11 +31,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from prefloop.errors import InvalidInputError
-from prefloop.feedback import EDIT_MODEL, HUMAN_SOURCES, preference_pairs, prompt_text
+from prefloop.feedback import (
+    HUMAN_SOURCES,
+    preference_pairs,
+    sft_examples,
+    unpaired_examples,
+)
 from prefloop.io.readers import hh_messages
 from prefloop.store.models import Feedback, Generation, Task
 
@@ -78,11 +83,6 @@ def preference_rows(
         yield row
 
 
-def default_min_reward(task: Task) -> float:
-    """The second-highest level of the task's scale (0.5 on the default -1 … 1 scale)."""
-    return float(sorted(task.scale)[-2])
-
-
 def sft_rows(
     session: Session,
     task: Task,
@@ -93,22 +93,11 @@ def sft_rows(
 ) -> Iterator[dict[str, Any]]:
     """Rows of TRL's SFT format: well-rewarded generations and users' edited final texts."""
     _check_format(format)
-    threshold = default_min_reward(task) if min_reward is None else min_reward
-    chosen = Generation.reward >= threshold
-    if include_edits:
-        chosen = or_(chosen, Generation.model == EDIT_MODEL)
-    query = (
-        select(Generation)
-        .where(Generation.task_id == task.id, Generation.status == "ok", chosen)
-        .order_by(Generation.created_at, Generation.id)
-        .execution_options(yield_per=_CHUNK)
-    )
-    for generation in session.scalars(query):
-        prompt, completion = prompt_text(generation), generation.output or ""
+    for example in sft_examples(session, task, min_reward=min_reward, include_edits=include_edits):
         if format == "plain":
-            yield {"prompt": prompt, "completion": completion}
+            yield {"prompt": example.prompt, "completion": example.completion}
         else:
-            yield {"messages": [*hh_messages(prompt), *_reply(completion)]}
+            yield {"messages": [*hh_messages(example.prompt), *_reply(example.completion)]}
 
 
 def unpaired_rows(
@@ -116,21 +105,8 @@ def unpaired_rows(
 ) -> Iterator[dict[str, Any]]:
     """Rows of TRL's unpaired preference format (KTO): label from the sign of the reward."""
     _check_format(format)
-    query = (
-        select(Generation)
-        .where(
-            Generation.task_id == task.id,
-            Generation.status == "ok",
-            Generation.reward.is_not(None),
-            Generation.reward != 0,
-        )
-        .order_by(Generation.created_at, Generation.id)
-        .execution_options(yield_per=_CHUNK)
-    )
-    for generation in session.scalars(query):
-        assert generation.reward is not None
-        prompt, completion = prompt_text(generation), generation.output or ""
-        label = generation.reward > 0
+    for example in unpaired_examples(session, task):
+        prompt, completion, label = example.prompt, example.completion, example.desirable
         if format == "plain":
             yield {"prompt": prompt, "completion": completion, "label": label}
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefloop.feedback.pairs import expand_ranking
+from prefloop.feedback.datasets import expand_ranking
 
 
 @dataclass(frozen=True, slots=True)

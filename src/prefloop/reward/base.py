@@ -370,131 +370,46 @@ def load_pair_data(path: str | Path) -> PairData:
     )
 
 
-def _context_text(generation: Any) -> str | None:
-    """What a stored generation answered: its input fields (shared by every arm), else its
-    rendered prompt."""
-    inputs = generation.input or {}
-    if inputs:
-        return "\n".join(f"{key}: {inputs[key]}" for key in sorted(inputs))
-    prompt = generation.prompt
-    return prompt if isinstance(prompt, str) else None
-
-
 def rating_data_from_store(store: Store, task: str) -> RatingData:
     """Every successful generation of ``task`` with a reward (the value derived from its
-    feedback, cached in ``Generation.reward``), on the task's scale."""
-    from sqlalchemy import select
-
-    from prefloop.store.models import Generation
+    feedback, cached in ``Generation.reward``), on the task's scale: the rated examples of
+    :func:`prefloop.feedback.rated_examples`, with their prompts."""
+    from prefloop.feedback import rated_examples
     from prefloop.store.repo import get_task
 
     with store.session(readonly=True) as session:
         task_row = get_task(session, task)
-        rows = session.scalars(
-            select(Generation)
-            .where(
-                Generation.task_id == task_row.id,
-                Generation.status == "ok",
-                Generation.reward.is_not(None),
-                Generation.output.is_not(None),
-            )
-            .order_by(Generation.created_at, Generation.id)
-        ).all()
         scale = tuple(float(v) for v in task_row.scale)
-        texts = [str(g.output) for g in rows]
-        prompts = [_context_text(g) for g in rows]
-        inputs = [input_key(g.input, g.prompt if isinstance(g.prompt, str) else None) for g in rows]
-        ratings = np.array([float(g.reward) for g in rows if g.reward is not None])
+        examples = list(rated_examples(session, task_row))
     return RatingData(
-        texts=texts,
-        ratings=ratings,
-        prompts=prompts,
+        texts=[e.text for e in examples],
+        ratings=np.array([e.reward for e in examples], dtype=np.float64),
+        prompts=[e.prompt or None for e in examples],
         scale=scale,
         source=f"task {task!r}",
-        inputs=inputs,
+        inputs=[input_key(e.input, e.prompt) for e in examples],
     )
 
 
-def pair_data_from_store(store: Store, task: str) -> PairData:
-    """The preferences of ``task``: pairwise feedback (ties skipped), every pair of each
-    ranking, and each edit (the user's final text over the draft). Pairs whose two texts are
-    identical are skipped with a warning."""
-    from sqlalchemy import select
-
-    from prefloop.store.models import Feedback, Generation
+def pair_data_from_store(
+    store: Store, task: str, *, sources: Sequence[str] | None = None
+) -> PairData:
+    """The preference pairs of ``task`` (:func:`prefloop.feedback.preference_pairs`: pairwise
+    feedback and edits, every pair of each ranking; ties and identical texts left out), from
+    people's feedback unless ``sources`` names others — the pairs the preference export
+    writes."""
+    from prefloop.feedback import HUMAN_SOURCES, preference_pairs
     from prefloop.store.repo import get_task
 
-    pairs: list[PairRecord] = []
     with store.session(readonly=True) as session:
         task_row = get_task(session, task)
-        gens = {
-            g.id: g
-            for g in session.scalars(
-                select(Generation).where(
-                    Generation.task_id == task_row.id, Generation.status == "ok"
-                )
+        pairs = [
+            PairRecord(prompt=p.prompt, chosen=p.chosen, rejected=p.rejected, margin=p.margin)
+            for p in preference_pairs(
+                session, task_row, sources=HUMAN_SOURCES if sources is None else sources
             )
-        }
-        events = session.scalars(
-            select(Feedback)
-            .where(
-                Feedback.task_id == task_row.id,
-                Feedback.kind.in_(("pairwise", "ranking", "edit")),
-            )
-            .order_by(Feedback.id)
-        ).all()
-        for event in events:
-            if event.kind == "pairwise":
-                a, b = (
-                    gens.get(event.generation_id or ""),
-                    gens.get(event.other_generation_id or ""),
-                )
-                if a is None or b is None or not event.value:
-                    continue  # a tie, or a generation that failed
-                win, lose = (a, b) if event.value > 0 else (b, a)
-                pairs.append(
-                    PairRecord(
-                        prompt=_context_text(win) or "",
-                        chosen=str(win.output or ""),
-                        rejected=str(lose.output or ""),
-                    )
-                )
-            elif event.kind == "ranking":
-                ids = list(event.payload.get("generation_ids", []))
-                ranks = list(event.payload.get("ranks", []))
-                ranked = [(gens[i], r) for i, r in zip(ids, ranks, strict=False) if i in gens]
-                for x, (gx, rx) in enumerate(ranked):
-                    for gy, ry in ranked[x + 1 :]:
-                        if rx == ry:
-                            continue
-                        win, lose = (gx, gy) if rx < ry else (gy, gx)
-                        pairs.append(
-                            PairRecord(
-                                prompt=_context_text(win) or "",
-                                chosen=str(win.output or ""),
-                                rejected=str(lose.output or ""),
-                                margin=float(abs(rx - ry)),
-                            )
-                        )
-            else:
-                draft = gens.get(event.generation_id or "")
-                final = event.payload.get("final_text")
-                if draft is not None and isinstance(final, str):
-                    pairs.append(
-                        PairRecord(
-                            prompt=_context_text(draft) or "",
-                            chosen=final,
-                            rejected=str(draft.output or ""),
-                        )
-                    )
-    kept = [p for p in pairs if p.chosen != p.rejected]
-    if len(kept) < len(pairs):
-        warnings.warn(
-            f"task {task!r}: skipped {len(pairs) - len(kept)} preference(s) between identical "
-            "texts",
-            stacklevel=2,
-        )
-    return PairData.from_records(kept, source=f"task {task!r}")
+        ]
+    return PairData.from_records(pairs, source=f"task {task!r}")
 
 
 # --------------------------------------------------------------------------------------------
