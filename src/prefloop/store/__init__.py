@@ -13,6 +13,7 @@ from prefloop.store.models import (
     PolicyState,
     RewardModelRecord,
     Task,
+    TrainingRun,
 )
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "RewardModelRecord",
     "Store",
     "Task",
+    "TrainingRun",
     "database_url",
 ]

@@ -226,6 +226,36 @@ class RewardModelRecord(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class TrainingRun(Base):
+    """One training run (SFT, reward model, DPO family, KTO, RRHF, PPO, RLOO, GRPO): what it
+    trained from, with what settings, where its model is, and how it went.
+
+    ``status`` is ``running``, ``done``, ``failed`` or ``stopped`` (Ctrl-C, a KL budget);
+    ``parent_id`` points at the run it continued or started from (``--resume``, a base that
+    another run trained).
+    """
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tasks.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    method: Mapped[str] = mapped_column(String(20))
+    base: Mapped[str] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    data_fingerprint: Mapped[str] = mapped_column(String(64), default="")
+    examples: Mapped[int] = mapped_column(Integer, default=0)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    output_path: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="running")
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_runs.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
 class BanditDecision(Base):
     """One choice of an arm by a policy, with the probability it had (its propensity)."""
 
