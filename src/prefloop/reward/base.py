@@ -536,6 +536,7 @@ _BUILTIN_MODULES: dict[str, str] = {
     "bradley-terry": "prefloop.reward.pairwise",
     "finetuned-transformer": "prefloop.reward.finetune",
     "llm-judge": "prefloop.reward.judge",
+    "lm-scalar": "prefloop.reward.lm_scalar",
 }
 _LIGHT_MODULES = ("prefloop.reward.rating", "prefloop.reward.pairwise")
 

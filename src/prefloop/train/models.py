@@ -28,6 +28,7 @@ __all__ = [
     "base_name",
     "is_trained_folder",
     "load_base",
+    "load_scalar_model",
     "load_tokenizer",
     "load_trained",
     "read_manifest",
@@ -105,6 +106,27 @@ def load_base(base: str | Path | None) -> tuple[Any, Any]:
             f"cannot load a causal language model from {folder}: {exc}"
         ) from None
     return model, load_tokenizer(folder)
+
+
+def load_scalar_model(base: str | Path | None, tokenizer: Any) -> Any:
+    """The base as a language model with a scalar head (one output: the reward), for reward
+    models. The head is new (randomly initialised); the body is the base's."""
+    from transformers import AutoModelForSequenceClassification
+
+    folder = resolve_base(base)
+    if (folder / MANIFEST).exists() and read_manifest(folder).adapter:
+        raise InvalidInputError(
+            f"{folder} is a LoRA adapter; a reward model starts from a whole model: train the "
+            "adapter with --merge, or give its base"
+        )
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=1)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(
+            f"cannot load {folder} with a scalar head: {exc}; give a causal language model folder"
+        ) from None
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,87 @@
+"""Reference log-probabilities computed once and kept on disk, across runs.
+
+DPO and its relatives compare the policy's log-probability of each reply with the reference
+model's. The reference never changes during a run, so TRL can compute its log-probs in one pass
+before training (``precompute_ref_log_probs``) instead of one extra forward per step — but it
+forgets them when the run ends. Here they are saved under prefloop's cache folder, keyed by the
+base model's fingerprint, the data's fingerprint and the tokenisation settings, and a later run
+on the same data and base skips the pass entirely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prefloop._files import as_if_created
+from prefloop.llm._cache import cache_root
+
+__all__ = ["ReferenceCache", "model_fingerprint"]
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+_SAMPLE_BYTES = 1 << 20
+
+
+def model_fingerprint(folder: Path) -> str:
+    """sha256 over a model folder's config, tokenizer files and weights (each weight file by its
+    size and its first and last megabyte, so a 500 MB model is fingerprinted in milliseconds)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        if relative.startswith(".") or "/." in relative:
+            continue
+        digest.update(relative.encode())
+        size = path.stat().st_size
+        digest.update(str(size).encode())
+        with path.open("rb") as handle:
+            if path.suffix in _WEIGHT_SUFFIXES and size > 2 * _SAMPLE_BYTES:
+                digest.update(handle.read(_SAMPLE_BYTES))
+                handle.seek(size - _SAMPLE_BYTES)
+                digest.update(handle.read(_SAMPLE_BYTES))
+            else:
+                digest.update(handle.read())
+    return digest.hexdigest()
+
+
+class ReferenceCache:
+    """The cached reference log-probs of one (base, data, settings) triple."""
+
+    def __init__(self, *, base_fingerprint: str, data_fingerprint: str, settings: dict[str, Any]):
+        blob = json.dumps(
+            {"base": base_fingerprint, "data": data_fingerprint, "settings": settings},
+            sort_keys=True,
+        )
+        self.key = hashlib.sha256(blob.encode()).hexdigest()[:32]
+        self.path = cache_root() / "reference-logps" / f"{self.key}.npz"
+        self.hit: bool | None = None
+
+    def load(self, rows: int) -> dict[str, np.ndarray] | None:
+        """The cached columns, or None when absent or not for ``rows`` rows."""
+        if not self.path.exists():
+            return None
+        try:
+            with np.load(self.path) as data:
+                columns = {name: np.asarray(data[name]) for name in data.files}
+        except (OSError, ValueError, KeyError):
+            return None  # a damaged file is recomputed, never trusted
+        if any(len(column) != rows for column in columns.values()):
+            return None
+        return columns
+
+    def save(self, columns: dict[str, np.ndarray]) -> None:
+        """Write atomically (a temporary file renamed into place)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=".refs-", suffix=".npz", dir=self.path.parent)
+        os.close(handle)
+        try:
+            np.savez(temporary, **columns)  # type: ignore[arg-type]
+            as_if_created(temporary)
+            os.replace(temporary, self.path)
+        finally:
+            Path(temporary).unlink(missing_ok=True)

@@ -1,0 +1,242 @@
+"""One typed config per training method; every field says what it does.
+
+The defaults work on a laptop CPU with the packaged SmolLM2-135M-Instruct and LoRA. A YAML file
+(``--config FILE.yaml``) sets any field by name; options on the command line win over it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+from prefloop.errors import InvalidInputError
+
+__all__ = [
+    "DPO_LOSSES",
+    "METHODS",
+    "DPOConfig",
+    "KTOConfig",
+    "RRHFConfig",
+    "RewardConfig",
+    "SFTConfig",
+    "TrainConfig",
+    "config_for",
+]
+
+Method = Literal["sft", "reward", "dpo", "kto", "rrhf"]
+METHODS: tuple[str, ...] = ("sft", "reward", "dpo", "kto", "rrhf")
+DPOLoss = Literal["dpo", "ipo", "hinge", "slic", "robust"]
+DPO_LOSSES: tuple[str, ...] = ("dpo", "ipo", "hinge", "slic", "robust")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What every method shares."""
+
+    method: ClassVar[str] = ""
+
+    base: str = "smollm2"
+    """The model to start from: ``smollm2`` (packaged) or a Hugging Face / trained folder."""
+    lora: bool = True
+    """Train a LoRA adapter (the reference is the base with the adapter disabled)."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (the update is scaled by lora_alpha / lora_r)."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    merge: bool = False
+    """Save the adapter merged into the base (a whole model) instead of the adapter alone."""
+    epochs: float = 1.0
+    """Passes over the data (ignored when max_steps is set)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps."""
+    learning_rate: float = 5e-5
+    """Peak learning rate (linear decay)."""
+    batch_size: int = 4
+    """Examples per device per step (pairs for DPO and reward, groups for RRHF)."""
+    gradient_accumulation_steps: int = 1
+    """Steps whose gradients are summed before one optimizer step."""
+    max_length: int = 256
+    """Tokens of prompt and reply together; longer examples are truncated (and counted)."""
+    seed: int = 0
+    """Seed of the data order, the adapter's initialisation and dropout."""
+    save_steps: int = 50
+    """Write a checkpoint every this many steps (resume with --resume)."""
+    logging_steps: int = 1
+    """Record the loss every this many steps."""
+
+    def __post_init__(self) -> None:
+        positive = {
+            "lora_r": self.lora_r,
+            "lora_alpha": self.lora_alpha,
+            "batch_size": self.batch_size,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps,
+            "max_length": self.max_length,
+            "save_steps": self.save_steps,
+            "logging_steps": self.logging_steps,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise InvalidInputError(f"{name} must be at least 1, got {value}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise InvalidInputError(f"max_steps must be at least 1, got {self.max_steps}")
+        if self.epochs <= 0:
+            raise InvalidInputError(f"epochs must be above 0, got {self.epochs}")
+        if not self.learning_rate > 0:
+            raise InvalidInputError(f"learning_rate must be above 0, got {self.learning_rate}")
+        if not 0 <= self.lora_dropout < 1:
+            raise InvalidInputError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"method": self.method, **asdict(self)}
+
+    def updated(self, **changes: Any) -> Self:
+        """A copy with ``changes`` (``None`` values are ignored: not given on the command line)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Self:
+        """Read the fields of a YAML mapping; an unknown key is an error that lists the known."""
+        import yaml
+
+        file = Path(path)
+        if not file.exists():
+            raise InvalidInputError(f"config file {file} does not exist")
+        try:
+            raw = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise InvalidInputError(f"{file} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise InvalidInputError(f"{file} must hold a mapping of settings, e.g. `beta: 0.1`")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(map(str, raw)) - known)
+        if unknown:
+            raise InvalidInputError(
+                f"{file}: unknown setting(s) {', '.join(unknown)} for {cls.method}; known: "
+                f"{', '.join(sorted(known))}"
+            )
+        try:
+            return cls(**raw)
+        except TypeError as exc:
+            raise InvalidInputError(f"{file}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class SFTConfig(TrainConfig):
+    """Supervised fine-tuning on prompt/completion pairs; loss on the completion only."""
+
+    method: ClassVar[str] = "sft"
+    learning_rate: float = 1e-4
+    min_reward: float | None = None
+    """From a task: outputs with at least this reward (default: the scale's second level)."""
+
+
+@dataclass(frozen=True)
+class RewardConfig(TrainConfig):
+    """A reward model: the language model with a scalar head, trained on preference pairs with
+    the Bradley–Terry loss −log σ(r(chosen) − r(rejected) − margin)."""
+
+    method: ClassVar[str] = "reward"
+    learning_rate: float = 1e-4
+    center_rewards_coefficient: float | None = 0.01
+    """Weight of the mean squared reward, which keeps rewards centred on 0 (Eisenstein et al.
+    2023); ``None`` turns it off."""
+    use_margins: bool = True
+    """Subtract each pair's margin (rating gap or rank gap) inside the loss (Llama 2)."""
+
+
+@dataclass(frozen=True)
+class DPOConfig(TrainConfig):
+    """Direct preference optimisation and its relatives on preference pairs."""
+
+    method: ClassVar[str] = "dpo"
+    loss: DPOLoss = "dpo"
+    """``dpo`` (Rafailov et al. 2023), ``ipo`` (Azar et al. 2023), ``hinge``, ``slic`` (SLiC-HF,
+    Zhao et al. 2023: hinge plus slic_lambda · NLL of the chosen reply), ``robust`` (Chowdhury et
+    al. 2024, for noisy labels; uses label_smoothing)."""
+    beta: float = 0.1
+    """Strength of the pull towards the reference (for hinge/slic: 1 / the margin δ)."""
+    slic_lambda: float = 0.1
+    """Weight of the chosen reply's negative log-likelihood in the slic loss."""
+    label_smoothing: float = 0.1
+    """Assumed share of flipped labels, for the robust loss."""
+    cache_reference: bool = True
+    """Compute the reference log-probs once, keep them on disk keyed by the base model's and
+    the data's fingerprints, and reuse them in later runs on the same data."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.loss not in DPO_LOSSES:
+            raise InvalidInputError(
+                f"unknown loss {self.loss!r}; use one of {', '.join(DPO_LOSSES)}"
+            )
+        if self.beta < 0:
+            raise InvalidInputError(f"beta must be ≥ 0, got {self.beta}")
+        if self.slic_lambda < 0:
+            raise InvalidInputError(f"slic_lambda must be ≥ 0, got {self.slic_lambda}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise InvalidInputError(
+                f"label_smoothing must lie in [0, 0.5), got {self.label_smoothing}"
+            )
+
+
+@dataclass(frozen=True)
+class KTOConfig(TrainConfig):
+    """Kahneman–Tversky optimisation (Ethayarajh et al. 2024) on outputs labelled desirable or
+    undesirable on their own: ratings and thumbs, no pairs needed."""
+
+    method: ClassVar[str] = "kto"
+    beta: float = 0.1
+    """Strength of the pull towards the reference."""
+    desirable_weight: float = 1.0
+    """Loss weight of desirable outputs (raise it when they are rarer than undesirable ones)."""
+    undesirable_weight: float = 1.0
+    """Loss weight of undesirable outputs."""
+    desirable_above: float = 0.0
+    """From a task: rewards above this are desirable."""
+    undesirable_below: float = 0.0
+    """From a task: rewards below this are undesirable."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta < 0:
+            raise InvalidInputError(f"beta must be ≥ 0, got {self.beta}")
+        if self.batch_size < 2:
+            raise InvalidInputError(
+                "KTO estimates its reference point from mismatched pairs inside a batch; "
+                f"batch_size must be at least 2, got {self.batch_size}"
+            )
+
+
+@dataclass(frozen=True)
+class RRHFConfig(TrainConfig):
+    """RRHF (Yuan et al. 2023): rank the responses of one prompt by their length-normalised
+    log-likelihood in the order of their rewards, plus cross-entropy on the best response."""
+
+    method: ClassVar[str] = "rrhf"
+    learning_rate: float = 1e-4
+    batch_size: int = 1
+    sft_weight: float = 1.0
+    """Weight of the cross-entropy on the best response of each prompt."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sft_weight < 0:
+            raise InvalidInputError(f"sft_weight must be ≥ 0, got {self.sft_weight}")
+
+
+_CONFIGS: dict[str, type[TrainConfig]] = {
+    c.method: c for c in (SFTConfig, RewardConfig, DPOConfig, KTOConfig, RRHFConfig)
+}
+
+
+def config_for(method: str) -> type[TrainConfig]:
+    """The config class of ``method``."""
+    try:
+        return _CONFIGS[method]
+    except KeyError:
+        raise InvalidInputError(
+            f"unknown training method {method!r}; use one of {', '.join(METHODS)}"
+        ) from None

@@ -1,0 +1,234 @@
+"""Training rows for each method, from a task in the store or from a JSONL file.
+
+From a task, every row comes from :mod:`prefloop.feedback.datasets` (the one place training
+data comes from), so the trainers see the pairs the reward model and the export see. Rows are
+in TRL's conversational format: ``prompt`` is a list of chat messages (an HH dialogue becomes
+its turns, any other prompt one user message) and replies are one assistant message, so the
+model's chat template is applied exactly as when it serves.
+
+=========  ==============================================  =========================================
+method     from a task                                     from a file (one JSON object a line)
+=========  ==============================================  =========================================
+sft        edited finals and top-rated outputs             ``{"prompt", "completion"}``
+reward     preference pairs (+ rating gaps, with margins)  ``{"prompt", "chosen", "rejected"}``
+dpo        preference pairs (+ rating gaps)                ``{"prompt", "chosen", "rejected"}``
+kto        outputs above / below reward thresholds         ``{"prompt", "completion", "label"}``
+rrhf       the rated outputs of each prompt (≥ 2 levels)   ``{"prompt", "responses", "ranking"}``
+=========  ==============================================  =========================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefloop.errors import ImportFileError, InvalidInputError
+from prefloop.feedback import (
+    HUMAN_SOURCES,
+    preference_pairs,
+    rated_examples,
+    sft_examples,
+    unpaired_examples,
+)
+from prefloop.io import iter_pairs, iter_rankings
+from prefloop.io.readers import hh_messages, iter_json_lines
+from prefloop.store import Store
+from prefloop.store.repo import get_task
+from prefloop.train.config import KTOConfig, SFTConfig, TrainConfig
+
+__all__ = ["TrainingData", "from_file", "from_task"]
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The rows one method trains on, where they came from, and their fingerprint."""
+
+    method: str
+    rows: list[Row]
+    source: str
+    task: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def fingerprint(self) -> str:
+        """sha256 of the rows (their content and order), independent of where they came from."""
+        blob = json.dumps(self.rows, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _user(prompt: str) -> list[dict[str, str]]:
+    return hh_messages(prompt)
+
+
+def _reply(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def _pair_row(prompt: str, chosen: str, rejected: str, margin: float | None) -> Row:
+    row: Row = {"prompt": _user(prompt), "chosen": _reply(chosen), "rejected": _reply(rejected)}
+    if margin is not None:
+        row["margin"] = float(margin)
+    return row
+
+
+def _unpaired_row(prompt: str, completion: str, desirable: bool) -> Row:
+    return {"prompt": _user(prompt), "completion": _reply(completion), "label": desirable}
+
+
+def _rrhf_row(prompt: str, responses: Sequence[str], rewards: Sequence[float]) -> Row:
+    return {
+        "prompt": _user(prompt),
+        "responses": [_reply(r) for r in responses],
+        "rewards": [float(r) for r in rewards],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# From the store
+# --------------------------------------------------------------------------------------------
+
+
+def from_task(
+    store: Store,
+    task: str,
+    method: str,
+    config: TrainConfig,
+    *,
+    sources: Sequence[str] = HUMAN_SOURCES,
+) -> TrainingData:
+    """The rows ``method`` trains on, built from the task's feedback; an error that says what
+    feedback the method needs when the task has none of it."""
+    with store.session(readonly=True) as session:
+        task_row = get_task(session, task)
+        if method == "sft":
+            min_reward = config.min_reward if isinstance(config, SFTConfig) else None
+            rows = [
+                {"prompt": _user(e.prompt), "completion": _reply(e.completion)}
+                for e in sft_examples(session, task_row, min_reward=min_reward)
+            ]
+            need = "users' edits or outputs rated at the top of the scale"
+        elif method in ("reward", "dpo"):
+            rows = [
+                _pair_row(p.prompt, p.chosen, p.rejected, p.margin)
+                for p in preference_pairs(session, task_row, sources=sources, from_ratings=True)
+            ]
+            need = (
+                "preferences: pairwise or ranking feedback, edits, or two outputs of one input "
+                "with different ratings"
+            )
+        elif method == "kto":
+            assert isinstance(config, KTOConfig)
+            rows = [
+                {
+                    "prompt": _user(e.prompt),
+                    "completion": _reply(e.completion),
+                    "label": e.desirable,
+                }
+                for e in unpaired_examples(
+                    session,
+                    task_row,
+                    desirable_above=config.desirable_above,
+                    undesirable_below=config.undesirable_below,
+                )
+            ]
+            need = "outputs rated or thumbed on their own (KTO does not use pairs; try dpo)"
+        elif method == "rrhf":
+            groups: dict[str, list[tuple[str, float]]] = {}
+            for e in rated_examples(session, task_row):
+                groups.setdefault(e.prompt, []).append((e.text, e.reward))
+            rows = [
+                _rrhf_row(prompt, [t for t, _ in items], [r for _, r in items])
+                for prompt, items in groups.items()
+                if len(items) >= 2 and len({r for _, r in items}) >= 2
+            ]
+            need = "at least two outputs of one prompt with different ratings"
+        else:
+            raise InvalidInputError(f"unknown training method {method!r}")
+    data = TrainingData(method=method, rows=rows, source=f"task {task!r}", task=task)
+    if not rows:
+        raise InvalidInputError(
+            f"task {task!r} has no training data for {method}: it needs {need}. Collect that "
+            "feedback, or give a file with --data"
+        )
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# From a file
+# --------------------------------------------------------------------------------------------
+
+
+def from_file(path: str | Path, method: str) -> TrainingData:
+    """The rows of a JSONL file in the method's format (module docstring); the first malformed
+    line is an error naming it."""
+    file = Path(path)
+    name = str(file)
+    rows: list[Row]
+    if method in ("reward", "dpo"):
+        rows = [_pair_row(p.prompt, p.chosen, p.rejected, p.margin) for p in iter_pairs(file)]
+    elif method == "rrhf":
+        rows = [
+            _rrhf_row(r.prompt, r.responses, [-float(rank) for rank in r.ranking])
+            for r in iter_rankings(file)
+        ]
+    elif method == "sft":
+        rows = list(_sft_rows(file))
+    elif method == "kto":
+        rows = list(_unpaired_rows(file))
+    else:
+        raise InvalidInputError(f"unknown training method {method!r}")
+    if not rows:
+        raise InvalidInputError(f"{name} holds no examples; {method} needs at least one")
+    return TrainingData(method=method, rows=rows, source=name)
+
+
+def _string(obj: dict[str, Any], key: str, path: str, line: int) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str) or not value.strip():
+        got = "missing" if key not in obj else "empty" if value == "" else type(value).__name__
+        raise ImportFileError(path, line, f'"{key}" must be a non-empty string, but it is {got}')
+    return value
+
+
+def _sft_rows(file: Path) -> Iterable[Row]:
+    name = str(file)
+    for line, obj in iter_json_lines(file):
+        if "messages" in obj:
+            messages = obj["messages"]
+            if (
+                not isinstance(messages, list)
+                or len(messages) < 2
+                or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages)
+                or messages[-1]["role"] != "assistant"
+            ):
+                raise ImportFileError(
+                    name,
+                    line,
+                    '"messages" must be a list of {"role", "content"} ending with the '
+                    "assistant's reply",
+                )
+            yield {"prompt": messages[:-1], "completion": messages[-1:]}
+        else:
+            prompt = _string(obj, "prompt", name, line)
+            completion = _string(obj, "completion", name, line)
+            yield {"prompt": _user(prompt), "completion": _reply(completion)}
+
+
+def _unpaired_rows(file: Path) -> Iterable[Row]:
+    name = str(file)
+    for line, obj in iter_json_lines(file):
+        prompt = _string(obj, "prompt", name, line)
+        completion = _string(obj, "completion", name, line)
+        label = obj.get("label")
+        if not isinstance(label, bool):
+            raise ImportFileError(
+                name, line, '"label" must be true (desirable) or false (undesirable)'
+            )
+        yield _unpaired_row(prompt, completion, label)
