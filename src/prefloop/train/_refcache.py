@@ -49,6 +49,11 @@ def model_fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def cache_folder() -> Path:
+    """Where reference log-probs are kept: ``<prefloop cache>/reference-logps``."""
+    return cache_root() / "reference-logps"
+
+
 class ReferenceCache:
     """The cached reference log-probs of one (base, data, settings) triple."""
 
@@ -58,7 +63,7 @@ class ReferenceCache:
             sort_keys=True,
         )
         self.key = hashlib.sha256(blob.encode()).hexdigest()[:32]
-        self.path = cache_root() / "reference-logps" / f"{self.key}.npz"
+        self.path = cache_folder() / f"{self.key}.npz"
         self.hit: bool | None = None
 
     def load(self, rows: int) -> dict[str, np.ndarray] | None:

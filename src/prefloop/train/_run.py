@@ -157,7 +157,7 @@ class _Log:
 
         log = self
 
-        class Collect(TrainerCallback):  # type: ignore[misc]
+        class Collect(TrainerCallback):
             def on_log(
                 self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any
             ) -> None:
@@ -195,7 +195,7 @@ def _device_settings() -> dict[str, Any]:
         "use_cpu": not cuda,
         "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
         "fp16": False,
-        "gradient_checkpointing": False,
+        "activation_checkpointing": False,  # small models: memory is not the limit, time is
     }
 
 
@@ -266,10 +266,14 @@ def run_training(
         )
     too_long, fills = count_truncated(data, tokenizer, config.max_length)
     if too_long:
+        what = (
+            "are left out (TRL's reward trainer drops them)"
+            if method == "reward"
+            else f"are truncated ({fills} of them are left out: the prompt alone fills it)"
+        )
         warnings.warn(
             f"{too_long} of {len(data)} examples are longer than max_length={config.max_length} "
-            f"tokens and are truncated ({fills} of them lose their whole reply to a long "
-            "prompt); raise --config max_length to keep them whole",
+            f"tokens and {what}; raise --max-length to keep them whole",
             TruncationWarning,
             stacklevel=2,
         )
@@ -386,16 +390,16 @@ def _build(
         from trl import SFTConfig as TrlSFTConfig
         from trl import SFTTrainer
 
-        args = TrlSFTConfig(**common, max_length=config.max_length, completion_only_loss=True)
-        trainer = SFTTrainer(
+        sft_args = TrlSFTConfig(**common, max_length=config.max_length, completion_only_loss=True)
+        sft = SFTTrainer(
             model=model,
-            args=args,
+            args=sft_args,
             train_dataset=Dataset.from_list(data.rows),
             processing_class=tokenizer,
             peft_config=peft_config,
             callbacks=callbacks,
         )
-        return _Built(trainer, tokenizer, "causal")
+        return _Built(sft, tokenizer, "causal")
     if method == "dpo":
         assert isinstance(config, DPOConfig)
         return _build_dpo(data, config, base_folder, model, tokenizer, common, callbacks)

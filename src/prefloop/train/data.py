@@ -126,11 +126,7 @@ def from_task(
         elif method == "kto":
             assert isinstance(config, KTOConfig)
             rows = [
-                {
-                    "prompt": _user(e.prompt),
-                    "completion": _reply(e.completion),
-                    "label": e.desirable,
-                }
+                _unpaired_row(e.prompt, e.completion, e.desirable)
                 for e in unpaired_examples(
                     session,
                     task_row,

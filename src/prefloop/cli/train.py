@@ -1,0 +1,288 @@
+"""``prefloop train``: fine-tune the model from feedback (SFT, reward model, DPO family, KTO,
+RRHF), list the recorded runs.
+
+The five method commands share their options; each adds the few that only it has (``--loss``
+and ``--beta`` for dpo, ``--beta`` for kto). Their signatures are assembled from one list of
+shared options below, so a shared option is written once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from prefloop.cli._output import DbOption, JsonOption, console, err_console, fail, print_json
+
+app = typer.Typer(
+    help="Fine-tune an open model from feedback: sft, reward, dpo (ipo, hinge, slic, robust), "
+    "kto, rrhf; list runs.",
+    no_args_is_help=True,
+)
+
+
+def register(main: typer.Typer) -> None:
+    """Add ``prefloop train`` to the main prefloop app."""
+    main.add_typer(app, name="train")
+
+
+def _option(default: Any, annotation: Any, *flags: str, help: str) -> inspect.Parameter:
+    name = flags[0].lstrip("-").split("/")[0].replace("-", "_")
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[annotation, typer.Option(*flags, help=help, show_default=False)],
+    )
+
+
+_SHARED: list[inspect.Parameter] = [
+    _option(None, Path | None, "--out", help="Folder for the trained model (required)."),
+    _option(None, str | None, "--task", help="Train on this task's feedback in the store."),
+    _option(None, Path | None, "--data", help="Train on a JSONL file instead (see docs/train.md)."),
+    _option(None, str | None, "--base", help="Base model: smollm2 (default) or a model folder."),
+    _option(None, bool | None, "--lora/--no-lora", help="Train a LoRA adapter (default) or all."),
+    _option(False, bool, "--merge", help="Save the adapter merged into the base."),
+    _option(None, float | None, "--epochs", help="Passes over the data (default 1)."),
+    _option(None, int | None, "--max-steps", help="Stop after this many optimizer steps."),
+    _option(None, float | None, "--learning-rate", help="Peak learning rate."),
+    _option(None, int | None, "--batch-size", help="Examples per step."),
+    _option(None, int | None, "--max-length", help="Tokens of prompt and reply (default 256)."),
+    _option(None, int | None, "--seed", help="Seed of data order and initialisation."),
+    _option(None, int | None, "--save-steps", help="Checkpoint every N steps (default 50)."),
+    _option(None, Path | None, "--config", help="YAML file of settings (docs/train.md)."),
+    _option(False, bool, "--resume", help="Continue from the last checkpoint of OUT."),
+    _option(False, bool, "--force", help="Replace a model prefloop trained earlier in OUT."),
+    _option(False, bool, "--keep-checkpoints", help="Keep OUT.checkpoints after success."),
+    _option(
+        False,
+        bool,
+        "--with-model-feedback",
+        help="Also use judge and reward-model feedback from the store (people's only by default).",
+    ),
+    _option(None, str | None, "--db", help="Database URL (default: $PREFLOOP_DATABASE_URL)."),
+    _option(False, bool, "--json", help="Print one JSON object (for scripts)."),
+]
+_LOSS = _option(None, str | None, "--loss", help="dpo (default), ipo, hinge, slic or robust.")
+_BETA = _option(None, float | None, "--beta", help="Strength of the pull to the reference.")
+_EXTRA: dict[str, list[inspect.Parameter]] = {"dpo": [_LOSS, _BETA], "kto": [_BETA]}
+_HELP = {
+    "sft": "Supervised fine-tuning on edited finals and top-rated outputs (loss on replies).",
+    "reward": "A reward model: the language model with a scalar head, on preference pairs.",
+    "dpo": "DPO and relatives (--loss ipo|hinge|slic|robust) on preference pairs.",
+    "kto": "KTO on outputs rated or thumbed on their own (no pairs needed).",
+    "rrhf": "RRHF: rank each prompt's rated outputs by likelihood, imitate the best.",
+}
+
+
+def _method_command(method: str) -> Callable[..., None]:
+    def command(**options: Any) -> None:
+        _train(method, options)
+
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*_SHARED, *_EXTRA.get(method, [])]
+    )
+    command.__doc__ = _HELP[method]
+    command.__name__ = method
+    return command
+
+
+for _method in ("sft", "reward", "dpo", "kto", "rrhf"):
+    app.command(_method, help=_HELP[_method])(_method_command(_method))
+
+
+@contextmanager
+def _progress_bar(enabled: bool, method: str) -> Iterator[Callable[[int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bars = Progress(
+        TextColumn(f"{method} steps"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+    task = bars.add_task(method, total=None)
+
+    def update(step: int, total: int) -> None:
+        bars.update(task, completed=step, total=max(total, 1))
+
+    with bars:
+        yield update
+
+
+def _train(method: str, options: dict[str, Any]) -> None:
+    from prefloop.errors import InvalidInputError
+    from prefloop.feedback import HUMAN_SOURCES, SOURCES
+    from prefloop.train._run import TrainingInterrupted, run_training
+    from prefloop.train.config import config_for
+    from prefloop.train.data import from_file, from_task
+
+    out, task, data_file = options["out"], options["task"], options["data"]
+    if out is None:
+        raise fail("give --out DIR: the folder the trained model is written to")
+    if (task is None) == (data_file is None):
+        raise fail("give exactly one of --task NAME (the store's feedback) or --data FILE")
+    config_type = config_for(method)
+    config = config_type.from_yaml(options["config"]) if options["config"] else config_type()
+    config = config.updated(
+        base=options["base"],
+        lora=options["lora"],
+        merge=options["merge"] or None,
+        epochs=options["epochs"],
+        max_steps=options["max_steps"],
+        learning_rate=options["learning_rate"],
+        batch_size=options["batch_size"],
+        max_length=options["max_length"],
+        seed=options["seed"],
+        save_steps=options["save_steps"],
+        **{k: options[k] for k in ("loss", "beta") if options.get(k) is not None},
+    )
+    if config.merge and not config.lora:
+        raise InvalidInputError("--merge merges a LoRA adapter; drop it with --no-lora")
+    sources = SOURCES if options["with_model_feedback"] else HUMAN_SOURCES
+    from prefloop.cli.data import open_store
+
+    with open_store(options["db"], create=True) as store:
+        if task is not None:
+            data = from_task(store, task, method, config, sources=sources)
+        else:
+            data = from_file(data_file, method)
+        show = not options["json"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                with _progress_bar(show, method) as progress:
+                    result = run_training(
+                        data,
+                        config,
+                        out,
+                        store=store,
+                        resume=options["resume"],
+                        force=options["force"],
+                        keep_checkpoints=options["keep_checkpoints"],
+                        progress=progress,
+                    )
+            except TrainingInterrupted as exc:
+                raise fail(str(exc), code=130) from None
+            finally:
+                _show_warnings(caught)
+        if method == "reward":
+            from prefloop.reward.registry import register_folder
+
+            register_folder(store, result.out, name=Path(result.out).name, task=task)
+    if options["json"]:
+        print_json(result.to_json())
+        return
+    _print_result(result)
+
+
+def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
+    from prefloop.train._run import TruncationWarning
+
+    for item in caught:
+        if (
+            issubclass(item.category, TruncationWarning | UserWarning)
+            and str(item.filename).find("prefloop") >= 0
+        ):
+            err_console.print(f"[yellow]warning:[/] {item.message}", highlight=False)
+
+
+def _print_result(result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"prefloop train {result.method}", show_header=False)
+    rows = [
+        ("model", result.out),
+        ("base", result.base),
+        ("examples", str(result.examples)),
+        ("steps", str(result.steps)),
+        ("seconds", f"{result.seconds:.1f}"),
+        ("loss", f"{_fmt(result.loss_first)} → {_fmt(result.loss_last)}"),
+    ]
+    if result.reference_cache:
+        rows.append(("reference log-probs", f"cache {result.reference_cache}"))
+    for key in ("rewards/accuracies", "rewards/margins", "accuracy", "margin", "rank_accuracy"):
+        if key in result.eval:
+            rows.append((key, f"{result.eval[key]:.3f}"))
+    if result.run_id is not None:
+        rows.append(("run", str(result.run_id)))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+@app.command("list")
+def list_runs(
+    task: Annotated[str | None, typer.Option("--task", help="Only this task's runs.")] = None,
+    db: DbOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """The recorded training runs, newest first."""
+    from sqlalchemy import select
+
+    from prefloop.cli.data import open_store
+    from prefloop.store.models import Task, TrainingRun
+
+    with open_store(db, create=False) as store, store.session(readonly=True) as session:
+        query = select(TrainingRun, Task.name).outerjoin(Task, TrainingRun.task_id == Task.id)
+        if task is not None:
+            query = query.where(Task.name == task)
+        rows = session.execute(query.order_by(TrainingRun.id.desc())).all()
+        runs = [
+            {
+                "id": run.id,
+                "method": run.method,
+                "task": name,
+                "base": run.base,
+                "status": run.status,
+                "examples": run.examples,
+                "data_fingerprint": run.data_fingerprint,
+                "metrics": run.metrics,
+                "out": run.output_path,
+                "parent": run.parent_id,
+                "created_at": run.created_at.isoformat(),
+            }
+            for run, name in rows
+        ]
+    if json_output:
+        print_json({"runs": runs})
+        return
+    from rich.table import Table
+
+    table = Table(title="training runs")
+    for column in ("id", "method", "task", "status", "examples", "loss", "out"):
+        table.add_column(column)
+    for run in runs:
+        metrics = run["metrics"] if isinstance(run["metrics"], dict) else {}
+        loss = f"{_fmt(metrics.get('loss_first'))} → {_fmt(metrics.get('loss_last'))}"
+        table.add_row(
+            str(run["id"]),
+            str(run["method"]),
+            str(run["task"] or "—"),
+            str(run["status"]),
+            str(run["examples"]),
+            loss,
+            str(run["out"]),
+        )
+    console.print(table)
