@@ -157,14 +157,19 @@ def _train(method: str, options: dict[str, Any]) -> None:
     if config.merge and not config.lora:
         raise InvalidInputError("--merge merges a LoRA adapter; drop it with --no-lora")
     sources = SOURCES if options["with_model_feedback"] else HUMAN_SOURCES
+    from accelerate import PartialState
+
     from prefloop.cli.data import open_store
 
-    with open_store(options["db"], create=True) as store:
+    state = PartialState()  # one process, or each of several under `accelerate launch`
+    with state.main_process_first():  # the main process creates or upgrades the store first
+        store = open_store(options["db"], create=True)
+    with store:
         if task is not None:
             data = from_task(store, task, method, config, sources=sources)
         else:
             data = from_file(data_file, method)
-        show = not options["json"]
+        show = not options["json"] and state.is_main_process
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
@@ -183,10 +188,12 @@ def _train(method: str, options: dict[str, Any]) -> None:
                 raise fail(str(exc), code=130) from None
             finally:
                 _show_warnings(caught)
-        if method == "reward":
+        if method == "reward" and state.is_main_process:
             from prefloop.reward.registry import register_folder
 
             register_folder(store, result.out, name=Path(result.out).name, task=task)
+    if not state.is_main_process:
+        return
     if options["json"]:
         print_json(result.to_json())
         return

@@ -50,8 +50,10 @@ def model_fingerprint(folder: Path) -> str:
 
 
 def cache_folder() -> Path:
-    """Where reference log-probs are kept: ``<prefloop cache>/reference-logps``."""
-    return cache_root() / "reference-logps"
+    """Where reference log-probs are kept: ``$PREFLOOP_REFERENCE_CACHE`` if set, else
+    ``<prefloop cache>/reference-logps``."""
+    explicit = os.environ.get("PREFLOOP_REFERENCE_CACHE")
+    return Path(explicit).expanduser() if explicit else cache_root() / "reference-logps"
 
 
 class ReferenceCache:
