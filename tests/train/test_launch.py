@@ -77,3 +77,47 @@ def test_train_dpo_on_the_packaged_smollm2_with_8_pairs(tmp_path: Path) -> None:
     assert result["loss_first"] == pytest.approx(0.6931, abs=1e-3)  # policy = reference at first
     manifest = json.loads((out / "prefloop-train.json").read_text())
     assert manifest["base"] == "smollm2" and manifest["adapter"] is True
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_a_checkpoint_that_resumes(tiny_base: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    rows = [{"prompt": f"Write about day {i}.", "completion": "A calm walk."} for i in range(8)]
+    data = write_jsonl(tmp_path / "sft.jsonl", rows)
+    out, url = tmp_path / "out", f"sqlite:///{tmp_path / 'p.db'}"
+    common = [
+        *(sys.executable, "-m", "prefloop", "train", "sft", "--data", str(data)),
+        *("--base", str(tiny_base), "--out", str(out), "--db", url, "--batch-size", "1"),
+    ]
+    process = subprocess.Popen(
+        [*common, "--max-steps", "400", "--save-steps", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(tmp_path),
+    )
+    checkpoints = tmp_path / "out.checkpoints"
+    deadline = time.monotonic() + 300
+    while not (checkpoints / "checkpoint-4").exists() and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "--resume" in " ".join(stderr.split())
+    assert not out.exists()  # no model: the run did not finish
+    with Store.open(url) as store, store.session(readonly=True) as s:
+        assert [r.status for r in s.scalars(select(TrainingRun))] == ["stopped"]
+    resumed = subprocess.run(
+        [*common, "--max-steps", "6", "--resume", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(tmp_path),
+        check=False,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["steps"] == 6
+    assert (out / "prefloop-train.json").exists()
