@@ -30,7 +30,7 @@ from prefloop.store import Arm, Generation, Store
 from prefloop.store.repo import create_arm, get_arm, get_or_create_task, get_task
 from tests.llm.test_generate import backend_for
 from tests.support.chat_server import ChatServer
-from tests.support.tiny_adapter import TinyModels, tiny_models  # noqa: F401
+from tests.support.tiny_adapter import TinyModels
 
 PROMPT = "Write a diary line about {place}."
 GREEDY = GenerationParams(max_tokens=6, temperature=0.0)
