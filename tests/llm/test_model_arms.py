@@ -154,6 +154,9 @@ def test_the_default_template_is_the_production_prompt_else_the_input_fields(
         arm = add_model_arm(s, task, "m", tiny_models.adapter_a, template="Q: {question}")
         assert arm.kind == "model" and arm.params["template"] == "Q: {question}"
         assert arm.model_ref == str(tiny_models.adapter_a.resolve())
+        packaged = add_model_arm(s, task, "smollm2", "smollm2")  # the packaged model, by name
+        assert packaged.model_ref == "smollm2"
+        assert packaged.params["template"] == "Answer {question} from {context}."
         bare = get_or_create_task(s, "bare")
         with pytest.raises(InvalidInputError, match="give one with --template"):
             default_model_template(s, bare)

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from prefloop.errors import InvalidInputError
-from prefloop.llm._cache import SMOLLM2_NAME
+from prefloop.llm._cache import SMOLLM2_NAME, smollm2_gguf
 from prefloop.llm._local import LocalChatBackend
 from prefloop.llm.base import Completion, GenerationParams, LLMError, Message
 from prefloop.store.models import Arm, Task
@@ -67,7 +67,10 @@ def check_model_folder(model_ref: str | Path) -> str:
                     f"{folder} says it holds an adapter but has no adapter_config.json; give "
                     "the complete --out folder of `prefloop train`"
                 )
-            resolve_base(manifest.base)  # the base it was trained on must still be there
+            if manifest.base == PACKAGED:  # present, without converting it here (~30 s)
+                smollm2_gguf()
+            else:
+                resolve_base(manifest.base)  # the base it was trained on must still be there
         elif not (folder / "config.json").exists():
             raise InvalidInputError(
                 f"{folder} says it holds a whole model but has no config.json; give the "
