@@ -166,12 +166,13 @@ def test_the_default_template_is_the_production_prompt_else_the_input_fields(
     ("make", "message"),
     [
         (lambda tmp, _m: tmp / "missing", "does not exist"),
+        (lambda _tmp, _m: "", "the model folder is empty"),
         (lambda tmp, _m: tmp, "is not a model folder"),
         (lambda tmp, _m: _classifier(tmp), "not a causal language model"),
         (lambda tmp, _m: _no_chat_template(tmp, _m), "no chat template"),
         (lambda tmp, _m: _adapter_without_base(tmp, _m), "does not exist"),
     ],
-    ids=["missing", "empty", "classifier", "no-chat-template", "base-gone"],
+    ids=["missing", "blank", "empty", "classifier", "no-chat-template", "base-gone"],
 )
 def test_a_folder_that_is_not_a_servable_model_is_refused_and_nothing_is_stored(
     sqlite_store: Store, tiny_models: TinyModels, tmp_path: Path, make: Any, message: str

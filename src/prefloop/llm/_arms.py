@@ -50,6 +50,11 @@ def check_model_folder(model_ref: str | Path) -> str:
     """
     if str(model_ref) == PACKAGED:
         return PACKAGED
+    if not str(model_ref).strip():
+        raise InvalidInputError(
+            "the model folder is empty; give the --out folder of `prefloop train`, a Hugging "
+            f"Face causal-LM folder, or {PACKAGED!r} for the packaged SmolLM2"
+        )
     folder = Path(model_ref).expanduser()
     if not folder.is_dir():
         raise InvalidInputError(

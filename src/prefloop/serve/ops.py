@@ -370,8 +370,8 @@ def generate(
                 f"arm {arm.name!r} has no prompt template; a model arm needs params['template'] "
                 "for /v1/generate (or use /v1/select and call the model yourself)"
             )
-        if arm.kind == "model":  # a folder gone since the arm was added: refused before keeping
-            check_model_folder(arm.model_ref or "")
+        if arm.kind == "model" and arm.model_ref:  # a folder gone since the arm was added
+            check_model_folder(arm.model_ref)  # is refused before the decision is kept
     with store.session() as session:
         generation = generate_for_arm(
             session,
