@@ -250,3 +250,34 @@ def _adapter_without_base(tmp: Path, models: TinyModels) -> Path:
     manifest = read_manifest(folder)
     write_manifest(folder, type(manifest)(**{**manifest.to_json(), "base": str(tmp / "nobase")}))
     return folder
+
+
+def test_a_whole_trained_model_and_an_adapter_trained_on_it_are_served(
+    sqlite_store: Store, tiny_models: TinyModels, tmp_path: Path
+) -> None:
+    import shutil
+
+    from prefloop.train.models import TrainedManifest, load_trained, write_manifest
+    from tests.support.tiny_adapter import build_tiny_adapter
+
+    whole = Path(shutil.copytree(tiny_models.base, tmp_path / "whole"))
+    write_manifest(whole, TrainedManifest(method="sft", base="smollm2", adapter=False))
+    chained = build_tiny_adapter(whole, tmp_path / "chained", seed=3)
+    with sqlite_store.session() as s:
+        task = get_or_create_task(s, "diary", input_fields=["place"])
+        add_model_arm(s, task, "whole", whole, template=PROMPT)
+        add_model_arm(s, task, "chained", chained, template=PROMPT)
+    served = ModelArms()
+    prompt = PROMPT.format(place="Jeju")
+    outputs: dict[str, str] = {}
+    with sqlite_store.session() as s:
+        task = get_task(s, "diary")
+        for name, folder in (("whole", whole), ("chained", chained), ("whole", whole)):
+            generation = generate_for_arm(
+                s, task, get_arm(s, task, name), {"place": "Jeju"}, None, GREEDY, model_arms=served
+            )
+            model, tokenizer, _ = load_trained(folder)
+            assert generation.output == direct(model, tokenizer, [prompt])[0], name
+            assert generation.model == f"local:{folder.name}"
+            outputs[name] = str(generation.output)
+    assert outputs["whole"] != outputs["chained"]
