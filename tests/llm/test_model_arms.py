@@ -281,3 +281,23 @@ def test_a_whole_trained_model_and_an_adapter_trained_on_it_are_served(
             assert generation.model == f"local:{folder.name}"
             outputs[name] = str(generation.output)
     assert outputs["whole"] != outputs["chained"]
+
+
+def test_concurrent_batches_of_two_adapters_do_not_switch_under_each_other(
+    tiny_models: TinyModels,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    served = ModelArms(batch_size=4)
+    refs = [str(tiny_models.adapter_a), str(tiny_models.adapter_b), str(tiny_models.base)]
+    batch: list[list[Message]] = [[{"role": "user", "content": f"Day {i}"}] for i in range(3)]
+
+    def texts(ref: str) -> list[str]:
+        return [c.text for c in served.backend(ref).complete_batch(batch, GREEDY)]  # type: ignore[union-attr]
+
+    alone = {ref: texts(ref) for ref in refs}
+    assert len({tuple(v) for v in alone.values()}) == 3
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        together = list(pool.map(texts, refs * 4))
+    assert together == [alone[ref] for ref in refs * 4]
+    assert served.base_count == 1
