@@ -18,6 +18,9 @@ from sqlalchemy import create_engine, text
 
 from prefloop.store import Store
 from tests.support import postgres
+from tests.support.tiny_adapter import tiny_models
+
+__all__ = ["tiny_models"]  # a tiny Llama and two adapters on it, built once per session
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -156,8 +156,9 @@ def generate(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Generate with an arm's template and store the generation (a failed call is stored as
-    failed, with no reward, and the command exits with code 1)."""
+    """Generate with an arm and store the generation: a prompt arm's template goes to the
+    backend, a model arm runs its own model on this machine (a failed call is stored as failed,
+    with no reward, and the command exits with code 1)."""
     from prefloop.llm import generate_for_arm
     from prefloop.store import Store
     from prefloop.store.repo import get_arm, get_task
@@ -166,8 +167,11 @@ def generate(
     values = _parse_inputs(inputs, inputs_json)
     with Store.open(db) as store:
         with store.session(readonly=True) as session:  # fail on bad names before loading a model
-            get_arm(session, get_task(session, task), arm)
-        with _backend(backend) as chat, store.session() as session:
+            model_arm = get_arm(session, get_task(session, task), arm).kind == "model"
+        with (
+            nullcontext(None) if model_arm else _backend(backend) as chat,
+            store.session() as session,
+        ):
             the_task = get_task(session, task)
             the_arm = get_arm(session, the_task, arm)
             with err_console.status("Generating…"):

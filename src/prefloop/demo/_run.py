@@ -44,7 +44,13 @@ from prefloop.demo._rubric import RubricConfig, RubricScorer
 from prefloop.demo._task import DIARY, DemoTask
 from prefloop.errors import InvalidInputError
 from prefloop.feedback import RatingEvent, record_feedback
-from prefloop.llm import ChatBackend, GenerationParams, GenerationRequest, generate_batch
+from prefloop.llm import (
+    ChatBackend,
+    GenerationParams,
+    GenerationRequest,
+    ModelArms,
+    generate_batch,
+)
 from prefloop.llm.base import LLMError
 from prefloop.propose import ProposerConfig, propose_arms
 from prefloop.store import Store
@@ -276,6 +282,8 @@ class _Loop:
         self.spec = spec
         self.scorer = scorer
         self.backend = backend
+        self.model_arms = ModelArms()
+        """Serves the task's model arms (each model loads once for the whole run)."""
         self.config = config
         self.report = report
         self.rng = np.random.default_rng([config.seed, 1])
@@ -395,7 +403,9 @@ class _Loop:
         params = self._params()
         with self.store.session() as session:
             try:
-                generations = generate_batch(session, task, requests, self.backend, params)
+                generations = generate_batch(
+                    session, task, requests, self.backend, params, model_arms=self.model_arms
+                )
             except LLMError as exc:  # the batch call itself broke: every request failed
                 generations = _store_failures(session, task, requests, self.backend, exc)
         self.generated += sum(g.status == "ok" for g in generations)

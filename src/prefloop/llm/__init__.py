@@ -6,11 +6,20 @@
   :meth:`LocalChatBackend.smollm2` loads the packaged SmolLM2-135M-Instruct.
 * :func:`make_backend` — either, by name, from the environment.
 * :func:`generate_for_arm` / :func:`generate_batch` — render an arm's template, call a backend
-  and store the generation (a failed call is stored as failed, with no reward).
+  and store the generation (a failed call is stored as failed, with no reward). Prompt arms go
+  to the given backend, model arms to their own model (:class:`ModelArms`).
+* :func:`add_model_arm` — a trained model folder (or any causal-LM folder) becomes an arm.
 """
 
 from typing import TYPE_CHECKING, Any
 
+from prefloop.llm._arms import (
+    ModelArms,
+    add_model_arm,
+    check_arm_template,
+    check_model_folder,
+    default_model_template,
+)
 from prefloop.llm._cache import cache_root, cached_folder, smollm2_folder
 from prefloop.llm._factory import BACKEND_KINDS, make_backend
 from prefloop.llm._local import LocalChatBackend
@@ -62,11 +71,16 @@ __all__ = [
     "LocalChatBackend",
     "LocalSettings",
     "Message",
+    "ModelArms",
     "OpenAIChatBackend",
     "OpenAISettings",
     "RetryPolicy",
+    "add_model_arm",
     "cache_root",
     "cached_folder",
+    "check_arm_template",
+    "check_model_folder",
+    "default_model_template",
     "generate_batch",
     "generate_for_arm",
     "make_backend",

@@ -8,6 +8,12 @@ with its error and no output; it never gets a reward.
 
 ``arm.params`` may also override the caller's sampling settings: ``max_tokens``,
 ``temperature``, ``top_p``, ``seed``, ``stop``.
+
+This is the one place an arm meets its LLM: a prompt arm goes to the ``backend`` the caller
+gives; a model arm (``arm.kind == "model"``) goes to its own model on this machine, served by
+``model_arms`` (:class:`~prefloop.llm.ModelArms`: one base in memory, adapters switched per
+batch) and renders ``arm.params["template"]``. The generation's ``model`` names the arm's model
+(``local:<folder name>``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from prefloop.errors import InvalidInputError
+from prefloop.llm._arms import ModelArms
 from prefloop.llm._messages import check_params
 from prefloop.llm.base import (
     ChatBackend,
@@ -102,9 +109,10 @@ def generate_for_arm(
     task: Task,
     arm: Arm,
     inputs: Mapping[str, Any],
-    backend: ChatBackend,
+    backend: ChatBackend | None,
     params: GenerationParams,
     *,
+    model_arms: ModelArms | None = None,
     decision: BanditDecision | None = None,
     policy: str | None = None,
     propensity: float | None = None,
@@ -116,51 +124,76 @@ def generate_for_arm(
     Bad input (a field the template needs is missing, an arm of another task) raises
     :class:`InvalidInputError` and stores nothing. An :class:`LLMError` is stored as
     ``status='failed'`` with the error and no reward. ``policy`` and ``propensity`` default to
-    the decision's.
+    the decision's. ``backend`` serves prompt arms (``None`` will do for a model arm);
+    ``model_arms`` serves model arms (a short-lived one is made when it is not given).
     """
     request = GenerationRequest(arm, inputs, decision, policy, propensity, end_user, context)
     messages, call_params, fields = _prepare(task, request, params)
+    chat = _route(arm, backend, model_arms or ModelArms())
     started = time.perf_counter()
     try:
-        result: Completion | LLMError = backend.complete(messages, call_params)
+        result: Completion | LLMError = chat.complete(messages, call_params)
     except LLMError as exc:
         result = exc
-    return _store(session, task, backend, fields, result, time.perf_counter() - started)
+    return _store(session, task, chat, fields, result, time.perf_counter() - started)
 
 
 def generate_batch(
     session: Session,
     task: Task,
     requests: Sequence[GenerationRequest],
-    backend: ChatBackend,
+    backend: ChatBackend | None,
     params: GenerationParams,
+    *,
+    model_arms: ModelArms | None = None,
 ) -> list[Generation]:
-    """:func:`generate_for_arm` for many requests with one ``complete_batch`` per setting.
+    """:func:`generate_for_arm` for many requests with one ``complete_batch`` per backend and
+    setting: the prompt arms together, each model arm on its own adapter.
 
-    All requests are checked before any LLM call, so bad input stores nothing. Requests whose
-    arms override sampling settings are batched separately. Generations come back in order.
+    All requests are checked (and model arms loaded) before any LLM call, so bad input stores
+    nothing. Requests whose arms override sampling settings are batched separately.
+    Generations come back in order.
     """
     prepared = [_prepare(task, request, params) for request in requests]
-    groups: dict[GenerationParams, list[int]] = {}
+    arms = model_arms or ModelArms()
+    chats = [_route(request.arm, backend, arms) for request in requests]
+    groups: dict[tuple[int, GenerationParams], list[int]] = {}
     for i, (_messages, call_params, _fields) in enumerate(prepared):
-        groups.setdefault(call_params, []).append(i)
+        groups.setdefault((id(chats[i]), call_params), []).append(i)
     results: dict[int, tuple[Completion | LLMError, float]] = {}
-    for call_params, indexes in groups.items():
+    for (_chat, call_params), indexes in groups.items():
+        chat = chats[indexes[0]]
         started = time.perf_counter()
-        answers = backend.complete_batch([prepared[i][0] for i in indexes], call_params)
+        answers = chat.complete_batch([prepared[i][0] for i in indexes], call_params)
         elapsed = time.perf_counter() - started
         if len(answers) != len(indexes):
             raise LLMServerError(
-                f"backend {backend.name!r} returned {len(answers)} results for "
+                f"backend {chat.name!r} returned {len(answers)} results for "
                 f"{len(indexes)} conversations; complete_batch must return one per conversation"
             )
         for i, answer in zip(indexes, answers, strict=True):
             results[i] = (answer, elapsed)
     return [
-        _store(session, task, backend, fields, result, elapsed)
+        _store(session, task, chats[i], fields, result, elapsed)
         for i, (_messages, _params, fields) in enumerate(prepared)
         for result, elapsed in [results[i]]
     ]
+
+
+def _route(arm: Arm, backend: ChatBackend | None, model_arms: ModelArms) -> ChatBackend:
+    """The backend that serves ``arm``: its own model for a model arm, else ``backend``."""
+    if arm.kind == "model":
+        if not arm.model_ref:
+            raise InvalidInputError(
+                f"model arm {arm.name!r} has no model_ref; add it again with "
+                "`prefloop arms add --model DIR`"
+            )
+        return model_arms.backend(arm.model_ref)
+    if backend is None:
+        raise InvalidInputError(
+            f"arm {arm.name!r} is a prompt arm and needs an LLM backend; none was given"
+        )
+    return backend
 
 
 def _prepare(
@@ -177,7 +210,8 @@ def _prepare(
     template = arm.template if arm.template is not None else arm.params.get("template")
     if not isinstance(template, str):
         raise InvalidInputError(
-            f"arm {arm.name!r} has no prompt template; a model arm needs params['template']"
+            f"arm {arm.name!r} has no prompt template; a model arm needs params['template'] "
+            "(`prefloop arms add --model DIR` sets it)"
         )
     prompt = render_template(template, request.inputs, arm_name=arm.name)
     messages: list[Message] = []

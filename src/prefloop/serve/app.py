@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from prefloop.bandit.online import PolicyCache
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError, PrefloopError
+from prefloop.llm import ModelArms
 from prefloop.llm.base import ChatBackend
 from prefloop.serve.auth import Authenticator, count_active_keys
 from prefloop.serve.batching import WriteBatcher
@@ -65,6 +66,8 @@ class ServiceContext:
     backend_factory: Callable[[], ChatBackend]
     catalog: Catalog
     policies: PolicyCache
+    model_arms: ModelArms = field(default_factory=ModelArms)
+    """The model arms /v1/generate serves on this machine (each model loads once)."""
     _backend: ChatBackend | None = field(default=None, repr=False)
     _backend_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _write_lock: threading.Lock | None = field(default=None, repr=False)

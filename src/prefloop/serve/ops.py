@@ -31,6 +31,7 @@ from prefloop import bandit, feedback
 from prefloop.bandit.online import PolicyCache
 from prefloop.errors import ConflictError, InvalidInputError
 from prefloop.feedback.events import FeedbackEvent, PairwiseEvent, RankingEvent
+from prefloop.llm import ModelArms, check_model_folder
 from prefloop.llm.base import ChatBackend, GenerationParams
 from prefloop.llm.generate import generate_for_arm, render_template
 from prefloop.serve.catalog import Catalog
@@ -348,12 +349,14 @@ def generate(
     context: Mapping[str, Any] | None = None,
     policy: str = "default",
     seed: int | None = None,
+    model_arms: ModelArms | None = None,
 ) -> Generated:
-    """Choose an arm, call ``backend`` and store the generation (``failed`` if the call failed).
+    """Choose an arm, call its LLM and store the generation (``failed`` if the call failed).
 
-    Two transactions, none open during the LLM call: the decision is committed first, then the
-    generation. A crash in between leaves a decision without a generation, as an abandoned
-    :func:`select_arm` does.
+    A prompt arm goes to ``backend``; a model arm to its own model, served by ``model_arms``
+    (the service keeps one, so each model loads once). Two transactions, none open during the
+    LLM call: the decision is committed first, then the generation. A crash in between leaves a
+    decision without a generation, as an abandoned :func:`select_arm` does.
     """
     values = dict(inputs or {})
     with store.session() as session:
@@ -367,6 +370,8 @@ def generate(
                 f"arm {arm.name!r} has no prompt template; a model arm needs params['template'] "
                 "for /v1/generate (or use /v1/select and call the model yourself)"
             )
+        if arm.kind == "model" and arm.model_ref:  # a folder gone since the arm was added
+            check_model_folder(arm.model_ref)  # is refused before the decision is kept
     with store.session() as session:
         generation = generate_for_arm(
             session,
@@ -375,6 +380,7 @@ def generate(
             values,
             backend,
             params or GenerationParams(),
+            model_arms=model_arms,
             decision=decision,
             end_user=end_user,
             context=dict(context or {}),

@@ -295,6 +295,7 @@ def generate(body: GenerateRequest, ctx: Ctx, _who: Selector) -> Any:
         context=body.context,
         policy=body.policy or ctx.settings.default_policy,
         seed=body.seed,
+        model_arms=ctx.model_arms,
     )
     ctx.metrics.count_decision(body.task, result.arm.name)
     generation = result.generation
