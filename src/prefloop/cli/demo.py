@@ -18,6 +18,8 @@ _PHASE_LABELS = {
     "warm-up": "Warm-up on the hand-written prompt",
     "propose": "The LLM proposes candidate prompts",
     "requests": "Simulated requests (decide → generate → rate)",
+    "train": "Training a LoRA adapter (KTO) on the ratings",
+    "requests after training": "More requests, the trained model as an arm",
     "reward model": "Fitting a reward model on the ratings",
     "report": "Writing the report",
 }
@@ -89,6 +91,15 @@ def demo(
             "ridge:stats) or none.",
         ),
     ] = "auto",
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train",
+            help="Then train a LoRA adapter (KTO) on the ratings, add it as a model arm and "
+            "serve more requests: does the trained model beat the prompts? (about 10 more "
+            "minutes on two cores)",
+        ),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON summary object for scripts.")
     ] = False,
@@ -108,6 +119,7 @@ def demo(
         policy=policy,
         backend=backend,
         reward_model=None if reward_model.lower() == "none" else reward_model,
+        train=train,
     )
     if fast:
         config = config.fast()

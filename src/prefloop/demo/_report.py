@@ -247,6 +247,7 @@ def write_html(result: DemoResult, path: Path, *, images: dict[str, Path]) -> Pa
     )
     parts.append("<h2>Allocation over time</h2>" + _img(images["allocation_png"], "allocation"))
     parts.append(_reward_model_section(result))
+    parts.append(_trained_section(result))
     parts.append(_proposal_section(result))
     parts.append(_examples_section(result))
     parts.append(_timings_section(result))
@@ -308,6 +309,22 @@ def _reward_model_section(result: DemoResult) -> str:
         + "<table><tr><th>out-of-fold</th><th>model</th><th>training mean</th></tr>"
         + rows
         + f"</table><p>{_e(gain)}</p>{where}"
+    )
+
+
+def _trained_section(result: DemoResult) -> str:
+    trained = result.trained
+    if trained is None:
+        return ""
+    loss = f"{_num(trained.loss_first, '.4f')} → {_num(trained.loss_last, '.4f')}"
+    return (
+        "<h2>The trained model as an arm</h2>"
+        f"<p>A LoRA adapter trained with {_e(trained.method.upper())} on {trained.examples} "
+        f"rated outputs ({trained.steps} steps, {trained.seconds:.0f} s, loss {_e(loss)}) joined "
+        f"the bandit as arm <code>{_e(trained.arm)}</code>; {trained.rated} of its outputs were "
+        f"rated. Mean reward {_num(trained.mean)} against {_num(trained.best_prompt_mean)} for "
+        f"the best prompt, {_e(trained.best_prompt)}.</p>"
+        f"<p><strong>{_e(trained.verdict)}</strong></p>"
     )
 
 
@@ -402,6 +419,8 @@ def rich_summary(result: DemoResult) -> RenderableType:
     lines.append(Text(f"candidates: {result.proposal.message}"))
     if result.reward_model is not None:
         lines.append(Text(f"reward model: {result.reward_model.summary}"))
+    if result.trained is not None:
+        lines.append(Text(f"trained arm ({result.trained.method}): {result.trained.verdict}"))
     for note in result.notes:
         lines.append(Text(f"note: {note}", style="yellow"))
     for name, file in result.files.items():

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prefloop.demo._train import TrainedArmResult
+
 __all__ = ["ArmResult", "DemoResult", "Example", "ProposalOutcome", "RewardModelResult"]
 
 
@@ -183,6 +185,8 @@ class DemoResult:
     timings: dict[str, float] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    trained: TrainedArmResult | None = None
+    """With ``--train``: the model arm trained on the ratings, against the best prompt."""
 
     def arm(self, name: str) -> ArmResult:
         return next(a for a in self.arms if a.name == name)
@@ -211,6 +215,7 @@ class DemoResult:
             "report_files": {k: str(v) for k, v in self.files.items()},
             "timings": {k: round(v, 2) for k, v in self.timings.items()},
             "notes": list(self.notes),
+            "trained": None if self.trained is None else self.trained.to_json(),
         }
 
 

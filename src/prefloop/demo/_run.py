@@ -42,12 +42,14 @@ from prefloop.demo._result import (
 from prefloop.demo._reward import fit_reward_model
 from prefloop.demo._rubric import RubricConfig, RubricScorer
 from prefloop.demo._task import DIARY, DemoTask
+from prefloop.demo._train import TrainedArmResult, compare_arms, local_base, train_model_arm
 from prefloop.errors import InvalidInputError
 from prefloop.feedback import RatingEvent, record_feedback
 from prefloop.llm import (
     ChatBackend,
     GenerationParams,
     GenerationRequest,
+    LocalChatBackend,
     ModelArms,
     generate_batch,
 )
@@ -72,8 +74,8 @@ FALLBACK_CREATOR = "demo-fallback"
 WARMUP_POLICY = "warm-up"
 """``Generation.policy`` of the warm-up outputs (no bandit decision behind them)."""
 ProgressCallback = Callable[[str, int, int], None]
-"""``progress(phase, done, total)``; phases: load model, warm-up, propose, requests,
-reward model, report."""
+"""``progress(phase, done, total)``; phases: load model, warm-up, propose, requests, (with
+``train``) train and requests after training, reward model, report."""
 
 
 @dataclass(frozen=True)
@@ -113,11 +115,18 @@ class DemoConfig:
     """The reward model fitted at the end: ``auto`` (inner cross-validation chooses among
     prefloop's rating models), a ``REGRESSOR[:FEATURES]`` such as ``ridge:stats``, or None."""
     cv_folds: int = 5
+    train: bool = False
+    """After the requests, train a LoRA adapter (KTO) on the ratings, add it as a model arm and
+    serve ``train_requests`` more requests (``prefloop demo --train``)."""
+    train_steps: int = 24
+    """Optimizer steps of that training (batches of 4 rated outputs)."""
+    train_requests: int = 48
+    """Requests served after the trained arm joins the bandit."""
     rubric: RubricConfig = field(default_factory=RubricConfig)
     task: DemoTask = DIARY
 
     def __post_init__(self) -> None:
-        for name in ("requests", "batch_size", "max_tokens"):
+        for name in ("requests", "batch_size", "max_tokens", "train_steps", "train_requests"):
             if getattr(self, name) < 1:
                 raise InvalidInputError(
                     f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
@@ -220,6 +229,8 @@ def run_demo(
 
                 backend = make_backend(config.backend)
             report("load model", 1, 1)
+        if config.train:
+            local_base(backend)  # --train needs the local model: say so now, not after the requests
 
         loop = _Loop(store, spec, scorer, backend, config, report)
         if len(existing) > 1:
@@ -238,6 +249,9 @@ def run_demo(
                 outcome = loop.add_candidates()
         with clock.phase("requests"):
             loop.serve()
+        trained = None
+        if config.train:
+            trained = _train_and_serve(store, spec.name, config, backend, loop, clock, report)
         with clock.phase("reward model"):
             report("reward model", 0, 1)
             model = (
@@ -257,6 +271,8 @@ def run_demo(
             report("report", 0, 1)
             result = _summarise(store, spec, scorer, config, backend, outcome, model, loop)
             result.notes.extend(notes)
+            if trained is not None:
+                result.trained = compare_arms(store, spec.name, trained, config.seed)
             result.timings = dict(clock.timings)  # the page shows the steps before it
             result.files = write_report(result, config.out_dir)
             report("report", 1, 1)
@@ -264,6 +280,35 @@ def run_demo(
         return result
     finally:
         store.close()
+
+
+def _train_and_serve(
+    store: Store,
+    task: str,
+    config: DemoConfig,
+    backend: ChatBackend,
+    loop: _Loop,
+    clock: _Clock,
+    report: ProgressCallback,
+) -> TrainedArmResult:
+    """``--train``: a KTO adapter on the ratings so far becomes an arm; more requests follow."""
+    base = local_base(backend)  # the local backend, or a clear error
+    assert isinstance(backend, LocalChatBackend)
+    with clock.phase("train"):
+        report("train", 0, 1)
+        trained = train_model_arm(
+            store,
+            task,
+            base,
+            config.out_dir / "trained-arm",
+            steps=config.train_steps,
+            seed=config.seed,
+            max_length=min(192, int(getattr(backend.model.config, "max_position_embeddings", 192))),
+        )
+        report("train", 1, 1)
+    with clock.phase("requests after training"):
+        loop.serve(config.train_requests, phase="requests after training")
+    return trained
 
 
 class _Loop:
@@ -377,8 +422,8 @@ class _Loop:
             llm_calls=calls,
         )
 
-    def serve(self) -> None:
-        for n in self._batches("requests", self.config.requests):
+    def serve(self, total: int | None = None, *, phase: str = "requests") -> None:
+        for n in self._batches(phase, self.config.requests if total is None else total):
             inputs = self.spec.sample_inputs(n, self.rng)
             users = self.rng.integers(0, 50, size=n)
             with self.store.session() as session:
