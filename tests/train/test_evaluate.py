@@ -37,7 +37,7 @@ PROMPTS = [
     "A short note on summer rain.",
     "Say hello.",
 ]
-FAST = EvalConfig(max_new_tokens=10, batch_size=4, bootstrap=500, seed=3)
+FAST = EvalConfig(max_new_tokens=10, batch_size=4, bootstrap=500, seed=3, threads=1)
 
 
 # -- fixtures: a tiny base, adapters on it, a whole model, a rating reward model ----------------
@@ -135,6 +135,18 @@ def test_a_perturbed_adapter_moves_away_from_its_reference(perturbed_eval: Any) 
     )
 
 
+def test_mixed_outcomes_give_an_interval_around_the_win_rate(perturbed_dir: Path) -> None:
+    def checksum(prompts: Any, texts: Any) -> list[float | None]:  # a scorer that disagrees
+        return [float(sum(map(ord, t)) % 7) for t in texts]
+
+    result = evaluate_policy(perturbed_dir, PROMPTS, checksum, FAST)
+    assert result.wins and result.losses  # some of each, so the interval has width
+    low, high = result.win_rate_interval
+    assert low < result.win_rate < high
+    assert result.win_rate == pytest.approx((result.wins + 0.5 * result.ties) / len(PROMPTS))
+    assert "not clearly different" in result.verdict
+
+
 def test_the_kl_is_the_mean_log_probability_gap_of_the_sampled_tokens(
     perturbed_dir: Path, perturbed_eval: Any
 ) -> None:
@@ -186,7 +198,7 @@ def test_sampling_is_seeded(perturbed_dir: Path) -> None:
     def length(prompts: Any, texts: Any) -> list[float | None]:
         return [float(len(t)) for t in texts]
 
-    sampled = EvalConfig(max_new_tokens=8, temperature=1.0, seed=5, toxicity=False)
+    sampled = EvalConfig(max_new_tokens=8, temperature=1.0, seed=5, toxicity=False, threads=1)
     first = evaluate_policy(perturbed_dir, PROMPTS[:3], length, sampled)
     again = evaluate_policy(perturbed_dir, PROMPTS[:3], length, sampled)
     assert [s.trained for s in first.samples] == [s.trained for s in again.samples]
@@ -215,7 +227,7 @@ def test_an_unscored_answer_drops_its_prompt_and_is_counted(perturbed_dir: Path)
             None if p == PROMPTS[0] else float(len(t)) for p, t in zip(prompts, texts, strict=True)
         ]
 
-    config = EvalConfig(max_new_tokens=6, batch_size=3, toxicity=False, bootstrap=200)
+    config = EvalConfig(max_new_tokens=6, batch_size=3, toxicity=False, bootstrap=200, threads=1)
     result = evaluate_policy(perturbed_dir, PROMPTS[:5], flaky, config)
     # batches of 3 over the 5 trained then the 5 reference answers: the failed second call
     # held the trained answers of prompts 3 and 4 (and the reference's of prompt 0, which
@@ -266,6 +278,8 @@ def test_the_report_escapes_model_text(perturbed_eval: Any, tmp_path: Path) -> N
     page = files["html"].read_text(encoding="utf-8")
     assert "&lt;b&gt;today&lt;/b&gt; &amp; tomorrow" in page and "<b>today</b>" not in page
     assert page.count("data:image/png;base64,") == 2
+    assert page.count("class='win'") == perturbed_eval.wins
+    assert page.count("class='loss'") == perturbed_eval.losses
     for key in ("rewards_png", "lengths_png"):
         assert files[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads(files["json"].read_text(encoding="utf-8"))
@@ -291,7 +305,7 @@ def _app() -> typer.Typer:
 
 
 def _invoke(*args: str | Path) -> Any:
-    return CliRunner().invoke(_app(), ["train", "eval", *map(str, args)])
+    return CliRunner().invoke(_app(), ["train", "eval", "--threads", "1", *map(str, args)])
 
 
 def test_cli_json_object_and_report(perturbed_dir: Path, reward_dir: Path, tmp_path: Path) -> None:
@@ -309,6 +323,7 @@ def test_cli_json_object_and_report(perturbed_dir: Path, reward_dir: Path, tmp_p
     assert obj["kl_per_token"] > 0 and math.isfinite(obj["length_ratio"])
     assert obj["config"]["max_new_tokens"] == 6 and obj["config"]["seed"] == 2
     assert "samples" not in obj
+    assert obj["verdict"].startswith(f"The trained model wins {obj['win_rate']:.1%}")
     assert Path(obj["files"]["html"]).is_file() and Path(obj["files"]["rewards_png"]).is_file()
 
 

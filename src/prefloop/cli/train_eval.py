@@ -238,6 +238,8 @@ def eval_command(
     if as_json:
         print_json(evaluation.to_json())
         return
+
     console.print(_summary(evaluation))
+    console.print(escape(evaluation.verdict))
     for name, path in evaluation.files.items():
         console.print(f"[dim]{name}: {escape(path)}[/]")

@@ -22,7 +22,7 @@ from prefloop._files import as_if_created
 if TYPE_CHECKING:
     from prefloop.train.evaluate import PolicyEvaluation
 
-__all__ = ["write_eval_report"]
+__all__ = ["verdict", "write_eval_report"]
 
 
 def _figure(size: tuple[float, float]) -> Any:
@@ -71,7 +71,8 @@ def _plot_lengths(evaluation: PolicyEvaluation, path: Path) -> Path:
     trained = [s.trained_tokens for s in evaluation.samples]
     reference = [s.reference_tokens for s in evaluation.samples]
     top = max(max(trained), max(reference), 1)
-    bins = np.linspace(0, top + 1, min(top + 2, 30))
+    # one bar per token count while that stays readable, else 30 bins
+    bins = np.arange(-0.5, top + 1.5) if top < 40 else np.linspace(0, top, 31)
     axes.hist(reference, bins=bins, alpha=0.55, label="reference", color="#7f7f7f")
     axes.hist(trained, bins=bins, alpha=0.55, label="trained", color="#1f77b4")
     ratio = "–" if evaluation.length_ratio is None else f"{evaluation.length_ratio:.2f}"
@@ -103,6 +104,23 @@ img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 pre{white-space:pre-wrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em;
 margin:0}.muted{color:#666;font-size:.9em}
 """
+
+
+def verdict(ev: PolicyEvaluation) -> str:
+    """One sentence on the win rate and whether its interval excludes a coin flip."""
+    if ev.win_rate is None or ev.win_rate_interval is None:
+        return "No prompt could be scored, so there is no win rate."
+    low, high = ev.win_rate_interval
+    if low > 0.5:
+        said = "better than its reference"
+    elif high < 0.5:
+        said = "worse than its reference"
+    else:
+        said = "not clearly different from its reference (the interval includes 0.5)"
+    return (
+        f"The trained model wins {ev.win_rate:.1%} of {ev.scored} prompts (95% interval "
+        f"{low:.1%}–{high:.1%}) by the reward model: {said}."
+    )
 
 
 def _e(value: object) -> str:
@@ -165,6 +183,7 @@ def _html(evaluation: PolicyEvaluation, images: dict[str, Path], shown: int) -> 
         f" · scorer <code>{_e(ev.scorer)}</code> · {ev.prompts} prompts · {_e(decoding)}, at "
         f"most {ev.config.max_new_tokens} new tokens · {ev.seconds:.1f} s</p>",
     ]
+    parts.append(f"<div class='callout'>{_e(verdict(ev))}</div>")
     if ev.unscored or ev.too_long:
         notes = []
         if ev.unscored:
@@ -185,15 +204,17 @@ def _html(evaluation: PolicyEvaluation, images: dict[str, Path], shown: int) -> 
     parts.append(
         f"<h2>Samples (the first {min(shown, len(ev.samples))} of {len(ev.samples)})</h2>"
         "<table><tr><th>prompt</th><th>trained</th><th>reference</th><th>rewards</th>"
-        "<th>KL</th></tr>"
+        "<th>KL: sampled / full</th></tr>"
     )
     for s in ev.samples[:shown]:
-        css = {1.0: " class='win'", 0.0: " class='loss'"}.get(s.outcome or 0.5, "")
+        css = {1.0: " class='win'", 0.0: " class='loss'"}.get(
+            -1.0 if s.outcome is None else s.outcome, ""
+        )
         parts.append(
             f"<tr><td><pre>{_e(s.prompt)}</pre></td><td{css}><pre>{_e(s.trained)}</pre></td>"
             f"<td><pre>{_e(s.reference)}</pre></td><td class='num'>"
             f"{_num(s.trained_reward, '+.3f')}<br>{_num(s.reference_reward, '+.3f')}</td>"
-            f"<td class='num'>{s.kl:.2f}</td></tr>"
+            f"<td class='num'>{s.kl:.2f} / {s.kl_full:.2f}</td></tr>"
         )
     parts.append("</table></body></html>")
     return "\n".join(parts)

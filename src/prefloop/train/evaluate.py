@@ -192,11 +192,19 @@ class PolicyEvaluation:
         """The figures as one JSON-able object; ``samples=True`` adds every answer pair."""
         out = {k: v for k, v in asdict(self).items() if k != "samples"}
         out["scorer_errors"] = list(self.scorer_errors)
+        out["verdict"] = self.verdict
         if self.win_rate_interval is not None:
             out["win_rate_interval"] = list(self.win_rate_interval)
         if samples:
             out["samples"] = [asdict(s) for s in self.samples]
         return out
+
+    @property
+    def verdict(self) -> str:
+        """One sentence: the win rate, its interval, and whether it excludes a coin flip."""
+        from prefloop.train._eval_report import verdict
+
+        return verdict(self)
 
     def with_files(self, files: dict[str, Path]) -> PolicyEvaluation:
         from dataclasses import replace
