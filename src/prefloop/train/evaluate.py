@@ -328,8 +328,9 @@ def _generate(
         sampling["top_k"] = 0
     device = next(model.parameters()).device
     done = 0
-    with torch.random.fork_rng(devices=[]), torch.inference_mode():
-        torch.manual_seed(config.seed)
+    from prefloop.llm._local import _seeded  # the local backend's seeding, devices included
+
+    with _seeded(config.seed), torch.inference_mode():
         for chunk in _batches(order, config.batch_size):
             rows = [prompts[i] for i in chunk]
             width = max(len(r) for r in rows)
