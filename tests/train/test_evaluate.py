@@ -101,7 +101,9 @@ def perturbed_eval(perturbed_dir: Path, reward_model: Any) -> Any:
 
 
 # -- the measurements --------------------------------------------------------------------------
-def test_a_zero_adapter_has_zero_kl_and_ties_everywhere(zero_dir: Path, reward_model: Any) -> None:
+def test_a_zero_adapter_has_zero_kl_and_ties_everywhere(
+    zero_dir: Path, reward_model: Any, tmp_path: Path
+) -> None:
     result = evaluate_policy(zero_dir, PROMPTS, reward_model, FAST)
     assert all(s.trained == s.reference for s in result.samples)
     assert abs(result.kl_per_token) < 1e-6 and abs(result.kl_full_per_token) < 1e-6
@@ -109,6 +111,9 @@ def test_a_zero_adapter_has_zero_kl_and_ties_everywhere(zero_dir: Path, reward_m
     assert (result.win_rate, result.win_rate_interval) == (0.5, (0.5, 0.5))
     assert result.ties == result.scored == len(PROMPTS)
     assert result.length_ratio == pytest.approx(1.0)
+    assert "not clearly different" in result.verdict
+    files = write_eval_report(result, tmp_path / "ties")  # identical rewards still plot
+    assert files["rewards_png"].stat().st_size > 1000
 
 
 def test_a_perturbed_adapter_moves_away_from_its_reference(perturbed_eval: Any) -> None:
@@ -336,11 +341,12 @@ def test_cli_reads_the_task_prompts(perturbed_dir: Path, reward_dir: Path, tmp_p
             add_generation(session, task, output=f"again {i}", prompt=prompt)
     result = _invoke(
         "--model", perturbed_dir, "--task", "diary", "--db", url, "--reward", reward_dir,
-        "--max-new-tokens", "4", "--no-toxicity", "--json",
+        "--max-new-tokens", "4", "--no-toxicity",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    obj = json.loads(result.stdout.strip().splitlines()[-1])
-    assert obj["prompts"] == 2 and obj["toxicity_trained"] is None
+    table = " ".join(result.stdout.split())
+    assert "prompts (scored) │ 2 (2)" in table and "toxic" not in table
+    assert "The trained model wins" in table
 
 
 def test_cli_bad_input_is_named(
