@@ -92,8 +92,17 @@ def _method_command(method: str) -> Callable[..., None]:
     return command
 
 
-for _method in ("sft", "reward", "dpo", "kto", "rrhf"):
+for _method in _HELP:
     app.command(_method, help=_HELP[_method])(_method_command(_method))
+
+
+def _register_eval() -> None:
+    from prefloop.cli.train_eval import eval_command
+
+    app.command("eval")(eval_command)
+
+
+_register_eval()
 
 
 @contextmanager
