@@ -36,7 +36,7 @@ def test_demo_train_adds_a_trained_model_arm_and_serves_it(
     trained = result.trained
     assert trained is not None and trained.method == "kto" and trained.steps == 2
     assert trained.examples > 0
-    assert (tmp_path / "trained-arm" / "prefloop-train.json").exists()
+    assert (tmp_path / "trained-arms" / trained.arm / "prefloop-train.json").exists()
     with Store.open(config.url) as store, store.session(readonly=True) as session:
         arm = session.scalar(select(Arm).where(Arm.name == trained.arm))
         assert arm is not None and arm.kind == "model" and arm.created_by == "trainer"

@@ -100,7 +100,9 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes(tiny_base: Path, tmp_path: Path
     )
     checkpoints = tmp_path / "out.checkpoints"
     deadline = time.monotonic() + 300
-    while not (checkpoints / "checkpoint-4").exists() and time.monotonic() < deadline:
+    while not (checkpoints / "checkpoint-4" / "trainer_state.json").exists() and (
+        time.monotonic() < deadline
+    ):
         assert process.poll() is None, process.communicate()[1][-2000:]
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)

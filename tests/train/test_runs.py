@@ -13,11 +13,11 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from prefloop.cli import app
-from prefloop.errors import PrefloopError
+from prefloop.errors import InvalidInputError, PrefloopError
 from prefloop.feedback import PairwiseEvent, RatingEvent, record_feedback
 from prefloop.store import Store, TrainingRun
 from prefloop.store.repo import add_generation, get_or_create_task
-from prefloop.train._run import TruncationWarning, run_training
+from prefloop.train._run import TrainingInterrupted, TruncationWarning, run_training
 from prefloop.train.config import config_for
 from prefloop.train.data import TrainingData, from_file
 from prefloop.train.models import load_base, load_trained
@@ -123,6 +123,10 @@ def test_reference_log_probs_are_cached_across_runs(tiny_base: Path, tmp_path: P
     )
     changed = TrainingData("dpo", data.rows[:3], "three pairs")
     fewer = run_training(changed, _config("dpo", tiny_base, max_steps=2), tmp_path / "d")
+    shorter = run_training(
+        data, _config("dpo", tiny_base, max_steps=1, max_length=60), tmp_path / "e"
+    )
+    assert shorter.reference_cache == "miss"  # other truncation, other log-probs
     assert [first.reference_cache, second.reference_cache] == ["miss", "hit"]
     assert other_loss.reference_cache == "hit"  # the reference does not depend on the loss
     assert fewer.reference_cache == "miss"  # other data, other key
@@ -147,8 +151,44 @@ def test_resume_continues_from_the_last_checkpoint(tiny_base: Path, tmp_path: Pa
     resumed = run_training(
         data, _config("sft", tiny_base, max_steps=4), out, resume=True, force=True
     )
-    assert resumed.steps == 4
-    assert len(resumed.eval) > 0 and resumed.loss_first is not None  # steps 3-4 were trained
+    assert resumed.steps == 4 and resumed.resumed_from == 2  # steps 3 and 4 were trained
+
+
+def test_checkpoints_of_another_run_are_neither_resumed_nor_deleted(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    data, out = _data("sft", tmp_path), tmp_path / "out"
+    with pytest.raises(TrainingInterrupted, match="checkpoint-2, is usable"):  # Ctrl-C at step 3
+
+        def stop(step: int, total: int) -> None:
+            if step == 3:
+                raise KeyboardInterrupt
+
+        run_training(data, _config("sft", tiny_base, save_steps=2), out, progress=stop)
+    checkpoint = tmp_path / "out.checkpoints" / "checkpoint-2"
+    assert (checkpoint / "trainer_state.json").exists() and not out.exists()
+    with pytest.raises(InvalidInputError, match="interrupted run; continue it with --resume"):
+        run_training(data, _config("sft", tiny_base), out)
+    other = TrainingData("sft", data.rows[:2], "two rows")
+    with pytest.raises(InvalidInputError, match=r"come from another run \(data_fingerprint differ"):
+        run_training(other, _config("sft", tiny_base), out, resume=True)
+    assert checkpoint.exists()
+    fresh = run_training(other, _config("sft", tiny_base, max_steps=1), out, force=True)
+    assert fresh.resumed_from is None and not checkpoint.exists()
+
+
+def test_a_trained_adapter_is_the_base_of_the_next_run(tiny_base: Path, tmp_path: Path) -> None:
+    """DPO after SFT: the SFT adapter is merged into its base, which DPO then trains and
+    uses as its reference."""
+    sft = tmp_path / "sft"
+    run_training(_data("sft", tmp_path), _config("sft", tiny_base, max_steps=2), sft)
+    dpo = tmp_path / "dpo"
+    result = run_training(_data("dpo", tmp_path), _config("dpo", sft, max_steps=2), dpo)
+    assert result.loss_first == pytest.approx(0.6931, abs=1e-3)  # reference = the SFT model
+    _, _, manifest = load_trained(dpo)
+    assert manifest.base == str(sft.resolve()) and manifest.adapter
+    with pytest.raises(InvalidInputError, match="is the base model itself"):
+        run_training(_data("dpo", tmp_path), _config("dpo", sft), sft, force=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,6 +317,42 @@ def test_an_output_folder_that_is_not_a_model_is_never_overwritten(
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(Exception, match="does not hold a model prefloop trained"):
+    with pytest.raises(InvalidInputError, match="does not hold a model prefloop trained"):
         run_training(_data("sft", tmp_path), _config("sft", tiny_base), out)
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("learning_rate: 1e-4", "learning_rate must be float, not '1e-4' (YAML reads 1e-4"),
+        ('lora: "no"', "lora must be bool"),
+        ("max_steps: 2.5", "max_steps must be int"),
+        ("loss: foo", "loss must be 'dpo'/'ipo'"),
+        ("bogus: 1", "unknown setting(s) bogus for dpo"),
+    ],
+)
+def test_a_config_file_with_a_wrong_value_names_it(text: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "dpo.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InvalidInputError) as caught:
+        config_for("dpo").from_yaml(path)
+    assert message in str(caught.value)
+    path.write_text("loss: ipo\nbeta: 0.2\nlearning_rate: 0.0001\n", encoding="utf-8")
+    loaded = config_for("dpo").from_yaml(path)
+    assert (loaded.loss, loaded.beta, loaded.learning_rate) == ("ipo", 0.2, 0.0001)
+
+
+def test_kto_splits_a_task_scale_at_its_middle(tmp_path: Path) -> None:
+    from prefloop.train import from_task
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    with Store.open(url, upgrade=True) as store:
+        with store.session() as s:
+            task = get_or_create_task(s, "stars", scale=[1, 2, 3, 4, 5])
+            for value in (1, 2, 3, 4, 5):
+                g = add_generation(s, task, prompt="Q", output=f"{value} stars")
+                record_feedback(s, task, RatingEvent(generation_id=g.id, value=value))
+        data = from_task(store, "stars", config_for("kto")())
+    labels = {row["completion"][0]["content"]: row["label"] for row in data.rows}
+    assert labels == {"1 stars": False, "2 stars": False, "4 stars": True, "5 stars": True}

@@ -175,7 +175,7 @@ def _train(method: str, options: dict[str, Any]) -> None:
         store = open_store(options["db"], create=True)
     with store:
         if task is not None:
-            data = from_task(store, task, method, config, sources=sources)
+            data = from_task(store, task, config, sources=sources)
         else:
             data = from_file(data_file, method)
         show = not options["json"] and state.is_main_process
@@ -196,7 +196,8 @@ def _train(method: str, options: dict[str, Any]) -> None:
             except TrainingInterrupted as exc:
                 raise fail(str(exc), code=130) from None
             finally:
-                _show_warnings(caught)
+                if state.is_main_process:
+                    _show_warnings(caught)
         if method == "reward" and state.is_main_process:
             from prefloop.reward.registry import register_folder
 

@@ -300,7 +300,7 @@ def _train_and_serve(
             store,
             task,
             base,
-            config.out_dir / "trained-arm",
+            config.out_dir / "trained-arms",
             steps=config.train_steps,
             seed=config.seed,
             max_length=min(192, int(getattr(backend.model.config, "max_position_embeddings", 192))),

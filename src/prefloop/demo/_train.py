@@ -111,8 +111,8 @@ def train_model_arm(
     seed: int,
     max_length: int = 192,
 ) -> TrainedArmResult:
-    """Train a KTO adapter on the task's ratings into ``folder`` and add it as a model arm
-    (replacing an adapter an earlier demo run left there)."""
+    """Train a KTO adapter on the task's ratings into ``folder/<arm name>`` and add it as a
+    model arm (``trained-kto``, then ``trained-kto-2`` … when the store already has one)."""
     from prefloop.llm import add_model_arm
     from prefloop.train import KTOConfig, from_task, run_training
 
@@ -125,17 +125,18 @@ def train_model_arm(
         seed=seed,
         save_steps=max(steps, 1),
     )
-    data = from_task(store, task, "kto", config)
-    result = run_training(data, config, folder, store=store, force=True)
-    with store.session() as session:
+    data = from_task(store, task, config)
+    with store.session(readonly=True) as session:
         task_row = get_task(session, task)
         taken = set(session.scalars(select(Arm.name).where(Arm.task_id == task_row.id)))
-        name = TRAINED_ARM
-        version = 1
-        while name in taken:  # arms are immutable: a new run adds a new arm
-            version += 1
-            name = f"{TRAINED_ARM}-{version}"
-        add_model_arm(session, task_row, name, folder, created_by="trainer")
+    name, version = TRAINED_ARM, 1
+    while name in taken:  # arms are immutable: a new run adds a new arm, in its own folder
+        version += 1
+        name = f"{TRAINED_ARM}-{version}"
+    folder = folder / name
+    result = run_training(data, config, folder, store=store, force=True)
+    with store.session() as session:
+        add_model_arm(session, get_task(session, task), name, folder, created_by="trainer")
     return TrainedArmResult(
         arm=name,
         method="kto",

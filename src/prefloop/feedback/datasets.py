@@ -9,7 +9,8 @@ this module, so they see the same examples built by the same rules:
   none, ``ties="tie"`` keeps them for agreement); optionally two generations of the same prompt
   and input with different rewards give a pair whose ``margin`` is the reward difference
   (:func:`rating_pairs`). Pairs whose two texts are identical say nothing and are left out.
-- **rated examples** (:func:`rated_examples`): every successful generation with a reward.
+- **rated examples** (:func:`rated_examples`): every successful generation with a reward, and
+  (:func:`rated_groups`) those of each request that has at least two different rewards.
 - **unpaired examples** (:func:`unpaired_examples`): desirable / undesirable outputs for KTO,
   from the reward (thumbs and ratings) against thresholds.
 - **SFT examples** (:func:`sft_examples`): the final texts of users' edits and the top-rated
@@ -337,6 +338,18 @@ def rated_examples(session: Session, task: Task) -> Iterator[RatedExample]:
             generation_id=generation.id,
             input=dict(generation.input or {}),
         )
+
+
+def rated_groups(session: Session, task: Task) -> Iterator[list[RatedExample]]:
+    """The rated outputs of each request (same prompt and input) that has at least two
+    different rewards: what ranks outputs against each other (RRHF, best-of-n)."""
+    groups: dict[str, list[RatedExample]] = {}
+    for example in rated_examples(session, task):
+        key = json.dumps([example.prompt, example.input], sort_keys=True, default=str)
+        groups.setdefault(key, []).append(example)
+    for members in groups.values():
+        if len({m.reward for m in members}) >= 2:
+            yield members
 
 
 def unpaired_examples(

@@ -107,6 +107,7 @@ class ScalarHeadRewardModel(RewardModel):
         rendered = [tokenizer.apply_chat_template(c, tokenize=False) for c in conversations]
         scores: list[float] = []
         size = self.config.batch_size
+        tokenizer.truncation_side = "left"  # a long text loses its oldest turns, not the reply
         device = next(model.parameters()).device
         for start in range(0, len(rendered), size):
             batch = tokenizer(

@@ -25,20 +25,24 @@ from prefloop.llm._cache import cache_root
 __all__ = ["ReferenceCache", "model_fingerprint"]
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 _SAMPLE_BYTES = 1 << 20
 
 
 def model_fingerprint(folder: Path) -> str:
     """sha256 over a model folder's config, tokenizer files and weights (each weight file by its
-    size and its first and last megabyte, so a 500 MB model is fingerprinted in milliseconds)."""
+    size, modification time and first and last megabyte, so a 500 MB model is fingerprinted in
+    milliseconds; a copied folder gets a new fingerprint, which only costs one recomputation)."""
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         relative = path.relative_to(folder).as_posix()
         if relative.startswith(".") or "/." in relative:
             continue
         digest.update(relative.encode())
-        size = path.stat().st_size
-        digest.update(str(size).encode())
+        stat = path.stat()
+        size = stat.st_size
+        # the modification time too: a file rewritten in place with the same size is new
+        digest.update(f"{size}:{stat.st_mtime_ns}".encode())
         with path.open("rb") as handle:
             if path.suffix in _WEIGHT_SUFFIXES and size > 2 * _SAMPLE_BYTES:
                 digest.update(handle.read(_SAMPLE_BYTES))
@@ -77,7 +81,7 @@ class ReferenceCache:
                 columns = {name: np.asarray(data[name]) for name in data.files}
         except (OSError, ValueError, KeyError):
             return None  # a damaged file is recomputed, never trusted
-        if any(len(column) != rows for column in columns.values()):
+        if set(columns) != set(COLUMNS) or any(len(c) != rows for c in columns.values()):
             return None
         return columns
 

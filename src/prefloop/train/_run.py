@@ -9,6 +9,7 @@ last one; Ctrl-C leaves it usable). The model is written into a temporary folder
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -45,6 +46,10 @@ class TruncationWarning(UserWarning):
     """Some examples are longer than ``max_length`` and are cut."""
 
 
+class TrainingDiverged(PrefloopError):
+    """The loss stopped being a finite number."""
+
+
 class TrainingInterrupted(PrefloopError):
     """The run was stopped (Ctrl-C); its last checkpoint can be resumed."""
 
@@ -65,11 +70,14 @@ class TrainResult:
     seconds: float
     loss_first: float | None
     loss_last: float | None
-    eval: dict[str, float] = field(default_factory=dict)
+    eval: dict[str, float | None] = field(default_factory=dict)
+    """The method's own metrics at the last logged step (None where not a number)."""
     run_id: int | None = None
     truncated: int = 0
     reference_cache: str | None = None
     """``hit`` or ``miss`` for a DPO run that caches its reference log-probs, else None."""
+    resumed_from: int | None = None
+    """The step of the checkpoint a ``--resume`` run continued from."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,12 +114,56 @@ def _check_out(out: Path, *, force: bool, resume: bool) -> None:
 
 
 def _last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint: ``trainer_state.json`` is the last file a checkpoint
+    gets, so a folder without it was cut off (e.g. by Ctrl-C while saving) and is skipped."""
     if not folder.is_dir():
         return None
-    from transformers.trainer_utils import get_last_checkpoint
+    steps = []
+    for child in folder.glob("checkpoint-*"):
+        suffix = child.name.removeprefix("checkpoint-")
+        if suffix.isdigit() and (child / "trainer_state.json").exists():
+            steps.append((int(suffix), child))
+    return max(steps)[1] if steps else None
 
-    found = get_last_checkpoint(str(folder))
-    return Path(found) if found else None
+
+_RUN_FILE = "prefloop-run.json"
+
+
+def _checkpoint_identity(data: TrainingData, config: TrainConfig) -> dict[str, Any]:
+    """What a checkpoint must share with the run that resumes it."""
+    return {
+        "method": config.method,
+        "base": base_name(config.base),
+        "data_fingerprint": data.fingerprint(),
+        "lora": config.lora,
+        "lora_r": config.lora_r,
+    }
+
+
+def _check_checkpoints(
+    checkpoints: Path, data: TrainingData, config: TrainConfig, *, resume: bool, force: bool
+) -> None:
+    """``--resume`` needs checkpoints of the same method, base and data; a fresh start never
+    deletes an interrupted run's checkpoints unless ``--force``."""
+    if not checkpoints.exists():
+        return
+    if resume:
+        import json
+
+        saved = checkpoints / _RUN_FILE
+        identity = json.loads(saved.read_text(encoding="utf-8")) if saved.exists() else {}
+        expected = _checkpoint_identity(data, config)
+        different = sorted(k for k, v in expected.items() if identity.get(k) != v)
+        if different:
+            raise InvalidInputError(
+                f"the checkpoints in {checkpoints} come from another run ({', '.join(different)} "
+                "differ); resume with the same method, base and data, or start over with --force"
+            )
+    elif not force and _last_checkpoint(checkpoints) is not None:
+        raise InvalidInputError(
+            f"{checkpoints} holds the checkpoints of an interrupted run; continue it with "
+            "--resume, or start over with --force (which deletes them)"
+        )
 
 
 def _chat_ids(tokenizer: Any, messages: list[dict[str, str]], *, generation: bool) -> list[int]:
@@ -171,7 +223,7 @@ class _Log:
         return Collect()
 
     def losses(self) -> list[float]:
-        return [h["loss"] for h in self.history if "loss" in h and math.isfinite(h["loss"])]
+        return [h["loss"] for h in self.history if "loss" in h]
 
     def last_metrics(self) -> dict[str, float]:
         skip = {"loss", "learning_rate", "grad_norm", "epoch", "num_tokens", "step"}
@@ -257,6 +309,11 @@ def run_training(
     if not data.rows:
         raise InvalidInputError(f"no examples in {data.source}; {method} needs at least one")
     _check_out(out, force=force, resume=resume)
+    if (out.exists() or out.is_symlink()) and _same_folder(out, config.base):
+        raise InvalidInputError(
+            f"--out {out} is the base model itself; write the trained model to another folder"
+        )
+    _check_checkpoints(checkpoints_folder(out), data, config, resume=resume, force=force)
     base_folder = resolve_base(config.base)
     tokenizer = load_tokenizer(base_folder)
     if not getattr(tokenizer, "chat_template", None):
@@ -265,6 +322,12 @@ def run_training(
             "(give an instruct model, or set tokenizer.chat_template and save it)"
         )
     too_long, fills = count_truncated(data, tokenizer, config.max_length)
+    lost = too_long if method == "reward" else fills
+    if lost == len(data):
+        raise InvalidInputError(
+            f"every example of {data.source} is longer than max_length={config.max_length} "
+            "tokens, so none would be trained on; raise --max-length"
+        )
     if too_long:
         what = (
             "are left out (TRL's reward trainer drops them)"
@@ -281,20 +344,31 @@ def run_training(
     main = state.is_main_process
     checkpoints = checkpoints_folder(out)
     resume_from = _last_checkpoint(checkpoints) if resume else None
-    if not resume and checkpoints.exists() and main:
-        shutil.rmtree(checkpoints)  # a fresh start does not mix with an old run's checkpoints
-    state.wait_for_everyone()
-
-    run_id = _record_start(store, data, config, out) if main else None
     log = _Log()
-    started = time.perf_counter()
-    built: _Built | None = None
-    try:
-        built = _build(data, config, base_folder, tokenizer, checkpoints, log, progress)
-        from transformers.trainer_callback import PrinterCallback
+    # the model loads and the trainer checks its data before anything is written: bad input
+    # leaves no folder and no run row
+    built = _build(data, config, base_folder, tokenizer, checkpoints, log, progress)
+    from transformers.trainer_callback import PrinterCallback
 
-        built.trainer.remove_callback(PrinterCallback)  # it prints every log line on stdout
+    built.trainer.remove_callback(PrinterCallback)  # it prints every log line on stdout
+    if main:
+        if not resume and checkpoints.exists():
+            shutil.rmtree(checkpoints)  # --force: a fresh start does not mix with old checkpoints
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        (checkpoints / _RUN_FILE).write_text(
+            json.dumps(_checkpoint_identity(data, config)), encoding="utf-8"
+        )
+    state.wait_for_everyone()
+    run_id = _record_start(store, data, config, out) if main else None
+    started = time.perf_counter()
+    try:
         built.trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        losses = log.losses()
+        if any(not math.isfinite(v) for v in losses):
+            raise TrainingDiverged(
+                f"the loss became {losses[-1]} at step {built.trainer.state.global_step}: the "
+                "run diverged; lower --learning-rate"
+            )
     except KeyboardInterrupt:
         last = _last_checkpoint(checkpoints)
         _record_end(store, run_id, "stopped", {"checkpoint": str(last) if last else None})
@@ -320,22 +394,36 @@ def run_training(
         seconds=round(seconds, 3),
         loss_first=losses[0] if losses else None,
         loss_last=losses[-1] if losses else None,
-        eval={k: round(v, 6) for k, v in metrics.items()},
+        eval={k: round(v, 6) if math.isfinite(v) else None for k, v in metrics.items()},
         run_id=run_id,
         truncated=too_long,
         reference_cache=built.reference_cache(),
+        resumed_from=_step_of(resume_from),
     )
-    if main:
-        try:
-            _save(built, data, config, out, result, force=force)
-        except BaseException as exc:
-            _record_end(store, run_id, "failed", {"error": f"saving: {exc}"})
-            raise
-        if not keep_checkpoints:
-            shutil.rmtree(checkpoints, ignore_errors=True)
-        _record_end(store, run_id, "done", _run_metrics(result))
-    state.wait_for_everyone()
+    try:
+        if main:
+            try:
+                _save(built, data, config, out, result, force=force)
+            except BaseException as exc:
+                _record_end(store, run_id, "failed", {"error": f"saving: {exc}"})
+                raise
+            if not keep_checkpoints:
+                shutil.rmtree(checkpoints, ignore_errors=True)
+            _record_end(store, run_id, "done", _run_metrics(result))
+    finally:
+        state.wait_for_everyone()  # the other processes never wait for a main that failed
     return result
+
+
+def _step_of(checkpoint: Path | None) -> int | None:
+    return None if checkpoint is None else int(checkpoint.name.removeprefix("checkpoint-"))
+
+
+def _same_folder(out: Path, base: str) -> bool:
+    try:
+        return out.resolve() == Path(base).expanduser().resolve()
+    except OSError:
+        return False
 
 
 def _run_metrics(result: TrainResult) -> dict[str, Any]:
@@ -510,10 +598,18 @@ def _build_dpo(
     )
     cache = None
     if config.cache_reference:
+        from importlib.metadata import version
+
         cache = ReferenceCache(
             base_fingerprint=model_fingerprint(base_folder),
             data_fingerprint=TrainingData(data.method, rows, data.source).fingerprint(),
-            settings={"max_length": config.max_length, "template": tokenizer.chat_template},
+            settings={
+                "max_length": config.max_length,
+                "template": tokenizer.chat_template,
+                "bf16": bool(args.bf16),  # the precision the reference runs in
+                "trl": version("trl"),
+                "transformers": version("transformers"),
+            },
         )
     trainer_cls = _cached_dpo_trainer()
     trainer = trainer_cls(
@@ -533,30 +629,34 @@ def _cached_dpo_trainer() -> Any:
     import numpy as np
     from trl import DPOTrainer
 
+    from prefloop.train._refcache import COLUMNS
+
     class CachedReferenceDPOTrainer(DPOTrainer):
         def __init__(self, *args: Any, reference_cache: Any = None, **kwargs: Any) -> None:
             self.reference_cache = reference_cache  # read by the pass below, inside __init__
             super().__init__(*args, **kwargs)
 
         def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+            from accelerate.utils import broadcast_object_list
+
             cache = self.reference_cache
             if cache is None or name != "train":
                 return super()._precompute_ref_logps(dataset, name, batch_size)
-            columns = cache.load(len(dataset))
+            # the main process decides hit or miss for all: a process that missed alone would
+            # wait forever in the reference pass for the others
+            columns = cache.load(len(dataset)) if self.accelerator.is_main_process else None
+            decision = [columns]
+            broadcast_object_list(decision, from_process=0)
+            columns = decision[0]
             if columns is not None:
                 cache.hit = True
                 for column, values in columns.items():
-                    dataset = dataset.add_column(column, values.tolist())
+                    dataset = dataset.add_column(column, np.asarray(values).tolist())
                 return dataset
             cache.hit = False
             dataset = super()._precompute_ref_logps(dataset, name, batch_size)
             if self.accelerator.is_main_process:
-                cache.save(
-                    {
-                        column: np.asarray(dataset[column], dtype=np.float32)
-                        for column in ("ref_chosen_logps", "ref_rejected_logps")
-                    }
-                )
+                cache.save({c: np.asarray(dataset[c], dtype=np.float32) for c in COLUMNS})
             return dataset
 
     return CachedReferenceDPOTrainer
@@ -583,18 +683,21 @@ def _build_rrhf(
     rows = []
     for row in data.rows:
         prompt_ids = _chat_ids(tokenizer, row["prompt"], generation=True)
+        if len(prompt_ids) >= config.max_length:
+            continue  # the prompt alone fills max_length: counted and warned as left out
         responses = []
         for reply in row["responses"]:
             full = _chat_ids(tokenizer, row["prompt"] + reply, generation=False)
-            response = full[len(prompt_ids) :] if full[: len(prompt_ids)] == prompt_ids else full
-            responses.append(response)
-        keep = max(1, config.max_length - max(len(r) for r in responses))
+            if full[: len(prompt_ids)] != prompt_ids:
+                raise InvalidInputError(
+                    "the chat template renders a prompt differently once a reply follows it, "
+                    "so RRHF cannot tell the reply's tokens apart; use a model whose template "
+                    "keeps the prompt as a prefix"
+                )
+            # each response is cut to what fits after the whole prompt
+            responses.append(full[len(prompt_ids) : config.max_length])
         rows.append(
-            {
-                "prompt_ids": prompt_ids[-keep:],
-                "response_ids": [r[: config.max_length - 1] for r in responses],
-                "rewards": row["rewards"],
-            }
+            {"prompt_ids": prompt_ids, "response_ids": responses, "rewards": row["rewards"]}
         )
     args = TrainingArguments(**common, remove_unused_columns=False)
     trainer = make_rrhf_trainer(

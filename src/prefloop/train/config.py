@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, get_args, get_origin, get_type_hints
 
 from prefloop.errors import InvalidInputError
 
@@ -117,10 +117,10 @@ class TrainConfig:
                 f"{file}: unknown setting(s) {', '.join(unknown)} for {cls.method}; known: "
                 f"{', '.join(sorted(known))}"
             )
-        try:
-            return cls(**raw)
-        except TypeError as exc:
-            raise InvalidInputError(f"{file}: {exc}") from None
+        hints = get_type_hints(cls)
+        for key, value in raw.items():
+            _check_type(file, str(key), value, hints[str(key)])
+        return cls(**raw)
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,9 @@ class RewardConfig(TrainConfig):
     2023); ``None`` turns it off."""
     use_margins: bool = True
     """Subtract each pair's margin (rating gap or rank gap) inside the loss (Llama 2)."""
+    from_ratings: bool = True
+    """From a task: also pair outputs of one request whose ratings differ (margin = the gap;
+    ``prefloop export preferences --from-ratings`` writes the same pairs)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,8 @@ class DPOConfig(TrainConfig):
     """Weight of the chosen reply's negative log-likelihood in the slic loss."""
     label_smoothing: float = 0.1
     """Assumed share of flipped labels, for the robust loss."""
+    from_ratings: bool = True
+    """From a task: also pair outputs of one request whose ratings differ."""
     cache_reference: bool = True
     """Compute the reference log-probs once, keep them on disk keyed by the base model's and
     the data's fingerprints, and reuse them in later runs on the same data."""
@@ -194,10 +199,10 @@ class KTOConfig(TrainConfig):
     """Loss weight of desirable outputs (raise it when they are rarer than undesirable ones)."""
     undesirable_weight: float = 1.0
     """Loss weight of undesirable outputs."""
-    desirable_above: float = 0.0
-    """From a task: rewards above this are desirable."""
-    undesirable_below: float = 0.0
-    """From a task: rewards below this are undesirable."""
+    desirable_above: float | None = None
+    """From a task: rewards above this are desirable (default: the middle of its scale)."""
+    undesirable_below: float | None = None
+    """From a task: rewards below this are undesirable (default: the middle of its scale)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -225,6 +230,32 @@ class RRHFConfig(TrainConfig):
         super().__post_init__()
         if self.sft_weight < 0:
             raise InvalidInputError(f"sft_weight must be ≥ 0, got {self.sft_weight}")
+
+
+def _check_type(file: Path, key: str, value: Any, hint: Any) -> None:
+    """A YAML value must have its field's type (``1e-4`` is a string to YAML: write 0.0001)."""
+    allowed = get_args(hint) or (hint,)
+    if value is None and type(None) in allowed:
+        return
+    if bool in allowed:
+        ok = isinstance(value, bool)
+    elif float in allowed:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif int in allowed:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif str in allowed or get_origin(hint) is Literal:
+        ok = isinstance(value, str) and (get_origin(hint) is not Literal or value in allowed)
+    else:
+        ok = True
+    if not ok:
+        names = "/".join(
+            repr(a) if get_origin(hint) is Literal else getattr(a, "__name__", str(a))
+            for a in allowed
+        )
+        hint_text = ""
+        if isinstance(value, str) and float in allowed:
+            hint_text = " (YAML reads 1e-4 as text: write 0.0001 or 1.0e-4)"
+        raise InvalidInputError(f"{file}: {key} must be {names}, not {value!r}{hint_text}")
 
 
 _CONFIGS: dict[str, type[TrainConfig]] = {

@@ -30,7 +30,7 @@ from prefloop.errors import ImportFileError, InvalidInputError
 from prefloop.feedback import (
     HUMAN_SOURCES,
     preference_pairs,
-    rated_examples,
+    rated_groups,
     sft_examples,
     unpaired_examples,
 )
@@ -98,15 +98,21 @@ def _rrhf_row(prompt: str, responses: Sequence[str], rewards: Sequence[float]) -
 def from_task(
     store: Store,
     task: str,
-    method: str,
     config: TrainConfig,
     *,
     sources: Sequence[str] = HUMAN_SOURCES,
 ) -> TrainingData:
-    """The rows ``method`` trains on, built from the task's feedback; an error that says what
-    feedback the method needs when the task has none of it."""
+    """The rows ``config.method`` trains on, built from the task's feedback; an error that
+    says what feedback the method needs when the task has none of it.
+
+    ``sources`` selects the feedback events that give pairs; the rated views (SFT, KTO, RRHF)
+    use the rewards the task's reward rules derive, which count model-made ratings only where
+    the task gives them weight.
+    """
+    method = config.method
     with store.session(readonly=True) as session:
         task_row = get_task(session, task)
+        scale = [float(v) for v in task_row.scale]
         if method == "sft":
             min_reward = config.min_reward if isinstance(config, SFTConfig) else None
             rows = [
@@ -115,9 +121,12 @@ def from_task(
             ]
             need = "users' edits or outputs rated at the top of the scale"
         elif method in ("reward", "dpo"):
+            from_ratings = bool(getattr(config, "from_ratings", True))
             rows = [
                 _pair_row(p.prompt, p.chosen, p.rejected, p.margin)
-                for p in preference_pairs(session, task_row, sources=sources, from_ratings=True)
+                for p in preference_pairs(
+                    session, task_row, sources=sources, from_ratings=from_ratings
+                )
             ]
             need = (
                 "preferences: pairwise or ranking feedback, edits, or two outputs of one input "
@@ -125,24 +134,20 @@ def from_task(
             )
         elif method == "kto":
             assert isinstance(config, KTOConfig)
+            middle = (scale[0] + scale[-1]) / 2  # 0 on the default -1 … 1 scale
+            above = middle if config.desirable_above is None else config.desirable_above
+            below = middle if config.undesirable_below is None else config.undesirable_below
             rows = [
                 _unpaired_row(e.prompt, e.completion, e.desirable)
                 for e in unpaired_examples(
-                    session,
-                    task_row,
-                    desirable_above=config.desirable_above,
-                    undesirable_below=config.undesirable_below,
+                    session, task_row, desirable_above=above, undesirable_below=below
                 )
             ]
             need = "outputs rated or thumbed on their own (KTO does not use pairs; try dpo)"
         elif method == "rrhf":
-            groups: dict[str, list[tuple[str, float]]] = {}
-            for e in rated_examples(session, task_row):
-                groups.setdefault(e.prompt, []).append((e.text, e.reward))
             rows = [
-                _rrhf_row(prompt, [t for t, _ in items], [r for _, r in items])
-                for prompt, items in groups.items()
-                if len(items) >= 2 and len({r for _, r in items}) >= 2
+                _rrhf_row(group[0].prompt, [e.text for e in group], [e.reward for e in group])
+                for group in rated_groups(session, task_row)
             ]
             need = "at least two outputs of one prompt with different ratings"
         else:

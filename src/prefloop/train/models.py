@@ -95,7 +95,11 @@ def load_base(base: str | Path | None) -> tuple[Any, Any]:
     """``(model, tokenizer)`` of a base (a trained folder loads as :func:`load_trained` does)."""
     folder = resolve_base(base)
     if (folder / MANIFEST).exists():
-        model, tokenizer, _ = load_trained(folder)
+        # A trained model as the base of the next run (DPO after SFT): an adapter is merged
+        # into its base, so the new run trains (and references) the model the last one made.
+        model, tokenizer, manifest = load_trained(folder)
+        if manifest.adapter:
+            model = model.merge_and_unload()
         return model, tokenizer
     from transformers import AutoModelForCausalLM
 
