@@ -6,7 +6,7 @@ The first N HH harmless pairs are imported into a fresh store. The baseline is a
 every linear layer, max_length, batch size, one epoch, seed); prefloop trains from the store
 with ``prefloop train dpo --task``. prefloop runs twice: the first run computes the reference
 log-probs once and caches them (targets: wall-time ratio baseline/prefloop ≥ 0.95), the second
-reuses them (≥ 1.25); the final losses must agree within 2%. Each run is a fresh process, timed
+reuses them (≥ 1.25); both runs' final losses must agree with the baseline's within 2%. Each run is a fresh process, timed
 from start to exit.
 
     .venv/bin/python bench/bench_train.py            # 64 pairs, max_length 256, batch 4
@@ -87,7 +87,10 @@ def main() -> None:
         ours = [*prefloop, "train", "dpo", "--task", "harmless", "--db", db, "--json", *settings]
         first_s, first_run = _run([*ours, "--out", str(folder / "a")], env)
         cached_s, cached_run = _run([*ours, "--out", str(folder / "b")], env)
-    loss_gap = abs(first_run["loss_last"] - baseline["loss_last"]) / abs(baseline["loss_last"])
+    loss_gap = max(
+        abs(run["loss_last"] - baseline["loss_last"]) / abs(baseline["loss_last"])
+        for run in (first_run, cached_run)
+    )
     result = {
         "benchmark": "bench_train",
         "config": {
