@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -51,3 +53,43 @@ def redact_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
     return make_url(url).render_as_string(hide_password=True)
+
+
+PhaseProgress = Callable[[str, int, int], None]
+
+
+@contextmanager
+def phase_bars(labels: Mapping[str, str], *, quiet: bool) -> Iterator[PhaseProgress]:
+    """A ``progress(phase, done, total)`` callback drawing one Rich bar per phase on stderr
+    (labelled from ``labels``, else the phase's name); ``quiet`` draws nothing (``--json``)."""
+    if quiet:
+        yield lambda _phase, _done, _total: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bars = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+    ids: dict[str, Any] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in ids:
+            ids[phase] = bars.add_task(labels.get(phase, phase), total=max(total, 1))
+        bars.update(ids[phase], completed=done, total=max(total, 1))
+
+    with bars:
+        yield update

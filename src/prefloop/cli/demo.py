@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from prefloop.cli._output import console, err_console, print_json
+from prefloop.cli._output import console, phase_bars, print_json
 from prefloop.errors import InvalidInputError
 
 _PHASE_LABELS = {
@@ -134,7 +132,7 @@ def demo(
         overrides["propose"] = False
     config = replace(config, **overrides)  # type: ignore[arg-type]
 
-    with _progress(quiet=as_json) as progress:
+    with phase_bars(_PHASE_LABELS, quiet=as_json) as progress:
         result = run_demo(config, progress=progress)
     if as_json:
         print_json(result.to_json())
@@ -142,39 +140,3 @@ def demo(
     from prefloop.demo import rich_summary
 
     console.print(rich_summary(result))
-
-
-@contextmanager
-def _progress(*, quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """A ``progress(phase, done, total)`` callback drawing one Rich bar per phase on stderr."""
-    if quiet:
-        yield lambda _phase, _done, _total: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bars = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
-    ids: dict[str, object] = {}
-
-    def update(phase: str, done: int, total: int) -> None:
-        if phase not in ids:
-            ids[phase] = bars.add_task(_PHASE_LABELS.get(phase, phase), total=max(total, 1))
-        bars.update(ids[phase], completed=done, total=max(total, 1))  # type: ignore[arg-type]
-
-    with bars:
-        yield update

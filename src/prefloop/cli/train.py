@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from prefloop.cli._output import DbOption, JsonOption, console, err_console, fail, print_json
+from prefloop.cli._output import (
+    DbOption,
+    JsonOption,
+    console,
+    err_console,
+    fail,
+    phase_bars,
+    print_json,
+)
 
 app = typer.Typer(
     help="Fine-tune an open model from feedback: sft, reward, dpo (ipo, hinge, slic, robust), "
@@ -105,37 +112,6 @@ def _register_eval() -> None:
 _register_eval()
 
 
-@contextmanager
-def _progress_bar(enabled: bool, method: str) -> Iterator[Callable[[int, int], None] | None]:
-    if not enabled:
-        yield None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bars = Progress(
-        TextColumn(f"{method} steps"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
-    task = bars.add_task(method, total=None)
-
-    def update(step: int, total: int) -> None:
-        bars.update(task, completed=step, total=max(total, 1))
-
-    with bars:
-        yield update
-
-
 def _train(method: str, options: dict[str, Any]) -> None:
     from prefloop.errors import InvalidInputError
     from prefloop.feedback import HUMAN_SOURCES, SOURCES
@@ -182,7 +158,7 @@ def _train(method: str, options: dict[str, Any]) -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                with _progress_bar(show, method) as progress:
+                with phase_bars({"steps": f"{method} steps"}, quiet=not show) as bars:
                     result = run_training(
                         data,
                         config,
@@ -191,7 +167,7 @@ def _train(method: str, options: dict[str, Any]) -> None:
                         resume=options["resume"],
                         force=options["force"],
                         keep_checkpoints=options["keep_checkpoints"],
-                        progress=progress,
+                        progress=lambda step, total: bars("steps", step, total),
                     )
             except TrainingInterrupted as exc:
                 raise fail(str(exc), code=130) from None

@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from prefloop.cli._output import DbOption, JsonOption, console, err_console, print_json
+from prefloop.cli._output import DbOption, JsonOption, console, err_console, phase_bars, print_json
 from prefloop.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -30,40 +28,6 @@ _PHASE_LABELS = {
     "kl": "log-probabilities",
     "scoring": "scoring",
 }
-
-
-@contextmanager
-def _progress(*, quiet: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """One Rich bar per phase on stderr, fed by ``progress(phase, done, total)``."""
-    if quiet:
-        yield lambda _phase, _done, _total: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bars = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
-    ids: dict[str, object] = {}
-
-    def update(phase: str, done: int, total: int) -> None:
-        if phase not in ids:
-            ids[phase] = bars.add_task(_PHASE_LABELS.get(phase, phase), total=max(total, 1))
-        bars.update(ids[phase], completed=done, total=max(total, 1))  # type: ignore[arg-type]
-
-    with bars:
-        yield update
 
 
 def _task_prompts(task: str, db: str | None) -> list[str]:
@@ -222,7 +186,7 @@ def eval_command(
         threads=threads,
         toxicity=toxicity,
     )
-    with _progress(quiet=as_json) as progress:
+    with phase_bars(_PHASE_LABELS, quiet=as_json) as progress:
         evaluation = evaluate_policy(
             model, texts, scorer, config, scorer_name=str(reward), progress=progress
         )
