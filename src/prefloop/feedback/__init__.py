@@ -4,6 +4,7 @@ from prefloop.feedback.agreement import (
     Agreement,
     krippendorff_alpha,
     pair_agreement,
+    rater_agreement,
     task_agreement,
 )
 from prefloop.feedback.events import (
@@ -79,6 +80,7 @@ __all__ = [
     "pair_agreement",
     "preference_pairs",
     "prompt_text",
+    "rater_agreement",
     "rating_pairs",
     "record_feedback",
     "refresh_rewards",

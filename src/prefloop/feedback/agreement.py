@@ -105,11 +105,20 @@ class Agreement:
     """Pairs of generations judged by at least two raters (pairwise events and rankings)."""
 
 
-def task_agreement(
-    session: Session, task: Task, *, sources: Sequence[str] = RATER_SOURCES
-) -> Agreement:
-    """Agreement among the task's raters from ``sources`` (a rater is a source and author)."""
-    latest: dict[str | None, dict[tuple[str, str], float | None]] = defaultdict(dict)
+Rater = tuple[str, str]
+"""A rater is a source and an author."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Judgements:
+    """Each rater's latest rating of each generation, and latest outcome of each pair."""
+
+    ratings: dict[str | None, dict[Rater, float | None]]
+    pairs: dict[tuple[str, str], dict[Rater, int]]
+
+
+def _judgements(session: Session, task: Task, sources: Sequence[str]) -> _Judgements:
+    latest: dict[str | None, dict[Rater, float | None]] = defaultdict(dict)
     ratings = session.execute(
         select(Feedback.generation_id, Feedback.source, Feedback.author, Feedback.value)
         .where(Feedback.task_id == task.id, Feedback.kind == "rating")
@@ -118,13 +127,8 @@ def task_agreement(
     )
     for generation_id, source, author, value in ratings:
         latest[generation_id][(source, author)] = value
-    units = [
-        [v for v in by_rater.values() if v is not None]
-        for by_rater in latest.values()
-        if len(by_rater) >= 2
-    ]
 
-    outcomes: dict[tuple[str, str], dict[tuple[str, str], int]] = defaultdict(dict)
+    outcomes: dict[tuple[str, str], dict[Rater, int]] = defaultdict(dict)
     events = session.execute(
         select(
             Feedback.kind,
@@ -151,10 +155,59 @@ def task_agreement(
             # one orientation per pair: +1 the smaller id won, -1 the larger one, 0 a tie
             key, sign = ((first, second), 1) if first < second else ((second, first), -1)
             outcomes[key][(source, author)] = sign * first_wins
-    judged_twice = [list(by_rater.values()) for by_rater in outcomes.values() if len(by_rater) >= 2]
+    return _Judgements(ratings=latest, pairs=outcomes)
+
+
+def task_agreement(
+    session: Session, task: Task, *, sources: Sequence[str] = RATER_SOURCES
+) -> Agreement:
+    """Agreement among the task's raters from ``sources`` (a rater is a source and author)."""
+    judgements = _judgements(session, task, sources)
+    units = [
+        [v for v in by_rater.values() if v is not None]
+        for by_rater in judgements.ratings.values()
+        if len(by_rater) >= 2
+    ]
+    judged_twice = [
+        list(by_rater.values()) for by_rater in judgements.pairs.values() if len(by_rater) >= 2
+    ]
     return Agreement(
         alpha=krippendorff_alpha(units),
         rated_units=len(units),
         pair_rate=pair_agreement(judged_twice),
         judged_pairs=len(judged_twice),
+    )
+
+
+def rater_agreement(
+    session: Session,
+    task: Task,
+    author: str,
+    *,
+    source: str = "labeler",
+    sources: Sequence[str] = RATER_SOURCES,
+) -> Agreement:
+    """How one rater agrees with the others: alpha over the generations this rater rated and
+    someone else did too; the pair rate over (this rater, another rater) pairs of judgements."""
+    judgements = _judgements(session, task, sources)
+    me = (source, author)
+    units = [
+        [v for v in by_rater.values() if v is not None]
+        for by_rater in judgements.ratings.values()
+        if me in by_rater and len(by_rater) >= 2
+    ]
+    agreeing = total = pairs = 0
+    for by_rater in judgements.pairs.values():
+        if me not in by_rater or len(by_rater) < 2:
+            continue
+        pairs += 1
+        mine = by_rater[me]
+        others = [outcome for rater, outcome in by_rater.items() if rater != me]
+        agreeing += sum(outcome == mine for outcome in others)
+        total += len(others)
+    return Agreement(
+        alpha=krippendorff_alpha(units),
+        rated_units=len(units),
+        pair_rate=agreeing / total if total else None,
+        judged_pairs=pairs,
     )

@@ -65,6 +65,8 @@ class ServiceContext:
     backend_factory: Callable[[], ChatBackend]
     catalog: Catalog
     policies: PolicyCache
+    web: Any = field(default=None, repr=False)
+    """The web app's state (:mod:`prefloop.serve.web`), set when it is installed."""
     _backend: ChatBackend | None = field(default=None, repr=False)
     _backend_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _write_lock: threading.Lock | None = field(default=None, repr=False)
@@ -386,6 +388,9 @@ def create_app(
     _install_error_handlers(app)
     app.include_router(router)
     document_security(app)
+    from prefloop.serve.web import install_web_app
+
+    install_web_app(app, context)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.fast_lane:

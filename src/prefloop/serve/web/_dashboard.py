@@ -1,0 +1,183 @@
+"""What the dashboard shows, read from the store: arm statistics, the stopping rule, plots."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from prefloop import bandit
+from prefloop.bandit.online import TaskStats
+from prefloop.demo._regret import cumulative_regret, uniform_regret
+from prefloop.demo._report import allocation_figure, arm_means_figure, png_bytes, regret_figure
+from prefloop.store import Arm, BanditDecision, Feedback, Generation, RewardModelRecord, Task
+
+T = TypeVar("T")
+PLOTS = ("arm_means", "allocation", "regret")
+_POINTS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class PlotArm:
+    """An arm as the plots draw it (see :class:`prefloop.demo._report.PlottedArm`)."""
+
+    name: str
+    rated: int
+    mean: float | None
+    interval: tuple[float, float] | None
+
+
+class TtlCache:
+    """Values by key for ``ttl`` seconds: the arm statistics the next-item choice and the
+    dashboard share (a full recount reads every reward of the task)."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._values: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, make: Callable[[], T]) -> T:
+        now = time.monotonic()
+        with self._lock:
+            kept = self._values.get(key)
+        if kept is not None and now - kept[0] < self.ttl:
+            return kept[1]
+        value = make()
+        with self._lock:
+            self._values[key] = (now, value)
+        return value
+
+
+def task_stats(session: Session, task: Task) -> TaskStats:
+    return bandit.arm_stats(session, task, draws=2000)
+
+
+@dataclass(frozen=True, slots=True)
+class RewardModelRow:
+    name: str
+    version: int
+    kind: str
+    metrics: list[tuple[str, str]]
+    created: str
+
+
+def reward_models(session: Session, task: Task) -> list[RewardModelRow]:
+    rows = session.scalars(
+        select(RewardModelRecord)
+        .where(RewardModelRecord.task_id == task.id)
+        .order_by(RewardModelRecord.created_at.desc())
+        .limit(10)
+    ).all()
+    return [
+        RewardModelRow(
+            name=row.name,
+            version=row.version,
+            kind=row.kind,
+            metrics=_flat_metrics(row.metrics or {}),
+            created=row.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+        for row in rows
+    ]
+
+
+def _flat_metrics(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Numbers of a metrics document as ``(dotted name, value)``, the first dozen."""
+    found: list[tuple[str, str]] = []
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int | float):
+            found.append((name, f"{value:.3g}"))
+        elif isinstance(value, dict):
+            found.extend(_flat_metrics(value, name + "."))
+        if len(found) >= 12:
+            break
+    return found[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRow:
+    id: str
+    arm: str
+    output: str
+    reward: float | None
+    feedback: int
+    created: str
+
+
+def recent_generations(
+    session: Session, task: Task, query: str = "", limit: int = 20
+) -> list[GenerationRow]:
+    """The newest completed generations, those whose output contains ``query`` when given."""
+    statement = (
+        select(Generation.id, Arm.name, Generation.output, Generation.reward, Generation.created_at)
+        .join(Arm, Arm.id == Generation.arm_id, isouter=True)
+        .where(Generation.task_id == task.id, Generation.status == "ok")
+        .order_by(Generation.created_at.desc(), Generation.id.desc())
+        .limit(limit)
+    )
+    if query:
+        escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        statement = statement.where(Generation.output.ilike(f"%{escaped}%", escape="\\"))
+    rows = session.execute(statement).all()
+    counts = dict(
+        session.execute(
+            select(Feedback.generation_id, func.count())
+            .where(Feedback.generation_id.in_([r[0] for r in rows]))
+            .group_by(Feedback.generation_id)
+        ).all()
+    )
+    return [
+        GenerationRow(
+            id=gid,
+            arm=arm or "–",
+            output=(output or "")[:400],
+            reward=reward,
+            feedback=int(counts.get(gid, 0)),
+            created=created.strftime("%Y-%m-%d %H:%M"),
+        )
+        for gid, arm, output, reward, created in rows
+    ]
+
+
+def plot(session: Session, task: Task, name: str, stats: TaskStats) -> bytes:
+    """One of the dashboard's plots as PNG, from live data (the demo report's drawings)."""
+    arms = [PlotArm(a.arm, a.count, a.mean_reward, a.interval) for a in stats.arms if not a.retired]
+    if name == "arm_means":
+        figure = arm_means_figure(
+            arms, recommended=stats.best_arm, confidence=stats.best_probability
+        )
+        return png_bytes(figure)
+    names = dict(session.execute(select(Arm.id, Arm.name).where(Arm.task_id == task.id)).all())
+    chosen = [
+        names[arm_id]
+        for arm_id in session.scalars(
+            select(BanditDecision.arm_id)
+            .where(BanditDecision.task_id == task.id)
+            .order_by(BanditDecision.created_at, BanditDecision.id)
+        )
+    ]
+    if name == "allocation":
+        return png_bytes(allocation_figure([a.name for a in arms], chosen))
+    means = {a.arm: a.mean_reward for a in stats.arms if a.mean_reward is not None}
+    counted = [arm for arm in chosen if arm in means]
+    curve = cumulative_regret(counted, means) if means else np.zeros(0)
+    uniform = uniform_regret(len(counted), means) if means else np.zeros(0)
+    every = max(1, len(counted) // _POINTS)
+    steps = list(range(1, len(counted) + 1))[::every]
+    figure = regret_figure(
+        list(curve[::every]),
+        list(uniform[::every]),
+        policy="live",
+        regret_policy=float(curve[-1]) if len(curve) else 0.0,
+        regret_uniform=float(uniform[-1]) if len(uniform) else 0.0,
+        steps=steps,
+    )
+    return png_bytes(figure)
