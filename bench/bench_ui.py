@@ -45,7 +45,7 @@ from sqlalchemy import insert, select  # noqa: E402
 from prefloop import bandit  # noqa: E402
 from prefloop.feedback import refresh_rewards  # noqa: E402
 from prefloop.serve import ServeSettings, create_api_key, create_app, ops  # noqa: E402
-from prefloop.store import Arm, BanditDecision, Feedback, Generation, Store, Task  # noqa: E402
+from prefloop.store import BanditDecision, Feedback, Generation, Store, Task  # noqa: E402
 
 ARMS = ("terse", "vivid", "plain", "warm")
 MEANS = {"terse": 0.1, "vivid": 0.3, "plain": -0.2, "warm": 0.25}
@@ -57,7 +57,6 @@ def database(kind: str, folder: Path) -> Iterator[str]:
         yield f"sqlite:///{folder / 'bench.db'}"
         return
     from sqlalchemy import create_engine, text
-
     from tests.support import postgres
 
     cluster = postgres.start_cluster()
