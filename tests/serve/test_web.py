@@ -8,7 +8,10 @@ import random
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
@@ -398,3 +401,53 @@ def test_admin_saves_settings_and_sees_the_dashboard(
     assert "excellent" in rate and "<h1>Be fair</h1>" in rate
     for path in ("live", "agreement", "generations?q=place", "plots/arm_means.png"):
         assert client.get(f"/app/tasks/diary/{path}").status_code == 200, path
+
+
+def test_decisive_compare_takes_the_pair_the_reward_model_is_least_sure_of(store: Store) -> None:
+    seed_task(store, inputs=6, per_input=2, arms=("a", "b"))
+    task = _task(store)
+    with store.session() as session:
+        queue.fill_queue(session, task, "compare")
+        items = session.scalars(select(LabelItem).order_by(LabelItem.id)).all()
+        # a scorer that finds every pair easy to order except the fourth one
+        hard = set(items[3].generation_ids)
+        scores = {
+            gid: (0.5 if gid in hard else float(n % 2) * 2 - 1)
+            for n, gid in enumerate(g for item in items for g in item.generation_ids)
+        }
+    seen: list[list[str]] = []
+
+    def scorer(outputs: Any) -> dict[str, float]:
+        seen.append([gid for gid, _, _ in outputs])
+        return {gid: scores[gid] for gid, _, _ in outputs}
+
+    with store.session() as session:
+        view = queue.next_item(session, task, "compare", "ana", scorer=scorer)
+        plain = queue.next_item(session, task, "compare", "ben")
+    assert view is not None and view.item_id == items[3].id
+    assert view.chosen_by == "the outputs the reward model is least sure how to order"
+    assert seen and hard <= set(seen[0])
+    assert plain is not None and plain.chosen_by.endswith(
+        "reward estimates is least sure how to order"
+    )
+
+
+def test_the_app_steers_compare_by_the_registered_reward_model(
+    store: Store, client: TestClient, keys: dict[str, str], tmp_path: Path
+) -> None:
+    from prefloop.reward.base import RatingData
+    from prefloop.reward.rating import RatingModelConfig, SklearnRatingModel
+    from prefloop.reward.registry import register_folder
+
+    seed_task(store, inputs=3, per_input=2, arms=("a", "b"))
+    texts = [
+        f"{'Short.' if n % 2 else 'A much longer diary entry. ' * (n % 5 + 1)}" for n in range(30)
+    ]
+    ratings = np.array([-1.0 if n % 2 else 1.0 for n in range(30)])
+    model = SklearnRatingModel(RatingModelConfig(model="ridge:stats"))
+    model.fit(RatingData(texts=texts, ratings=ratings, prompts=[None] * 30))
+    folder = model.save(tmp_path / "rm")
+    register_folder(store, folder, name="diary-rm", task="diary")
+    sign_in(client, keys["ana"])
+    page = client.get("/app/label/diary/compare").text
+    assert "Chosen: the outputs the reward model is least sure how to order." in page

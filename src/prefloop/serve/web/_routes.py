@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import difflib
 import html
-from collections.abc import Callable
-from dataclasses import dataclass
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -15,10 +17,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markdown_it import MarkdownIt
 from markupsafe import Markup
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from prefloop.errors import InvalidInputError, NotFoundError
+from prefloop.errors import InvalidInputError, NotFoundError, PrefloopError
 from prefloop.feedback import rater_agreement, task_agreement
+from prefloop.reward.base import load_reward_model
 from prefloop.serve.app import ServiceContext
 from prefloop.serve.web import _dashboard, queue
 from prefloop.serve.web._session import (
@@ -32,7 +36,7 @@ from prefloop.serve.web._session import (
     sign_in,
     sign_out,
 )
-from prefloop.store import Task, repo
+from prefloop.store import RewardModelRecord, Task, repo
 
 T = TypeVar("T")
 _HERE = Path(__file__).parent
@@ -165,11 +169,73 @@ class WebState:
     stats: _dashboard.TtlCache
     recommend: _dashboard.TtlCache
     plots: _dashboard.TtlCache
+    models: dict[str, Any] = field(default_factory=dict)
+    """Loaded reward models by folder (``None``: it failed to load)."""
+    scores: dict[tuple[str, str], float] = field(default_factory=dict)
+    """Reward model scores by (folder, generation id): each output is scored once."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _web(ctx: ServiceContext) -> WebState:
     state: WebState = ctx.web
     return state
+
+
+_MAX_SCORES = 200_000
+log = logging.getLogger("prefloop.serve.web")
+
+
+def _scorer(ctx: ServiceContext, session: Session, task: Task) -> queue.Scorer | None:
+    """The newest reward model registered for ``task`` as a scorer (None: none, or it cannot
+    be loaded; then the reward estimates choose, and the page says so)."""
+    record = session.scalars(
+        select(RewardModelRecord)
+        .where(RewardModelRecord.task_id == task.id)
+        .order_by(RewardModelRecord.created_at.desc(), RewardModelRecord.id.desc())
+        .limit(1)
+    ).first()
+    if record is None:
+        return None
+    web, folder = _web(ctx), record.path
+    with web.lock:
+        known = folder in web.models
+        model = web.models.get(folder)
+    if not known:
+        try:
+            model = load_reward_model(folder)
+        except (PrefloopError, OSError, ValueError) as exc:
+            log.warning(
+                "reward model %s v%s (%s) cannot be loaded: %s; the web app chooses pairs "
+                "from the reward estimates instead",
+                record.name,
+                record.version,
+                folder,
+                exc,
+            )
+            model = None
+        with web.lock:
+            web.models[folder] = model
+    if model is None:
+        return None
+
+    def score(outputs: Sequence[tuple[str, str, str | None]]) -> dict[str, float]:
+        with web.lock:
+            missing = [o for o in outputs if (folder, o[0]) not in web.scores]
+        if missing:
+            values = model.score([text for _, text, _ in missing], [p for _, _, p in missing])
+            with web.lock:
+                if len(web.scores) > _MAX_SCORES:
+                    web.scores.clear()
+                for (gid, _, _), value in zip(missing, values, strict=True):
+                    web.scores[(folder, gid)] = float(value)
+        with web.lock:
+            return {
+                gid: web.scores[(folder, gid)]
+                for gid, _, _ in outputs
+                if (folder, gid) in web.scores
+            }
+
+    return score
 
 
 def _stats(ctx: ServiceContext, session: Session, task: Task) -> Any:
@@ -344,8 +410,14 @@ def _item_page(
         if lease_id is not None:
             item = queue.lease_view(session, task, lease_id, user.name)
         else:
-            stats = _stats(ctx, session, task) if settings.strategy == "decisive" else None
-            item = queue.next_item(session, task, kind, user.name, settings=settings, stats=stats)
+            decisive = settings.strategy == "decisive"
+            stats = _stats(ctx, session, task) if decisive else None
+            scorer = (
+                _scorer(ctx, session, task) if decisive and kind in ("compare", "rank") else None
+            )
+            item = queue.next_item(
+                session, task, kind, user.name, settings=settings, stats=stats, scorer=scorer
+            )
         return {
             "task": task.name,
             "scale": [float(v) for v in task.scale],

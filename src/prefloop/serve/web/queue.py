@@ -32,7 +32,7 @@ import hashlib
 import json
 import random
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,6 +65,7 @@ __all__ = [
     "PositionBias",
     "Progress",
     "QueueSettings",
+    "Scorer",
     "SubmitOutcome",
     "check_kind",
     "disagreements",
@@ -85,7 +86,14 @@ ITEM_KINDS: tuple[str, ...] = ("rate", "compare", "rank", "edit")
 STRATEGIES: tuple[str, ...] = ("decisive", "random", "oldest")
 COMPARE_CHOICES: tuple[str, ...] = ("left", "right", "tie", "both_bad")
 _CANDIDATES = 200
+_SCORED = 50
+"""Candidates a reward model scores for one choice (new outputs cost a forward pass each)."""
 _SCAN = 5000
+
+
+Scorer = Callable[[Sequence[tuple[str, str, str | None]]], Mapping[str, float]]
+"""Scores outputs, ``(generation id, text, prompt)`` → score by generation id: the task's
+current reward model (the web app passes the newest one registered for the task)."""
 
 
 class ForbiddenItem(PrefloopError):
@@ -275,6 +283,8 @@ class ItemView:
     """(generation id, output text) in the order shown."""
     expires_at: datetime
     gold: bool
+    chosen_by: str = ""
+    """Why this item came next (shown to the labeler), e.g. the strategy's rule."""
 
 
 def _available(task: Task, kind: str, labeler: str, overlap: int, now: datetime) -> Any:
@@ -325,21 +335,25 @@ def _pick(
     strategy: str,
     stats: TaskStats | None,
     rng: random.Random,
-) -> LabelItem | None:
+    scorer: Scorer | None = None,
+) -> tuple[LabelItem | None, str]:
+    """The next item and why it was chosen."""
     query = select(LabelItem).where(available)
+    oldest = "the oldest item waiting"
     if strategy == "oldest":
-        return session.scalars(query.order_by(LabelItem.id).limit(1)).first()
+        return session.scalars(query.order_by(LabelItem.id).limit(1)).first(), oldest
     if strategy == "random":
         low, high = session.execute(
             select(func.min(LabelItem.id), func.max(LabelItem.id)).where(available)
         ).one()
         if low is None:
-            return None
+            return None, ""
         start = rng.randint(low, high)
         found = session.scalars(
             query.where(LabelItem.id >= start).order_by(LabelItem.id).limit(1)
         ).first()
-        return found or session.scalars(query.order_by(LabelItem.id).limit(1)).first()
+        first = found or session.scalars(query.order_by(LabelItem.id).limit(1)).first()
+        return first, "an item at random"
     open_arms, means = _estimates(stats)
     if kind in ("rate", "edit"):
         if open_arms:
@@ -347,22 +361,25 @@ def _pick(
                 query.where(LabelItem.arm_id.in_(sorted(open_arms))).order_by(LabelItem.id).limit(1)
             ).first()
             if found is not None:
-                return found
-        return session.scalars(query.order_by(LabelItem.id).limit(1)).first()
-    candidates = list(session.scalars(query.order_by(LabelItem.id).limit(_CANDIDATES)))
+                return found, "an output of an arm the bandit has not ruled out yet"
+        return session.scalars(query.order_by(LabelItem.id).limit(1)).first(), oldest
+    limit = _SCORED if scorer is not None else _CANDIDATES
+    candidates = list(session.scalars(query.order_by(LabelItem.id).limit(limit)))
     if not candidates:
-        return None
-    rewards = dict(
-        session.execute(
-            select(Generation.id, Generation.reward).where(
-                Generation.id.in_({g for c in candidates for g in c.generation_ids}),
-                Generation.reward.is_not(None),
-            )
-        ).all()
-    )
+        return None, ""
+    ids = {g for c in candidates for g in c.generation_ids}
+    rows = session.execute(
+        select(Generation.id, Generation.reward, Generation.output, Generation.prompt).where(
+            Generation.id.in_(ids)
+        )
+    ).all()
+    rewards = {gid: reward for gid, reward, _, _ in rows if reward is not None}
+    scores: Mapping[str, float] = {}
+    if scorer is not None:
+        scores = scorer([(gid, output or "", prompt) for gid, _, output, prompt in rows])
 
     def estimate(gid: str, arm: int | None) -> float:
-        value = rewards.get(gid)
+        value = scores.get(gid, rewards.get(gid))
         if value is None:
             value = means.get(arm, 0.0) if arm is not None else 0.0
         return float(value)
@@ -373,7 +390,8 @@ def _pick(
         opened = len({a for a in item.arm_ids if open_arms is None or a in open_arms})
         return (-opened if kind == "rank" else 0.0, spread, item.id)
 
-    return min(candidates, key=score)
+    why = "the reward model" if scores else "the reward estimates"
+    return min(candidates, key=score), f"the outputs {why} is least sure how to order"
 
 
 def next_item(
@@ -385,9 +403,11 @@ def next_item(
     settings: QueueSettings | None = None,
     stats: TaskStats | None = None,
     rng: random.Random | None = None,
+    scorer: Scorer | None = None,
 ) -> ItemView | None:
     """The labeler's open lease of this queue, or a new lease on the next item (None: none is
-    left for them). ``stats`` (the task's arm statistics) steer the ``decisive`` strategy."""
+    left for them). ``stats`` (the task's arm statistics) and ``scorer`` (its reward model)
+    steer the ``decisive`` strategy."""
     check_kind(kind)
     settings = settings or queue_settings(session, task)
     now = utcnow()
@@ -408,12 +428,12 @@ def next_item(
     if lease is not None:
         item = session.get(LabelItem, lease.item_id)
         assert item is not None
-        return _view(session, item, lease)
+        return _view(session, item, lease, "your item from before (you still hold it)")
     available = _available(task, kind, labeler, settings.overlap, now)
     rng = rng or random.Random()
-    item = _pick(session, task, kind, available, settings.strategy, stats, rng)
+    item, why = _pick(session, task, kind, available, settings.strategy, stats, rng, scorer)
     if item is None and fill_queue(session, task, kind, rank_size=settings.rank_size):
-        item = _pick(session, task, kind, available, settings.strategy, stats, rng)
+        item, why = _pick(session, task, kind, available, settings.strategy, stats, rng, scorer)
     if item is None:
         return None
     order = list(item.generation_ids)
@@ -430,10 +450,10 @@ def next_item(
     )
     session.add(lease)
     session.flush()
-    return _view(session, item, lease)
+    return _view(session, item, lease, why)
 
 
-def _view(session: Session, item: LabelItem, lease: LabelLease) -> ItemView:
+def _view(session: Session, item: LabelItem, lease: LabelLease, why: str = "") -> ItemView:
     rows = {
         g.id: g
         for g in session.scalars(select(Generation).where(Generation.id.in_(lease.order))).all()
@@ -448,6 +468,7 @@ def _view(session: Session, item: LabelItem, lease: LabelLease) -> ItemView:
         outputs=[(gid, rows[gid].output or "") for gid in lease.order],
         expires_at=lease.expires_at,
         gold=item.gold is not None,
+        chosen_by=why,
     )
 
 
