@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from prefloop import bandit
@@ -108,7 +108,8 @@ class GenerationRow:
     arm: str
     output: str
     reward: float | None
-    feedback: int
+    feedback: list[str]
+    """The generation's feedback, newest first, e.g. ``rating +0.5 (ana)`` (at most 5)."""
     created: str
 
 
@@ -127,24 +128,46 @@ def recent_generations(
         escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         statement = statement.where(Generation.output.ilike(f"%{escaped}%", escape="\\"))
     rows = session.execute(statement).all()
-    counts = dict(
-        session.execute(
-            select(Feedback.generation_id, func.count())
-            .where(Feedback.generation_id.in_([r[0] for r in rows]))
-            .group_by(Feedback.generation_id)
-        ).all()
-    )
+    events: dict[str, list[str]] = {}
+    ids = [r[0] for r in rows]
+    found = session.execute(
+        select(
+            Feedback.generation_id,
+            Feedback.other_generation_id,
+            Feedback.kind,
+            Feedback.value,
+            Feedback.author,
+        )
+        .where(or_(Feedback.generation_id.in_(ids), Feedback.other_generation_id.in_(ids)))
+        .order_by(Feedback.created_at.desc(), Feedback.id.desc())
+        .limit(20 * limit)
+    ).all()
+    for first, other, kind, value, author in found:
+        for gid in (first, other):
+            if gid in ids:
+                events.setdefault(gid, []).append(_describe(kind, value, author, gid == other))
     return [
         GenerationRow(
             id=gid,
             arm=arm or "–",
             output=(output or "")[:400],
             reward=reward,
-            feedback=int(counts.get(gid, 0)),
+            feedback=events.get(gid, [])[:5],
             created=created.strftime("%Y-%m-%d %H:%M"),
         )
         for gid, arm, output, reward, created in rows
     ]
+
+
+def _describe(kind: str, value: float | None, author: str, second: bool) -> str:
+    """One feedback event as a few words, seen from the generation's side."""
+    if kind == "pairwise" and value is not None:
+        won = value > 0 if not second else value < 0
+        words = "tie" if value == 0 else ("preferred" if won else "not preferred")
+        return f"pairwise {words} ({author})"
+    if kind in ("rating", "thumbs") and value is not None:
+        return f"{kind} {value:+g} ({author})"
+    return f"{kind} ({author})"
 
 
 def plot(session: Session, task: Task, name: str, stats: TaskStats) -> bytes:
