@@ -34,7 +34,7 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tmp" / "artifacts"
 AXE_CACHE = ROOT / "tmp" / "axe-core"
-AXE_VERSION = "4.10"
+AXE_VERSION = "4.10.3"
 CHROMIUM = os.environ.get("PREFLOOP_CHROMIUM", "/usr/bin/chromium")
 
 
