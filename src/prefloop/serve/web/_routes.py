@@ -6,10 +6,10 @@ import difflib
 import html
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from prefloop.errors import InvalidInputError, NotFoundError, PrefloopError
 from prefloop.feedback import rater_agreement, task_agreement
 from prefloop.reward.base import load_reward_model
+from prefloop.serve import ops
 from prefloop.serve.app import ServiceContext
 from prefloop.serve.web import _dashboard, queue
 from prefloop.serve.web._session import (
@@ -38,7 +39,6 @@ from prefloop.serve.web._session import (
 )
 from prefloop.store import RewardModelRecord, Task, repo
 
-T = TypeVar("T")
 _HERE = Path(__file__).parent
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -151,15 +151,6 @@ def _one(form: dict[str, list[str]], name: str) -> str | None:
 def _user(request: Request) -> tuple[WebUser | None, str | None]:
     ctx = _ctx(request)
     return ctx.read(lambda s: current_user(s, ctx.authenticator, request.cookies.get(COOKIE)))
-
-
-def _task(ctx: ServiceContext, name: str) -> Callable[[Session], Task]:
-    def load(session: Session) -> Task:
-        task = repo.get_task(session, name)
-        session.expunge(task)
-        return task
-
-    return load
 
 
 @dataclass
@@ -351,14 +342,8 @@ def home(request: Request) -> Response:
     user, denied = _guard(request)
     if denied is not None:
         return denied
-    tasks = ctx.read(lambda s: [(t.name, t.description) for t in repo_tasks(s)])
+    tasks = ctx.read(lambda s: [(t.name, t.description) for t in ops.list_tasks(s)])
     return _page(request, "home.html", user=user, tasks=tasks)
-
-
-def repo_tasks(session: Session) -> list[Task]:
-    from prefloop.serve import ops
-
-    return ops.list_tasks(session)
 
 
 # -- labeling -----------------------------------------------------------------------------------
