@@ -1,7 +1,10 @@
 """web app: sessions, label queues, task settings
 
+The tables of the web app under /app (prefloop.serve.web): sign-in sessions, each task's
+labeling settings, the items of the labeling queues and the labelers' leases on them.
+
 Revision ID: 0003
-Revises: 0001
+Revises: 0001 (0002, training runs, is written in parallel: set down_revision to it at merge)
 Create Date: 2026-12-08 00:11:22.404348
 """
 
@@ -17,7 +20,6 @@ depends_on = None
 
 
 def upgrade() -> None:
-
     op.create_table(
         "app_sessions",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -110,7 +112,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-
     with op.batch_alter_table("label_leases", schema=None) as batch_op:
         batch_op.drop_index("ix_label_leases_labeler")
         batch_op.drop_index("ix_label_leases_item_status")
