@@ -239,8 +239,7 @@ def run(kind: str, generations: int, events: int, repeat: int) -> dict[str, Any]
                     assert client.get("/app/tasks/bench/live").status_code == 200
 
                 def dashboard_cold() -> None:
-                    app.state.prefloop.web.stats._values.clear()
-                    app.state.prefloop.web.recommend._values.clear()
+                    app.state.prefloop.web.stats.clear()
                     dashboard()
 
                 submit_next()  # warm up

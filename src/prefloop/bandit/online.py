@@ -341,12 +341,20 @@ def arm_stats(
 
 
 def recommend_arm(
-    session: Session, task: Task, *, threshold: float = 0.95, draws: int = 4000, seed: int = 0
+    session: Session,
+    task: Task,
+    *,
+    threshold: float = 0.95,
+    draws: int = 4000,
+    seed: int = 0,
+    stats: TaskStats | None = None,
 ) -> Recommendation:
     """The best-arm call with its stopping rule, from every rewarded generation of the task:
-    "C is best with probability ≥ 0.95 after N feedbacks", or who leads and with what."""
+    "C is best with probability ≥ 0.95 after N feedbacks", or who leads and with what.
+    ``stats`` (of :func:`arm_stats` for all policies) spares counting the rewards again."""
     threshold = check_threshold(threshold)
-    stats = arm_stats(session, task, draws=draws, seed=seed)
+    if stats is None:
+        stats = arm_stats(session, task, draws=draws, seed=seed)
     probabilities = {a.arm: a.p_best for a in stats.arms if a.p_best is not None}
     return Recommendation(
         arm=stats.best_arm,

@@ -26,9 +26,7 @@ STATS_SECONDS = 5.0
 
 def install_web_app(app: FastAPI, context: ServiceContext) -> None:
     """Add the ``/app`` routes and their static files to ``app``."""
-    context.web = WebState(
-        stats=TtlCache(STATS_SECONDS), recommend=TtlCache(STATS_SECONDS), plots=TtlCache(10.0)
-    )
+    context.web = WebState(stats=TtlCache(STATS_SECONDS), plots=TtlCache(STATS_SECONDS))
     app.include_router(router)
     static = Path(__file__).with_name("static")
     app.mount("/app/static", StaticFiles(directory=static), name="app-static")

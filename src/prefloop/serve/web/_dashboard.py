@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -13,12 +14,14 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from prefloop import bandit
+from prefloop.bandit import Recommendation
 from prefloop.bandit.online import TaskStats
 from prefloop.demo._regret import cumulative_regret, uniform_regret
 from prefloop.demo._report import allocation_figure, arm_means_figure, png_bytes, regret_figure
 from prefloop.store import Arm, BanditDecision, Feedback, Generation, RewardModelRecord, Task
 
 T = TypeVar("T")
+log = logging.getLogger("prefloop.serve.web")
 PLOTS = ("arm_means", "allocation", "regret")
 _POINTS = 2000
 
@@ -34,28 +37,69 @@ class PlotArm:
 
 
 class TtlCache:
-    """Values by key for ``ttl`` seconds: the arm statistics the next-item choice and the
-    dashboard share (a full recount reads every reward of the task)."""
+    """Values by key, recomputed at most every ``ttl`` seconds: the arm statistics, verdicts
+    and plots the next-item choice and the dashboard share (a recount reads every reward of
+    the task: seconds on a large store).
+
+    Only the first request for a key waits for ``make``. Later, an expired value is still
+    returned while one background thread computes the next, so no labeler or dashboard waits
+    for a recount; ``make`` must open its own transaction.
+    """
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._values: dict[Any, tuple[float, Any]] = {}
+        self._refreshing: set[Any] = set()
         self._lock = threading.Lock()
 
     def get(self, key: Any, make: Callable[[], T]) -> T:
-        now = time.monotonic()
         with self._lock:
             kept = self._values.get(key)
-        if kept is not None and now - kept[0] < self.ttl:
-            return kept[1]
+            if kept is not None:
+                stale = time.monotonic() - kept[0] >= self.ttl
+                if stale and key not in self._refreshing:
+                    self._refreshing.add(key)
+                    threading.Thread(target=self._refresh, args=(key, make), daemon=True).start()
+                return kept[1]
         value = make()
         with self._lock:
-            self._values[key] = (now, value)
+            self._values[key] = (time.monotonic(), value)
         return value
 
+    def _refresh(self, key: Any, make: Callable[[], Any]) -> None:
+        try:
+            value = make()
+        except Exception:  # the old value stays; the next request tries again
+            log.exception("refreshing the web app's cached %r failed", key)
+        else:
+            with self._lock:
+                self._values[key] = (time.monotonic(), value)
+        finally:
+            with self._lock:
+                self._refreshing.discard(key)
 
-def task_stats(session: Session, task: Task) -> TaskStats:
-    return bandit.arm_stats(session, task, draws=2000)
+    def clear(self) -> None:
+        """Forget every value (the next request recomputes)."""
+        with self._lock:
+            self._values.clear()
+
+
+DRAWS = 2000
+"""Posterior draws of P(best) and the intervals (the API's 4000 cost twice the time)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """A task's arm statistics and the stopping rule's verdict, counted together."""
+
+    stats: TaskStats
+    recommendation: Recommendation
+
+
+def summarise(session: Session, task: Task) -> Summary:
+    stats = bandit.arm_stats(session, task, draws=DRAWS)
+    verdict = bandit.recommend_arm(session, task, draws=DRAWS, stats=stats)
+    return Summary(stats, verdict)
 
 
 @dataclass(frozen=True, slots=True)

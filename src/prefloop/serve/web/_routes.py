@@ -155,10 +155,9 @@ def _user(request: Request) -> tuple[WebUser | None, str | None]:
 
 @dataclass
 class WebState:
-    """The web app's caches (a few seconds each): arm statistics, verdicts, plots."""
+    """The web app's caches (a few seconds each): arm statistics and verdicts, plots."""
 
     stats: _dashboard.TtlCache
-    recommend: _dashboard.TtlCache
     plots: _dashboard.TtlCache
     models: dict[str, Any] = field(default_factory=dict)
     """Loaded reward models by folder (``None``: it failed to load)."""
@@ -229,8 +228,13 @@ def _scorer(ctx: ServiceContext, session: Session, task: Task) -> queue.Scorer |
     return score
 
 
-def _stats(ctx: ServiceContext, session: Session, task: Task) -> Any:
-    return _web(ctx).stats.get(task.id, lambda: _dashboard.task_stats(session, task))
+def _summary(ctx: ServiceContext, task_name: str) -> _dashboard.Summary:
+    """The task's statistics and verdict, recounted in the background every few seconds."""
+
+    def count() -> _dashboard.Summary:
+        return ctx.read(lambda s: _dashboard.summarise(s, repo.get_task(s, task_name)))
+
+    return _web(ctx).stats.get(task_name, count)
 
 
 def _guard(request: Request, *, admin: bool = False) -> tuple[WebUser | None, Response | None]:
@@ -396,7 +400,7 @@ def _item_page(
             item = queue.lease_view(session, task, lease_id, user.name)
         else:
             decisive = settings.strategy == "decisive"
-            stats = _stats(ctx, session, task) if decisive else None
+            stats = _summary(ctx, task.name).stats if decisive else None
             scorer = (
                 _scorer(ctx, session, task) if decisive and kind in ("compare", "rank") else None
             )
@@ -552,13 +556,12 @@ def my_agreement(request: Request, task: str) -> Response:
 def _dashboard_values(ctx: ServiceContext, task_name: str) -> dict[str, Any]:
     def read(session: Session) -> dict[str, Any]:
         task = repo.get_task(session, task_name)
-        stats = _stats(ctx, session, task)
-        recommendation = _web(ctx).recommend.get(task.id, lambda: _recommend(session, task))
+        summary = _summary(ctx, task.name)
         return {
             "task": task.name,
             "description": task.description,
-            "stats": stats,
-            "recommendation": recommendation,
+            "stats": summary.stats,
+            "recommendation": summary.recommendation,
             "models": _dashboard.reward_models(session, task),
             "bias": queue.position_bias(session, task),
             "settings": queue.queue_settings(session, task),
@@ -566,12 +569,6 @@ def _dashboard_values(ctx: ServiceContext, task_name: str) -> dict[str, Any]:
         }
 
     return ctx.read(read)
-
-
-def _recommend(session: Session, task: Task) -> Any:
-    from prefloop import bandit
-
-    return bandit.recommend_arm(session, task, draws=2000)
 
 
 @router.get("/tasks/{task}")
@@ -650,7 +647,7 @@ def dashboard_plot(request: Request, task: str, name: str) -> Response:
 
     def draw(session: Session) -> bytes:
         loaded = repo.get_task(session, task)
-        return _dashboard.plot(session, loaded, name, _stats(ctx, session, loaded))
+        return _dashboard.plot(session, loaded, name, _summary(ctx, loaded.name).stats)
 
     try:
         png = _web(ctx).plots.get((task, name), lambda: ctx.read(draw))
