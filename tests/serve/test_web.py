@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 
 from prefloop.bandit import arm_stats
 from prefloop.errors import InvalidInputError
-from prefloop.feedback import RatingEvent
+from prefloop.feedback import PairwiseEvent, RatingEvent, krippendorff_alpha, rater_agreement
 from prefloop.serve import ServeSettings, create_app, ops
 from prefloop.serve.web import queue, render_markdown, word_diff
 from prefloop.store import (
@@ -451,3 +451,36 @@ def test_the_app_steers_compare_by_the_registered_reward_model(
     sign_in(client, keys["ana"])
     page = client.get("/app/label/diary/compare").text
     assert "Chosen: the outputs the reward model is least sure how to order." in page
+
+
+def test_rater_agreement_counts_only_judgements_shared_with_the_rater(store: Store) -> None:
+    gens = seed_task(store, inputs=2, per_input=3, arms=("a",))
+    task = _task(store)
+    g1, g2, g3, g4 = gens[:4]
+
+    def rate(author: str, gid: str, value: float) -> None:
+        event = RatingEvent(generation_id=gid, value=value, source="labeler", author=author)
+        with store.session() as session:
+            ops.submit_feedback(session, "diary", event)
+
+    def prefer(author: str, a: str, b: str, winner: str) -> None:
+        event = PairwiseEvent(a=a, b=b, winner=winner, source="labeler", author=author)  # type: ignore[arg-type]
+        with store.session() as session:
+            ops.submit_feedback(session, "diary", event)
+
+    rate("ana", g1, 1.0)
+    rate("ben", g1, 1.0)
+    rate("ana", g2, 1.0)
+    rate("ben", g2, -1.0)
+    rate("ben", g3, 0.5)
+    rate("cal", g3, -0.5)  # ana never rated g3: not her agreement
+    prefer("ana", g1, g4, "a")
+    prefer("ben", g4, g1, "b")  # the same preference, the pair the other way round
+    prefer("cal", g1, g4, "b")
+    with store.session(readonly=True) as session:
+        ana = rater_agreement(session, task, "ana")
+        cal = rater_agreement(session, task, "cal")
+    assert ana.rated_units == 2
+    assert ana.alpha == pytest.approx(krippendorff_alpha([[1.0, 1.0], [1.0, -1.0]]))
+    assert (ana.judged_pairs, ana.pair_rate) == (1, 0.5)  # agrees with ben, not with cal
+    assert (cal.rated_units, cal.pair_rate) == (1, 0.0)

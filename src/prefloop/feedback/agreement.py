@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from prefloop.feedback.pairs import expand_ranking
@@ -117,19 +117,26 @@ class _Judgements:
     pairs: dict[tuple[str, str], dict[Rater, int]]
 
 
-def _judgements(session: Session, task: Task, sources: Sequence[str]) -> _Judgements:
+def _judgements(
+    session: Session, task: Task, sources: Sequence[str], around: Sequence[str] | None = None
+) -> _Judgements:
+    """The judgements of the task, or only those that name a generation in ``around`` (and
+    every ranking, whose generations are not columns)."""
     latest: dict[str | None, dict[Rater, float | None]] = defaultdict(dict)
-    ratings = session.execute(
+    rating_query = (
         select(Feedback.generation_id, Feedback.source, Feedback.author, Feedback.value)
         .where(Feedback.task_id == task.id, Feedback.kind == "rating")
         .where(Feedback.source.in_(sources), Feedback.value.is_not(None))
         .order_by(Feedback.created_at, Feedback.id)
     )
+    if around is not None:
+        rating_query = rating_query.where(Feedback.generation_id.in_(around))
+    ratings = session.execute(rating_query)
     for generation_id, source, author, value in ratings:
         latest[generation_id][(source, author)] = value
 
     outcomes: dict[tuple[str, str], dict[Rater, int]] = defaultdict(dict)
-    events = session.execute(
+    pair_query = (
         select(
             Feedback.kind,
             Feedback.source,
@@ -143,6 +150,15 @@ def _judgements(session: Session, task: Task, sources: Sequence[str]) -> _Judgem
         .where(Feedback.source.in_(sources))
         .order_by(Feedback.created_at, Feedback.id)
     )
+    if around is not None:
+        pair_query = pair_query.where(
+            or_(
+                Feedback.kind == "ranking",
+                Feedback.generation_id.in_(around),
+                Feedback.other_generation_id.in_(around),
+            )
+        )
+    events = session.execute(pair_query)
     for kind, source, author, a, b, value, payload in events:
         if kind == "pairwise":
             judged = [(a, b, int(np.sign(value or 0)))]
@@ -188,8 +204,20 @@ def rater_agreement(
     sources: Sequence[str] = RATER_SOURCES,
 ) -> Agreement:
     """How one rater agrees with the others: alpha over the generations this rater rated and
-    someone else did too; the pair rate over (this rater, another rater) pairs of judgements."""
-    judgements = _judgements(session, task, sources)
+    someone else did too; the pair rate over (this rater, another rater) pairs of judgements.
+    Only the judgements that name the rater's generations are read."""
+    named: set[str] = set()
+    for gid, other, payload in session.execute(
+        select(Feedback.generation_id, Feedback.other_generation_id, Feedback.payload).where(
+            Feedback.task_id == task.id,
+            Feedback.source == source,
+            Feedback.author == author,
+            Feedback.kind.in_(("rating", "pairwise", "ranking")),
+        )
+    ):
+        named.update(g for g in (gid, other) if g)
+        named.update((payload or {}).get("generation_ids") or ())
+    judgements = _judgements(session, task, sources, sorted(named))
     me = (source, author)
     units = [
         [v for v in by_rater.values() if v is not None]
@@ -201,9 +229,9 @@ def rater_agreement(
         if me not in by_rater or len(by_rater) < 2:
             continue
         pairs += 1
-        mine = by_rater[me]
+        my_outcome = by_rater[me]
         others = [outcome for rater, outcome in by_rater.items() if rater != me]
-        agreeing += sum(outcome == mine for outcome in others)
+        agreeing += sum(outcome == my_outcome for outcome in others)
         total += len(others)
     return Agreement(
         alpha=krippendorff_alpha(units),

@@ -132,7 +132,10 @@ class Generation(Base):
     reward: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    __table_args__ = (Index("ix_generations_task_arm", "task_id", "arm_id"),)
+    __table_args__ = (
+        Index("ix_generations_task_arm", "task_id", "arm_id"),
+        Index("ix_generations_task_created", "task_id", "created_at"),
+    )
 
 
 class Feedback(Base):

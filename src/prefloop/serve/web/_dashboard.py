@@ -78,6 +78,11 @@ class TtlCache:
             with self._lock:
                 self._refreshing.discard(key)
 
+    def forget(self, key: Any) -> None:
+        """Drop one value (the next request recomputes it, e.g. after an admin's change)."""
+        with self._lock:
+            self._values.pop(key, None)
+
     def clear(self) -> None:
         """Forget every value (the next request recomputes)."""
         with self._lock:

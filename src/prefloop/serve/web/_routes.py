@@ -627,7 +627,10 @@ def dashboard_agreement(request: Request, task: str) -> Response:
         _, denied = _guard(request, admin=True)
         if denied is not None:
             return denied
-        agreement = ctx.read(lambda s: task_agreement(s, repo.get_task(s, task)))
+        agreement = _web(ctx).stats.get(
+            ("agreement", task),
+            lambda: ctx.read(lambda s: task_agreement(s, repo.get_task(s, task))),
+        )
     except (PageError, NotFoundError) as exc:
         return _fragment("_message.html", text=str(exc))
     return _fragment("_agreement.html", agreement=agreement, bias=None)
@@ -676,7 +679,7 @@ def labelers_page(request: Request, task: str) -> Response:
                 "review": queue.disagreements(session, loaded),
             }
 
-        values = ctx.read(read)
+        values = _web(ctx).stats.get(("labelers", task), lambda: ctx.read(read))
     except PageError as exc:
         return _error_page(request, _user(request)[0], exc)
     except NotFoundError as exc:
@@ -743,6 +746,7 @@ async def save_gold(request: Request, task: str) -> Response:
         }
         answer = answers.get(kind, {})
         ctx.transaction(lambda s: queue.mark_gold(s, repo.get_task(s, task), item_id, answer))
+        _web(ctx).stats.forget(("labelers", task))
     except PageError as exc:
         return _error_page(request, _user(request)[0], exc)
     except (InvalidInputError, NotFoundError) as exc:

@@ -20,6 +20,11 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # the dashboard lists a task's newest generations
+    with op.batch_alter_table("generations", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_generations_task_created", ["task_id", "created_at"], unique=False
+        )
     op.create_table(
         "app_sessions",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -112,6 +117,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("generations", schema=None) as batch_op:
+        batch_op.drop_index("ix_generations_task_created")
     with op.batch_alter_table("label_leases", schema=None) as batch_op:
         batch_op.drop_index("ix_label_leases_labeler")
         batch_op.drop_index("ix_label_leases_item_status")
