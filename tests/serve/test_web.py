@@ -133,6 +133,13 @@ def test_an_expired_session_goes_back_to_sign_in(
         session.execute(update(AppSession).values(expires_at=utcnow() - timedelta(seconds=1)))
     answer = client.post(form_action(page), data={"csrf": csrf_of(page), "value": "1"})
     assert answer.status_code == 200 and "Your session expired" in answer.text
+    swapped = client.post(  # htmx's request: it is told to go to the sign-in page
+        form_action(page),
+        data={"csrf": csrf_of(page), "value": "1"},
+        headers={"HX-Request": "true"},
+        follow_redirects=False,
+    )
+    assert swapped.headers["HX-Redirect"] == "/app/login?m=missing"
     assert _feedback_count(store) == 0
 
 
