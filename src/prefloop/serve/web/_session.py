@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from prefloop.serve.auth import Authenticator, Permission, Principal, hash_key
@@ -62,6 +62,9 @@ def sign_in(
         )
     token = secrets.token_urlsafe(32)
     now = utcnow()
+    session.execute(  # sessions over a day past their end are of no use to anyone
+        delete(AppSession).where(AppSession.expires_at < now - timedelta(days=1))
+    )
     record = AppSession(
         token_hash=hash_key(token),
         csrf_token=secrets.token_urlsafe(32),
