@@ -1,6 +1,6 @@
 """The web app in a real browser: Debian's Chromium driven by Playwright (``executable_path``).
 
-One Chromium for the session; each test gets its own store and a uvicorn server on a free
+One Chromium for the file; each test gets its own store and a uvicorn server on a free
 port. Screenshots of every page land in ``tmp/artifacts/`` at the repository root.
 """
 
@@ -38,8 +38,11 @@ AXE_VERSION = "4.10.3"
 CHROMIUM = os.environ.get("PREFLOOP_CHROMIUM", "/usr/bin/chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium for this file's tests. Module scope, not session: Playwright's sync API
+    keeps an asyncio loop running in this thread while it is open, and later tests that run
+    their own loop (asyncio.run) would fail."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         message = f"{CHROMIUM} is missing: apt-get install chromium (or set PREFLOOP_CHROMIUM)"
