@@ -28,6 +28,7 @@ from prefloop.store import (
     Generation,
     LabelItem,
     LabelLease,
+    RewardModelRecord,
     Store,
     Task,
 )
@@ -491,3 +492,25 @@ def test_rater_agreement_counts_only_judgements_shared_with_the_rater(store: Sto
     assert ana.alpha == pytest.approx(krippendorff_alpha([[1.0, 1.0], [1.0, -1.0]]))
     assert (ana.judged_pairs, ana.pair_rate) == (1, 0.5)  # agrees with ben, not with cal
     assert (cal.rated_units, cal.pair_rate) == (1, 0.0)
+
+
+def test_a_reward_model_that_cannot_load_leaves_the_choice_to_the_estimates(
+    store: Store,
+    client: TestClient,
+    keys: dict[str, str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seed_task(store, inputs=2, per_input=2, arms=("a", "b"))
+    with store.session() as session:
+        task = session.scalar(select(Task).where(Task.name == "diary"))
+        assert task is not None
+        session.add(
+            RewardModelRecord(
+                task_id=task.id, name="gone", version=1, kind="rating", path=str(tmp_path / "gone")
+            )
+        )
+    sign_in(client, keys["ana"])
+    page = client.get("/app/label/diary/compare").text
+    assert "Chosen: the outputs whose reward estimates are closest" in page
+    assert any("gone v1" in r.getMessage() for r in caplog.records)

@@ -212,7 +212,20 @@ def _scorer(ctx: ServiceContext, session: Session, task: Task) -> queue.Scorer |
         with web.lock:
             missing = [o for o in outputs if (folder, o[0]) not in web.scores]
         if missing:
-            values = model.score([text for _, text, _ in missing], [p for _, _, p in missing])
+            try:
+                values = model.score([text for _, text, _ in missing], [p for _, _, p in missing])
+            except Exception as exc:  # a broken model must not stop the labelers
+                log.warning(
+                    "reward model %s v%s (%s) failed to score outputs: %s; it is not used "
+                    "again until the server restarts, the reward estimates choose instead",
+                    record.name,
+                    record.version,
+                    folder,
+                    exc,
+                )
+                with web.lock:
+                    web.models[folder] = None
+                return {}
             with web.lock:
                 if len(web.scores) > _MAX_SCORES:
                     web.scores.clear()

@@ -390,8 +390,11 @@ def _pick(
         opened = len({a for a in item.arm_ids if open_arms is None or a in open_arms})
         return (-opened if kind == "rank" else 0.0, spread, item.id)
 
-    why = "the reward model" if scores else "the reward estimates"
-    return min(candidates, key=score), f"the outputs {why} is least sure how to order"
+    if scores:
+        why = "the outputs the reward model is least sure how to order"
+    else:
+        why = "the outputs whose reward estimates are closest (least sure how to order)"
+    return min(candidates, key=score), why
 
 
 def next_item(
