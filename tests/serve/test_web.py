@@ -435,8 +435,8 @@ def test_decisive_compare_takes_the_pair_the_reward_model_is_least_sure_of(store
     assert view is not None and view.item_id == items[3].id
     assert view.chosen_by == "the outputs the reward model is least sure how to order"
     assert seen and hard <= set(seen[0])
-    assert plain is not None and plain.chosen_by.endswith(
-        "reward estimates is least sure how to order"
+    assert plain is not None and plain.chosen_by.startswith(
+        "the outputs whose reward estimates are closest"
     )
 
 
