@@ -174,6 +174,10 @@ def test_a_labeler_rates_compares_ranks_and_edits_by_keyboard(browser: Any, serv
 
     page.goto(served.url + "/app/label/diary/compare")
     _shot(page, "compare")
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone: one column, no sideways
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    _shot(page, "compare-phone")
+    page.set_viewport_size({"width": 1100, "height": 900})
     assert "terse" not in page.inner_text("#label-form")  # arm names stay hidden
     _submit_and_wait(page, "1", "Enter")
     _submit_and_wait(page, "3", "Enter")
