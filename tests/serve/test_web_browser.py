@@ -195,6 +195,17 @@ def test_a_labeler_rates_compares_ranks_and_edits_by_keyboard(browser: Any, serv
         )
         assert moved == [shown[1], shown[0], *shown[2:]]
         _submit_and_wait(page, "Enter")
+    order = "xs => xs.map(x => x.value)"
+    shown = page.locator("#rank-list input[name=order]").evaluate_all(order)
+    last = page.locator("#rank-list > li:last-child").bounding_box()
+    assert last is not None
+    page.drag_and_drop(  # dropped on the lower half of the last output: it goes below it
+        "#rank-list > li:first-child",
+        "#rank-list > li:last-child",
+        target_position={"x": 20, "y": last["height"] - 4},
+    )
+    dragged = page.locator("#rank-list input[name=order]").evaluate_all(order)
+    assert dragged[-1] == shown[0] and sorted(dragged) == sorted(shown)  # or by dragging
 
     page.goto(served.url + "/app/label/diary/edit")
     page.wait_for_selector("#edit-text:focus")
