@@ -34,7 +34,7 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, func, select
@@ -741,8 +741,7 @@ def labeler_summaries(session: Session, task: Task) -> list[LabelerSummary]:
 
 
 def _aware(moment: datetime) -> datetime:
-    from datetime import UTC
-
+    """SQLite hands back naive times (stored as UTC)."""
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
