@@ -6,8 +6,8 @@ The first N HH harmless pairs are imported into a fresh store. The baseline is a
 every linear layer, max_length, batch size, one epoch, seed); prefloop trains from the store
 with ``prefloop train dpo --task``. prefloop runs twice: the first run computes the reference
 log-probs once and caches them (targets: wall-time ratio baseline/prefloop ≥ 0.95), the second
-reuses them (≥ 1.25); both runs' final losses must agree with the baseline's within 2%. Each run is a fresh process, timed
-from start to exit.
+reuses them (≥ 1.25); both runs' final losses must agree with the baseline's within 2%. Each
+run is a fresh process, timed from start to exit.
 
     .venv/bin/python bench/bench_train.py            # 64 pairs, max_length 256, batch 4
     .venv/bin/python bench/bench_train.py --quick    # 8 pairs, max_length 128

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from rich.console import Group, RenderableType
@@ -25,9 +26,14 @@ from prefloop._files import as_if_created
 from prefloop.demo._result import DemoResult
 
 __all__ = [
+    "PlottedArm",
+    "allocation_figure",
+    "arm_means_figure",
     "plot_allocation",
     "plot_arm_means",
     "plot_regret_curves",
+    "png_bytes",
+    "regret_figure",
     "rich_summary",
     "write_html",
     "write_report",
@@ -81,18 +87,49 @@ def _color(index: int) -> str:
     return _COLORS[index % len(_COLORS)]
 
 
+class PlottedArm(Protocol):
+    """What the plots need of an arm (the demo's :class:`ArmResult`, the dashboard's rows)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def rated(self) -> int: ...
+    @property
+    def mean(self) -> float | None: ...
+    @property
+    def interval(self) -> tuple[float, float] | None: ...
+
+
+def png_bytes(figure: Any) -> bytes:
+    """A figure drawn as PNG bytes (the dashboard serves them)."""
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
 def plot_arm_means(result: DemoResult, path: Path) -> Path:
     """Per-arm mean reward with its 95% interval; the recommended arm drawn solid."""
-    figure = _figure((7.5, 0.6 * max(len(result.arms), 2) + 1.6))
+    figure = arm_means_figure(
+        result.arms, recommended=result.recommended, confidence=result.confidence
+    )
+    return _save(figure, path)
+
+
+def arm_means_figure(
+    arms: Sequence[PlottedArm], *, recommended: str | None, confidence: float | None
+) -> Any:
+    """The figure of :func:`plot_arm_means` from any arms' means and intervals."""
+    figure = _figure((7.5, 0.6 * max(len(arms), 2) + 1.6))
     axes = figure.add_subplot()
-    names = [arm.name for arm in result.arms]
+    names = [arm.name for arm in arms]
     y = np.arange(len(names))[::-1]
-    for row, (k, arm) in zip(y, enumerate(result.arms), strict=True):
+    for row, (k, arm) in zip(y, enumerate(arms), strict=True):
         if arm.mean is None or arm.interval is None:
             axes.text(0.0, row, "no ratings", va="center", ha="center", color="grey")
             continue
         low, high = arm.interval
-        recommended = arm.name == result.recommended
+        is_recommended = arm.name == recommended
         # The interval is a posterior one (Jeffreys prior, shrunk toward the middle of the
         # scale); with few ratings the raw mean can sit at or beyond its edge, so both are drawn
         # as they are rather than as offsets from the mean.
@@ -103,7 +140,7 @@ def plot_arm_means(result: DemoResult, path: Path) -> Path:
             [row],
             "o",
             color=_color(k),
-            markerfacecolor=_color(k) if recommended else "white",
+            markerfacecolor=_color(k) if is_recommended else "white",
             markersize=9,
         )
         axes.annotate(
@@ -119,23 +156,44 @@ def plot_arm_means(result: DemoResult, path: Path) -> Path:
     axes.axvline(0.0, color="grey", linewidth=0.6)
     axes.set_xlabel("mean rating (dot) and 95% credible interval of the mean")
     title = "Reward per prompt"
-    if result.recommended is not None:
-        title += f": {result.recommended} recommended (P(best) = {result.confidence:.2f})"
+    if recommended is not None and confidence is not None:
+        title += f": {recommended} recommended (P(best) = {confidence:.2f})"
     axes.set_title(title, fontsize=11)
     axes.grid(True, axis="x", alpha=0.3)
-    return _save(figure, path)
+    return figure
 
 
 def plot_regret_curves(result: DemoResult, path: Path) -> Path:
     """Cumulative regret of the bandit's choices next to uniform allocation's expectation."""
+    figure = regret_figure(
+        result.regret_curve,
+        result.uniform_curve,
+        policy=result.policy,
+        regret_policy=result.regret_policy,
+        regret_uniform=result.regret_uniform,
+    )
+    return _save(figure, path)
+
+
+def regret_figure(
+    regret_curve: Sequence[float],
+    uniform_curve: Sequence[float],
+    *,
+    policy: str,
+    regret_policy: float,
+    regret_uniform: float,
+    steps: Sequence[float] | None = None,
+) -> Any:
+    """The figure of :func:`plot_regret_curves`; ``steps`` (default 1, 2, …) are the x values
+    of the curves' points (a long log is drawn from a subsample)."""
     figure = _figure((7.5, 4.2))
     axes = figure.add_subplot()
-    steps = np.arange(1, len(result.regret_curve) + 1)
-    if len(steps):
-        axes.plot(steps, result.regret_curve, label=f"bandit ({result.policy})", linewidth=2)
+    xs = np.arange(1, len(regret_curve) + 1) if steps is None else np.asarray(steps)
+    if len(xs):
+        axes.plot(xs, regret_curve, label=f"bandit ({policy})", linewidth=2)
         axes.plot(
-            steps,
-            result.uniform_curve,
+            xs,
+            uniform_curve,
             label="uniform allocation (expected)",
             linestyle="--",
             linewidth=2,
@@ -147,25 +205,33 @@ def plot_regret_curves(result: DemoResult, path: Path) -> Path:
     axes.set_ylabel("cumulative regret")
     axes.set_title(
         "Regret against the best arm's estimated mean "
-        f"(bandit {result.regret_policy:.1f} vs uniform {result.regret_uniform:.1f})",
+        f"(bandit {regret_policy:.1f} vs uniform {regret_uniform:.1f})",
         fontsize=11,
     )
     axes.grid(True, alpha=0.3)
-    return _save(figure, path)
+    return figure
 
 
 def plot_allocation(result: DemoResult, path: Path) -> Path:
     """How many times each arm had been chosen after each decision."""
+    return _save(allocation_figure([arm.name for arm in result.arms], result.chosen), path)
+
+
+def allocation_figure(arm_names: Sequence[str], chosen: Sequence[str]) -> Any:
+    """The figure of :func:`plot_allocation`: times each arm was chosen after each decision
+    (a long log is drawn at up to 2,000 points)."""
     figure = _figure((7.5, 4.2))
     axes = figure.add_subplot()
-    steps = np.arange(1, len(result.chosen) + 1)
-    for k, arm in enumerate(result.arms):
-        picks = np.cumsum([name == arm.name for name in result.chosen])
-        axes.plot(steps, picks, label=arm.name, color=_color(k), linewidth=2)
+    steps = np.arange(1, len(chosen) + 1)
+    every = max(1, len(chosen) // 2000)
+    picked = np.asarray(chosen, dtype=object)
+    for k, name in enumerate(arm_names):
+        picks = np.cumsum(picked == name)
+        axes.plot(steps[::every], picks[::every], label=name, color=_color(k), linewidth=2)
     if len(steps):
         axes.plot(
-            steps,
-            steps / max(len(result.arms), 1),
+            steps[::every],
+            steps[::every] / max(len(arm_names), 1),
             color="grey",
             linestyle=":",
             label="uniform",
@@ -175,7 +241,7 @@ def plot_allocation(result: DemoResult, path: Path) -> Path:
     axes.set_ylabel("times chosen so far")
     axes.set_title("Allocation over time", fontsize=11)
     axes.grid(True, alpha=0.3)
-    return _save(figure, path)
+    return figure
 
 
 # -- HTML --------------------------------------------------------------------------------------

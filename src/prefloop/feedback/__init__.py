@@ -5,6 +5,7 @@ from prefloop.feedback.agreement import (
     Agreement,
     krippendorff_alpha,
     pair_agreement,
+    rater_agreement,
     task_agreement,
 )
 from prefloop.feedback.datasets import (
@@ -97,6 +98,7 @@ __all__ = [
     "prompt_text",
     "rated_examples",
     "rated_groups",
+    "rater_agreement",
     "rating_pairs",
     "record_feedback",
     "refresh_rewards",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from prefloop.feedback.datasets import expand_ranking
@@ -105,27 +105,38 @@ class Agreement:
     """Pairs of generations judged by at least two raters (pairwise events and rankings)."""
 
 
-def task_agreement(
-    session: Session, task: Task, *, sources: Sequence[str] = RATER_SOURCES
-) -> Agreement:
-    """Agreement among the task's raters from ``sources`` (a rater is a source and author)."""
-    latest: dict[str | None, dict[tuple[str, str], float | None]] = defaultdict(dict)
-    ratings = session.execute(
+Rater = tuple[str, str]
+"""A rater is a source and an author."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Judgements:
+    """Each rater's latest rating of each generation, and latest outcome of each pair."""
+
+    ratings: dict[str | None, dict[Rater, float | None]]
+    pairs: dict[tuple[str, str], dict[Rater, int]]
+
+
+def _judgements(
+    session: Session, task: Task, sources: Sequence[str], around: Sequence[str] | None = None
+) -> _Judgements:
+    """The judgements of the task, or only those that name a generation in ``around`` (and
+    every ranking, whose generations are not columns)."""
+    latest: dict[str | None, dict[Rater, float | None]] = defaultdict(dict)
+    rating_query = (
         select(Feedback.generation_id, Feedback.source, Feedback.author, Feedback.value)
         .where(Feedback.task_id == task.id, Feedback.kind == "rating")
         .where(Feedback.source.in_(sources), Feedback.value.is_not(None))
         .order_by(Feedback.created_at, Feedback.id)
     )
+    if around is not None:
+        rating_query = rating_query.where(Feedback.generation_id.in_(around))
+    ratings = session.execute(rating_query)
     for generation_id, source, author, value in ratings:
         latest[generation_id][(source, author)] = value
-    units = [
-        [v for v in by_rater.values() if v is not None]
-        for by_rater in latest.values()
-        if len(by_rater) >= 2
-    ]
 
-    outcomes: dict[tuple[str, str], dict[tuple[str, str], int]] = defaultdict(dict)
-    events = session.execute(
+    outcomes: dict[tuple[str, str], dict[Rater, int]] = defaultdict(dict)
+    pair_query = (
         select(
             Feedback.kind,
             Feedback.source,
@@ -139,6 +150,15 @@ def task_agreement(
         .where(Feedback.source.in_(sources))
         .order_by(Feedback.created_at, Feedback.id)
     )
+    if around is not None:
+        pair_query = pair_query.where(
+            or_(
+                Feedback.kind == "ranking",
+                Feedback.generation_id.in_(around),
+                Feedback.other_generation_id.in_(around),
+            )
+        )
+    events = session.execute(pair_query)
     for kind, source, author, a, b, value, payload in events:
         if kind == "pairwise":
             judged = [(a, b, int(np.sign(value or 0)))]
@@ -151,10 +171,71 @@ def task_agreement(
             # one orientation per pair: +1 the smaller id won, -1 the larger one, 0 a tie
             key, sign = ((first, second), 1) if first < second else ((second, first), -1)
             outcomes[key][(source, author)] = sign * first_wins
-    judged_twice = [list(by_rater.values()) for by_rater in outcomes.values() if len(by_rater) >= 2]
+    return _Judgements(ratings=latest, pairs=outcomes)
+
+
+def task_agreement(
+    session: Session, task: Task, *, sources: Sequence[str] = RATER_SOURCES
+) -> Agreement:
+    """Agreement among the task's raters from ``sources`` (a rater is a source and author)."""
+    judgements = _judgements(session, task, sources)
+    units = [
+        [v for v in by_rater.values() if v is not None]
+        for by_rater in judgements.ratings.values()
+        if len(by_rater) >= 2
+    ]
+    judged_twice = [
+        list(by_rater.values()) for by_rater in judgements.pairs.values() if len(by_rater) >= 2
+    ]
     return Agreement(
         alpha=krippendorff_alpha(units),
         rated_units=len(units),
         pair_rate=pair_agreement(judged_twice),
         judged_pairs=len(judged_twice),
+    )
+
+
+def rater_agreement(
+    session: Session,
+    task: Task,
+    author: str,
+    *,
+    source: str = "labeler",
+    sources: Sequence[str] = RATER_SOURCES,
+) -> Agreement:
+    """How one rater agrees with the others: alpha over the generations this rater rated and
+    someone else did too; the pair rate over (this rater, another rater) pairs of judgements.
+    Only the judgements that name the rater's generations are read."""
+    named: set[str] = set()
+    for gid, other, payload in session.execute(
+        select(Feedback.generation_id, Feedback.other_generation_id, Feedback.payload).where(
+            Feedback.task_id == task.id,
+            Feedback.source == source,
+            Feedback.author == author,
+            Feedback.kind.in_(("rating", "pairwise", "ranking")),
+        )
+    ):
+        named.update(g for g in (gid, other) if g)
+        named.update((payload or {}).get("generation_ids") or ())
+    judgements = _judgements(session, task, sources, sorted(named))
+    me = (source, author)
+    units = [
+        [v for v in by_rater.values() if v is not None]
+        for by_rater in judgements.ratings.values()
+        if me in by_rater and len(by_rater) >= 2
+    ]
+    agreeing = total = pairs = 0
+    for by_rater in judgements.pairs.values():
+        if me not in by_rater or len(by_rater) < 2:
+            continue
+        pairs += 1
+        my_outcome = by_rater[me]
+        others = [outcome for rater, outcome in by_rater.items() if rater != me]
+        agreeing += sum(outcome == my_outcome for outcome in others)
+        total += len(others)
+    return Agreement(
+        alpha=krippendorff_alpha(units),
+        rated_units=len(units),
+        pair_rate=agreeing / total if total else None,
+        judged_pairs=pairs,
     )

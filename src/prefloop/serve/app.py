@@ -68,6 +68,8 @@ class ServiceContext:
     policies: PolicyCache
     model_arms: ModelArms = field(default_factory=ModelArms)
     """The model arms /v1/generate serves on this machine (each model loads once)."""
+    web: Any = field(default=None, repr=False)
+    """The web app's state (:mod:`prefloop.serve.web`), set when it is installed."""
     _backend: ChatBackend | None = field(default=None, repr=False)
     _backend_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _write_lock: threading.Lock | None = field(default=None, repr=False)
@@ -389,6 +391,9 @@ def create_app(
     _install_error_handlers(app)
     app.include_router(router)
     document_security(app)
+    from prefloop.serve.web import install_web_app
+
+    install_web_app(app, context)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     if settings.fast_lane:

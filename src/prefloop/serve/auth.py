@@ -142,6 +142,17 @@ class Authenticator:
         self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._lock = threading.Lock()
 
+    def is_active(self, digest: str) -> bool:
+        """Whether the key whose hash is ``digest`` still works (the admin key, or a stored key
+        not revoked): a web app session ends when its key is revoked."""
+        if self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash):
+            return True
+        with self._store.session(readonly=True) as session:
+            found = session.scalar(
+                select(ApiKey.id).where(ApiKey.key_hash == digest, ApiKey.revoked_at.is_(None))
+            )
+        return found is not None
+
     def remembered(self, key: str) -> tuple[bool, Principal | None]:
         """``(True, principal)`` when ``key`` is answered without the store (the admin key, or
         a look-up remembered less than ``cache_seconds`` ago); ``(False, None)`` otherwise."""

@@ -124,3 +124,13 @@ class ServeSettings(BaseSettings):
         description="How often a request is retried after a serialization failure or a "
         "concurrent duplicate (nothing of the failed attempt is kept).",
     )
+    app_session_minutes: int = Field(
+        default=720,
+        gt=0,
+        description="How long a web app (/app) sign-in lasts before the labeler signs in again.",
+    )
+    app_secure_cookie: bool | None = Field(
+        default=None,
+        description="Mark the web app's cookies Secure (HTTPS only). Default: when the request "
+        "came over HTTPS.",
+    )

@@ -132,7 +132,10 @@ class Generation(Base):
     reward: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    __table_args__ = (Index("ix_generations_task_arm", "task_id", "arm_id"),)
+    __table_args__ = (
+        Index("ix_generations_task_arm", "task_id", "arm_id"),
+        Index("ix_generations_task_created", "task_id", "created_at"),
+    )
 
 
 class Feedback(Base):
@@ -291,3 +294,90 @@ class PolicyState(Base):
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     version: Mapped[int] = mapped_column(Integer, default=0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AppSession(Base):
+    """A signed-in session of the web app (``/app``): the cookie holds a random token, the store
+    only its SHA-256 hash, the CSRF token every form of the session carries, and who it is."""
+
+    __tablename__ = "app_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    key_hash: Mapped[str] = mapped_column(String(64))
+    """The hash of the API key that signed in: revoking the key ends the session."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class TaskSettings(Base):
+    """The web app's settings of one task: overlap ``k``, lease time, next-item strategy, the
+    text beside each rating level and the labelers' guidelines (markdown)."""
+
+    __tablename__ = "task_settings"
+
+    task_id: Mapped[int] = mapped_column(
+        ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True
+    )
+    overlap: Mapped[int] = mapped_column(Integer, default=1)
+    lease_seconds: Mapped[int] = mapped_column(Integer, default=600)
+    strategy: Mapped[str] = mapped_column(String(20), default="decisive")
+    rank_size: Mapped[int] = mapped_column(Integer, default=3)
+    level_texts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    guidelines: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LabelItem(Base):
+    """One thing to label in a queue: a generation (rate, edit) or several outputs of the same
+    input (compare: two, rank: K). ``done`` counts the labels given; the item is ``closed``
+    when it reaches the task's overlap, ``discarded`` when a labeler found it unusable.
+    ``gold`` is an admin's known answer (the same shape as a lease's ``answer``)."""
+
+    __tablename__ = "label_items"
+    __table_args__ = (
+        UniqueConstraint("task_id", "kind", "group_key", name="uq_label_items_task_kind_group"),
+        Index("ix_label_items_queue", "task_id", "kind", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))  # rate | compare | rank | edit
+    group_key: Mapped[str] = mapped_column(String(64))
+    generation_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    arm_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    arm_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open | closed | discarded
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    gold: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LabelLease(Base):
+    """An item handed to one labeler: ``open`` until it expires, then ``done`` (with the
+    answer and the feedback it stored), ``skipped`` or ``discarded``. One per labeler and item,
+    so nobody sees an item twice."""
+
+    __tablename__ = "label_leases"
+    __table_args__ = (
+        UniqueConstraint("item_id", "labeler", name="uq_label_leases_item_labeler"),
+        Index("ix_label_leases_item_status", "item_id", "status"),
+        Index("ix_label_leases_labeler", "task_id", "labeler", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("label_items.id", ondelete="CASCADE"))
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    labeler: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    order: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    """The generation ids in the order they were shown (compare: left, right)."""
+    answer: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    feedback_ids: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
