@@ -514,3 +514,30 @@ def test_a_reward_model_that_cannot_load_leaves_the_choice_to_the_estimates(
     page = client.get("/app/label/diary/compare").text
     assert "Chosen: the outputs whose reward estimates are closest" in page
     assert any("gone v1" in r.getMessage() for r in caplog.records)
+
+
+def test_the_dashboard_lists_the_tasks_training_runs(
+    store: Store, client: TestClient, keys: dict[str, str]
+) -> None:
+    from prefloop.store import TrainingRun
+
+    seed_task(store, inputs=2, per_input=2)
+    sign_in(client, keys["boss"])
+    assert "No model was trained on this task" in client.get("/app/tasks/diary/live").text
+    with store.session() as session:
+        task = session.scalar(select(Task))
+        assert task is not None
+        session.add(
+            TrainingRun(
+                task_id=task.id,
+                method="kto",
+                base="smollm2",
+                config={},
+                examples=96,
+                metrics={"steps": 24, "loss_first": 0.5, "loss_last": 0.47},
+                output_path="/models/kto",
+                status="done",
+            )
+        )
+    live = client.get("/app/tasks/diary/live").text
+    assert "Training runs" in live and "kto" in live and "loss_last 0.47" in live

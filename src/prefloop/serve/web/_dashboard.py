@@ -18,7 +18,15 @@ from prefloop.bandit import Recommendation
 from prefloop.bandit.online import TaskStats
 from prefloop.demo._regret import cumulative_regret, uniform_regret
 from prefloop.demo._report import allocation_figure, arm_means_figure, png_bytes, regret_figure
-from prefloop.store import Arm, BanditDecision, Feedback, Generation, RewardModelRecord, Task
+from prefloop.store import (
+    Arm,
+    BanditDecision,
+    Feedback,
+    Generation,
+    RewardModelRecord,
+    Task,
+    TrainingRun,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("prefloop.serve.web")
@@ -133,6 +141,42 @@ def reward_models(session: Session, task: Task) -> list[RewardModelRow]:
         )
         for row in rows
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingRunRow:
+    id: int
+    method: str
+    status: str
+    examples: int
+    metrics: list[tuple[str, str]]
+    created: str
+
+
+def training_runs(session: Session, task: Task) -> list[TrainingRunRow]:
+    """The task's newest training runs (``prefloop train``), with their figures."""
+    rows = session.scalars(
+        select(TrainingRun)
+        .where(TrainingRun.task_id == task.id)
+        .order_by(TrainingRun.id.desc())
+        .limit(10)
+    ).all()
+    return [
+        TrainingRunRow(
+            id=row.id,
+            method=row.method,
+            status=row.status,
+            examples=row.examples,
+            metrics=_flat_metrics(
+                {k: v for k, v in (row.metrics or {}).items() if k in _RUN_FIGURES}
+            ),
+            created=row.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+        for row in rows
+    ]
+
+
+_RUN_FIGURES = ("steps", "loss_first", "loss_last", "rewards/accuracies", "accuracy", "error")
 
 
 def _flat_metrics(metrics: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:

@@ -576,6 +576,7 @@ def _dashboard_values(ctx: ServiceContext, task_name: str) -> dict[str, Any]:
             "stats": summary.stats,
             "recommendation": summary.recommendation,
             "models": _dashboard.reward_models(session, task),
+            "runs": _dashboard.training_runs(session, task),
             "bias": queue.position_bias(session, task),
             "settings": queue.queue_settings(session, task),
             "scale": [float(v) for v in task.scale],
