@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -18,9 +18,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from prefloop.bandit.online import PolicyCache
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError, PrefloopError
+from prefloop.feedback.events import CONFLICTING_FIELDS
 from prefloop.llm.base import ChatBackend
 from prefloop.serve.auth import Authenticator, count_active_keys
 from prefloop.serve.batching import WriteBatcher
@@ -28,8 +30,10 @@ from prefloop.serve.catalog import Catalog
 from prefloop.serve.hotpath import Fallback, HotPath, no_wait
 from prefloop.serve.metrics import Metrics
 from prefloop.serve.middleware import BodyLimitMiddleware, MetricsMiddleware
+from prefloop.serve.schemas import PATH_NAME_PATTERN
 from prefloop.serve.settings import ServeSettings
 from prefloop.store import Store
+from prefloop.store.text import NAME_PATTERN, NO_NUL_PATTERN
 
 log = logging.getLogger("prefloop.serve")
 T = TypeVar("T")
@@ -281,7 +285,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidInputError)
     async def invalid(_request: Request, exc: InvalidInputError) -> JSONResponse:
-        return _error(422, "invalid", str(exc))
+        # the request passed the schema (a 422 says it did not), so what it asks contradicts
+        # what the store holds (the task's input fields or scale, a pending generation) or
+        # another part of the request: a conflict, named by the message
+        return _error(409, "conflict", str(exc))
 
     @app.exception_handler(ConflictError)
     async def conflict(_request: Request, exc: ConflictError) -> JSONResponse:
@@ -301,16 +308,75 @@ def _install_error_handlers(app: FastAPI) -> None:
             }
             for err in exc.errors()
         ]
-        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
-        return _error(422, "invalid", detail or "the request is malformed", errors=errors)
+        if errors and all(e["type"] == CONFLICTING_FIELDS for e in errors):
+            # a rule between two fields that the schema cannot state: valid by the schema
+            return _error(409, "conflict", _explain(errors), errors=errors)
+        return _error(422, "invalid", _explain(errors), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kinds = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method"}
-        response = _error(exc.status_code, kinds.get(exc.status_code, "http"), str(exc.detail))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kinds = {400: "malformed", 401: "unauthorized", 403: "forbidden", 404: "not_found"}
+        detail = str(exc.detail)
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            detail = (
+                "the body is not JSON (or not UTF-8 text): send one JSON object with "
+                "'Content-Type: application/json'"
+            )
+        response = _error(exc.status_code, kinds.get(exc.status_code, "http"), detail)
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
+        if exc.status_code == 405:
+            allowed = _allowed_methods(request)
+            response = _error(
+                405, "method", f"{request.method} is not allowed here; use {', '.join(allowed)}"
+            )
+            response.headers["Allow"] = ", ".join(allowed)
         return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers at the request's path (Starlette's 405
+    names only the first route that matched the path)."""
+    methods: set[str] = set()
+    for route in _leaf_routes(request.app.router.routes):
+        match, _scope = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def _leaf_routes(routes: list[Any]) -> Iterator[Any]:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # an included router (FastAPI)
+        if included is not None:
+            yield from _leaf_routes(included.routes)
+        else:
+            yield route
+
+
+_PATTERNS = {
+    NO_NUL_PATTERN: "text may not contain the NUL character (\\u0000): the store cannot hold it",
+    PATH_NAME_PATTERN: "a task's or arm's name is part of URLs: no slash (/), no NUL "
+    "character (\\u0000), and not only white space",
+    NAME_PATTERN: "a name needs a character that is not white space, and no NUL character "
+    "(\\u0000)",
+}
+
+
+def _explain(errors: list[dict[str, Any]]) -> str:
+    """One line for a 422: each wrong field and why. Where a union (e.g. a JSON value) was
+    tried member by member, only the members' real complaints are told, and a NUL character
+    (which the store cannot hold) is named as such."""
+    told = [e for e in errors if e["type"] == "string_pattern_mismatch"] or errors
+    lines: list[str] = []
+    for error in told:
+        message = error["msg"]
+        if error["type"] == "string_pattern_mismatch":
+            message = _PATTERNS.get(message.split("'", 1)[-1].rstrip("'"), message)
+        line = f"{'.'.join(error['loc'])}: {message}"
+        if line not in lines:
+            lines.append(line)
+    return "; ".join(lines) or "the request is malformed"
 
 
 def create_app(
