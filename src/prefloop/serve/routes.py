@@ -596,6 +596,7 @@ def stats(
                     count=arm.count,
                     mean_reward=arm.mean_reward,
                     interval=arm.interval,
+                    raw_mean_reward=arm.raw_mean_reward,
                     share=arm.share,
                     p_best=arm.p_best,
                     retired=arm.retired,

@@ -366,8 +366,17 @@ class ArmStatsOut(BaseModel):
     arm_id: int
     arm: str
     count: int = Field(description="Generations of this arm with a reward.")
-    mean_reward: float | None
-    interval: tuple[float, float] | None = Field(description="Confidence interval of the mean.")
+    mean_reward: float | None = Field(
+        description="Posterior mean of the arm's mean reward (Dirichlet(1/2) posterior on the "
+        "task's levels): the estimator the interval is for, so it lies inside it; pulled "
+        "toward the scale's middle while rewards are few."
+    )
+    interval: tuple[float, float] | None = Field(
+        description="95% credible interval of the mean reward (same posterior)."
+    )
+    raw_mean_reward: float | None = Field(
+        description="The plain average of the rewards received (not the interval's estimator)."
+    )
     share: float = Field(description="Fraction of the task's decisions that chose this arm.")
     p_best: float | None = Field(
         description="Posterior probability that this arm is the best active one (None: retired)."
