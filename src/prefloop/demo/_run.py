@@ -46,7 +46,7 @@ from prefloop.demo._task import DIARY, DemoTask
 from prefloop.errors import InvalidInputError
 from prefloop.feedback import RatingEvent, record_feedback
 from prefloop.llm import ChatBackend, GenerationParams, GenerationRequest, generate_batch
-from prefloop.llm.base import LLMError
+from prefloop.llm.base import LLMError, model_name
 from prefloop.propose import ProposerConfig, propose_arms
 from prefloop.store import Store
 from prefloop.store.models import Arm, BanditDecision, Feedback, Generation, Task
@@ -469,7 +469,7 @@ def _store_failures(
             propensity=r.decision.propensity if r.decision is not None else None,
             status="failed",
             error=f"{type(error).__name__}: {error}",
-            model=backend.name,
+            model=model_name(backend),
         )
         for r in requests
     ]
