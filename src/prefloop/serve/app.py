@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -274,6 +275,76 @@ def _check_auth_configured(settings: ServeSettings, store: Store) -> None:
     )
 
 
+RETRY_AFTER_S = {"unavailable": 1, "read_only": 30, "disk_full": 30}
+"""The ``Retry-After`` of each kind of database outage (seconds)."""
+_OUTAGE_SQLSTATES = {
+    "25006": "read_only",  # read_only_sql_transaction
+    "53100": "disk_full",
+    "53000": "disk_full",  # insufficient_resources
+    "57P01": "unavailable",  # admin_shutdown: the server is restarting
+    "57P02": "unavailable",  # crash_shutdown
+    "57P03": "unavailable",  # cannot_connect_now: starting up or shutting down
+}
+_OUTAGE_DETAIL = {
+    "unavailable": "the database does not answer (restarting?): send the request again "
+    "shortly; send feedback with the same Idempotency-Key, so that it is stored once even if "
+    "this attempt reached the database before the connection broke",
+    "read_only": "the database is read-only: writes are refused until it is writable again "
+    "(reads still work); nothing of this request was stored",
+    "disk_full": "the database's disk is full: writes are refused until space is freed (reads "
+    "still work); nothing of this request was stored",
+}
+
+
+def _driver_errors() -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [sqlite3.Error]
+    try:
+        import psycopg
+    except ImportError:  # the postgres extra is not installed
+        pass
+    else:
+        errors.append(psycopg.Error)
+    return tuple(errors)
+
+
+_DRIVER_ERRORS = _driver_errors()
+
+
+def database_outage(exc: BaseException) -> str | None:
+    """The kind of outage a database error means (``unavailable``, ``read_only``,
+    ``disk_full``), or None for an error of the request itself (a bug: a 500)."""
+    orig: BaseException | None
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        invalidated = exc.connection_invalidated
+    elif isinstance(exc, _DRIVER_ERRORS):  # raised before SQLAlchemy could wrap it (connect)
+        orig, invalidated = exc, False
+    else:
+        return None
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in _OUTAGE_SQLSTATES:
+        return _OUTAGE_SQLSTATES[sqlstate]
+    message = str(orig).lower()
+    if "readonly database" in message or "read-only" in message:
+        return "read_only"
+    if "disk is full" in message or "no space left" in message:
+        return "disk_full"
+    if invalidated or (sqlstate or "").startswith("08"):
+        return "unavailable"
+    if type(orig).__name__ == "OperationalError" and (
+        "connection" in message or "server closed" in message or "terminating" in message
+    ):
+        return "unavailable"
+    return None
+
+
+def outage_answer(kind: str) -> JSONResponse:
+    """503 with ``Retry-After`` for a database outage of ``kind``."""
+    response = _error(503, kind, _OUTAGE_DETAIL[kind])
+    response.headers["Retry-After"] = str(RETRY_AFTER_S[kind])
+    return response
+
+
 def _error(status: int, kind: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": kind, "detail": detail, **extra})
 
@@ -293,6 +364,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConflictError)
     async def conflict(_request: Request, exc: ConflictError) -> JSONResponse:
         return _error(409, "conflict", str(exc))
+
+    async def database_error(_request: Request, exc: Exception) -> Response:
+        kind = database_outage(exc)
+        if kind is None:
+            raise exc  # a bug: the server's 500, logged with its traceback
+        log.warning("database outage (%s): %s", kind, exc)
+        return outage_answer(kind)
+
+    errors: tuple[type[Exception], ...] = (DBAPIError, *_DRIVER_ERRORS)
+    for error in errors:
+        app.add_exception_handler(error, database_error)
 
     @app.exception_handler(ServeConfigError)
     async def not_configured(_request: Request, exc: ServeConfigError) -> JSONResponse:

@@ -69,6 +69,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "model": ErrorBody,
         "description": "A value breaks this document's schema; the message names it.",
     },
+    503: {
+        "model": ErrorBody,
+        "description": "The database does not answer, is read-only or its disk is full "
+        "(Retry-After says when to try again); nothing was stored.",
+    },
 }
 _BODY: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not JSON (or not UTF-8)."},
@@ -630,11 +635,23 @@ def healthz(ctx: Ctx) -> Any:
     "/metrics",
     tags=["service"],
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {}}}},
+    responses={
+        200: {"content": {"text/plain": {}}},
+        401: {"model": ErrorBody, "description": "PREFLOOP_METRICS_REQUIRE_KEY and no key."},
+        403: {"model": ErrorBody, "description": "PREFLOOP_METRICS_REQUIRE_KEY: a key may not."},
+    },
 )
-def metrics(ctx: Ctx) -> PlainTextResponse:
-    """Prometheus text format: requests, latency, feedback events, decisions (no key needed)."""
+async def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus text format: requests, latency, feedback events, decisions. No key needed
+    unless ``PREFLOOP_METRICS_REQUIRE_KEY`` (then any key that may read): the series name
+    tasks and arms."""
+    ctx: ServiceContext = request.app.state.prefloop
+    if ctx.settings.metrics_require_key:
+        await _METRICS_READER(request)
     return PlainTextResponse(ctx.metrics.render(), media_type=CONTENT_TYPE)
+
+
+_METRICS_READER = _require(Permission.READ)
 
 
 # -- tasks and arms ---------------------------------------------------------------------------
