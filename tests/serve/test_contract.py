@@ -79,6 +79,7 @@ def test_the_live_service_keeps_its_openapi_contract(
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # schemathesis keeps a .schemathesis cache in its working folder
         )
     report = run.stdout[-30_000:] + run.stderr[-5_000:]
     assert run.returncode == 0, f"schemathesis found failures:\n{report}"
