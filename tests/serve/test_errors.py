@@ -52,6 +52,10 @@ def test_invalid_values_are_422_and_write_nothing(seeded: Api) -> None:
     _rejected(api, nul, 422, "NUL")
     slash = api.call("POST", "/v1/tasks", json={"name": "a/b"})
     _rejected(api, slash, 422, "slash")
+    typed = {"task": "diary", "inputs": {}, "params": {"temperature": True}}
+    _rejected(api, api.call("POST", "/v1/generate", json=typed), 422, "temperature")
+    as_text = {"task": "diary", "seed": "5"}
+    _rejected(api, api.call("POST", "/v1/select", json=as_text), 422, "seed")
     tokens = {"output": "x", "completion_tokens": 2**40}
     too_many = api.call("POST", "/v1/generations/gen_x/output", "client", json=tokens)
     _rejected(api, too_many, 422, "completion_tokens")

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from prefloop.store.text import NO_NUL_PATTERN
+from prefloop.store.text import JSON_INTEGER, NO_NUL_PATTERN
 
 Source = Literal["end_user", "labeler", "judge", "reward_model", "auto"]
 SOURCES: tuple[str, ...] = ("end_user", "labeler", "judge", "reward_model", "auto")
@@ -22,6 +22,7 @@ MAX_EDIT_CHARS = 100_000
 """The longest final text an edit may carry (its similarity to the draft is computed inline)."""
 
 
+Rank = Annotated[int, Field(strict=True, ge=1, le=1000), JSON_INTEGER]
 CONFLICTING_FIELDS = "conflicting_fields"
 """The error type of a rule between two fields that a JSON schema cannot state (a pairwise
 event's ``a`` and ``b`` differ; a ranking has one rank per generation): the service answers it
@@ -38,14 +39,18 @@ def _kind_required(schema: dict[str, Any]) -> None:
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_kind_required)
+    # strict: a JSON true is not a rating of 1, nor "5" a rank (what the schema says); times
+    # may still come as ISO strings
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, strict=True, json_schema_extra=_kind_required
+    )
 
     source: Source = "end_user"
     author: str = Field(default="anonymous", min_length=1, max_length=200, pattern=NO_NUL_PATTERN)
     idempotency_key: str | None = Field(
         default=None, min_length=1, max_length=200, pattern=NO_NUL_PATTERN
     )
-    created_at: datetime | None = None
+    created_at: datetime | None = Field(default=None, strict=False)
 
 
 class RatingEvent(_Event):
@@ -98,7 +103,7 @@ class RankingEvent(_Event):
     generation_ids: list[GenerationId] = Field(
         min_length=2, max_length=100, json_schema_extra={"uniqueItems": True}
     )
-    ranks: list[Annotated[int, Field(ge=1, le=1000)]] = Field(min_length=2, max_length=100)
+    ranks: list[Rank] = Field(min_length=2, max_length=100)
 
     @model_validator(mode="after")
     def _consistent(self) -> RankingEvent:

@@ -14,6 +14,7 @@ from prefloop.llm.generate import template_fields
 from prefloop.store import Arm, Generation, Task
 from prefloop.store.text import (
     INT32_MAX,
+    JSON_INTEGER,
     NO_NUL_PATTERN,
     JsonObject,
     StorableName,
@@ -51,8 +52,9 @@ PATH_NAME_PATTERN = r"^[^\x00/]*[^\s\x00/][^\x00/]*$"
 PathName = Annotated[str, Field(min_length=1, max_length=200, pattern=PATH_NAME_PATTERN)]
 """A name that is part of URLs (a task's, an arm's): 1 to 200 characters, not only white
 space, no slash and no NUL."""
-Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
-TokenCount = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Seed = Annotated[int, Field(strict=True, ge=0, le=SEED_MAX), JSON_INTEGER]
+TokenCount = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX), JSON_INTEGER]
+MaxTokens = Annotated[int, Field(strict=True, ge=1, le=32_768), JSON_INTEGER]
 Template = Annotated[
     str,
     AfterValidator(_check_template),
@@ -65,7 +67,9 @@ Template = Annotated[
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a value of another JSON type than the schema's is refused, not converted (true
+    # is not a temperature of 1, "5" not a token count)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ErrorBody(BaseModel):
@@ -219,7 +223,7 @@ class SelectRequest(_In):
 
 
 class ParamsIn(_In):
-    max_tokens: int = Field(default=256, ge=1, le=32_768)
+    max_tokens: MaxTokens = 256
     temperature: float = Field(default=0.7, ge=0, le=2)
     top_p: float = Field(default=1.0, gt=0, le=1)
     seed: Seed | None = None

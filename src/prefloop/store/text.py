@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from typing_extensions import TypeAliasType
 
 __all__ = [
     "INT32_MAX",
+    "JSON_INTEGER",
     "NAME_PATTERN",
     "NO_NUL_PATTERN",
     "JsonObject",
@@ -29,6 +30,21 @@ NAME_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 """Text without NUL with at least one character that is not white space."""
 INT32_MAX = 2**31 - 1
 """The largest value of a PostgreSQL ``integer`` column (counts such as token counts)."""
+
+
+def _json_integer(value: object) -> object:
+    # JSON Schema's integer: 96.0 is one, true and "96" are not (with strict validation after)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JSON_INTEGER = BeforeValidator(_json_integer)
+"""Makes a strict ``int`` an integer as JSON Schema has it: a number without a fraction (``96``
+or ``96.0``), never a boolean or a string. Use it after the field's bounds, e.g.
+``Annotated[int, Field(strict=True, ge=0), JSON_INTEGER]`` (before them, pydantic's JSON schema
+loses the bounds)."""
+
 
 StorableText = Annotated[str, Field(pattern=NO_NUL_PATTERN)]
 """Text the store can hold (no NUL character)."""
