@@ -197,8 +197,8 @@ def test_arm_stats_and_recommendation(store: Store) -> None:
         task = repo.get_task(s, "diary")
         summary = arm_stats(s, task)
         by_name = {a.arm: a for a in summary.arms}
-        assert by_name["A"].count == 3 and by_name["A"].mean_reward == pytest.approx(2.5 / 3)
-        assert by_name["B"].count == 2 and by_name["B"].mean_reward == -0.5
+        assert by_name["A"].count == 3 and by_name["A"].raw_mean_reward == pytest.approx(2.5 / 3)
+        assert by_name["B"].count == 2 and by_name["B"].raw_mean_reward == -0.5
         assert by_name["C"].count == 0 and by_name["C"].mean_reward is None
         assert by_name["C"].interval is None
         low, high = by_name["A"].interval  # type: ignore[misc]

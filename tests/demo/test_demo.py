@@ -174,7 +174,9 @@ def test_demo_cli_over_an_openai_compatible_server(
     # The server writes perfect diaries only for the proposed prompt: the bandit finds it.
     assert summary["recommended"] == "proposed-1"
     assert summary["confidence"] > 0.95 and summary["confident"]
-    assert arms["proposed-1"]["mean"] == 1.0
+    assert arms["proposed-1"]["raw_mean"] == 1.0
+    low, high = arms["proposed-1"]["ci"]
+    assert low <= arms["proposed-1"]["mean"] <= high
     assert arms["proposed-1"]["share"] > 0.5
     assert summary["regret_policy"] < 0.6 * summary["regret_uniform"]
 
@@ -262,3 +264,33 @@ def test_cli_refuses_an_unknown_backend(tmp_path: Path) -> None:
     run = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--backend", "gpt"])
     assert run.exit_code != 0
     assert "gpt" in str(run.exception) or "gpt" in run.output
+
+
+def test_demo_against_a_port_where_nothing_listens_fails_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every LLM call fails: the run exits 1, names the unreachable server, counts the failed
+    calls with their error, and its JSON and HTML report recommend nothing."""
+    from tests.support.live_server import free_port
+
+    monkeypatch.setenv("PREFLOOP_LLM_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")
+    monkeypatch.setenv("PREFLOOP_LLM_API_KEY", "test")
+    monkeypatch.setenv("PREFLOOP_LLM_MODEL", "nobody-home")
+    monkeypatch.setenv("PREFLOOP_LLM_MAX_RETRIES", "0")
+    out = tmp_path / "demo"
+    run = CliRunner().invoke(
+        app,
+        [
+            *("demo", "--out", str(out), "--backend", "openai", "--requests", "8"),
+            *("--no-propose", "--reward-model", "none", "--json"),
+        ],
+    )
+    assert run.exit_code == 1, run.output
+    assert "unreachable" in run.stderr and "collected no reward" in run.stderr
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["collected_rewards"] is False and summary["recommended"] is None
+    assert summary["failed"] >= 8 and summary["rated"] == 0
+    [error] = summary["llm_errors"]
+    assert "unreachable" in error["error"] and error["count"] == summary["failed"]
+    html = (out / "report.html").read_text()
+    assert "LLM calls failed" in html and "unreachable" in html

@@ -168,7 +168,7 @@ def test_a_failed_call_is_stored_as_failed_without_reward(
         assert stored.error is not None and str(status) in stored.error
         assert stored.error.startswith("LLMRequestError" if status == 400 else "LLMServerError")
         assert stored.prompt == render_template(TEMPLATE, INPUTS)
-        assert stored.model == f"openai:{chat_server.model}"
+        assert stored.model == chat_server.model, "one naming for failed and ok generations"
 
 
 def test_bad_input_stores_nothing_and_calls_no_llm(store: Store, chat_server: ChatServer) -> None:

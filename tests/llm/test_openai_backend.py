@@ -169,7 +169,7 @@ def test_an_unreachable_server_is_a_server_error_after_retries() -> None:
         timeout=2.0,
         retry=RetryPolicy(max_retries=1, backoff_initial=0.01),
     )
-    with pytest.raises(LLMServerError, match=r"could not connect.*2 attempts"):
+    with pytest.raises(LLMServerError, match=r"unreachable \(could not connect.*2 attempts"):
         backend.complete(HELLO, GenerationParams())
 
 

@@ -321,7 +321,25 @@ def test_parse_templates_reads_markers_with_attributes_and_flags_cut_answers() -
     assert parsed.templates == ["one {x}", "two"] and parsed.problems == []
     cut = parse_templates("<PROMPT>one</PROMPT>\n<PROMPT>two is cut")
     assert cut.templates == ["one"] and "closing" in cut.problems[0]
+    assert "length limit" not in cut.problems[0], "no hint unless the backend said 'length'"
+    at_limit = parse_templates("<PROMPT>one</PROMPT>\n<PROMPT>two is cut", cut_off=True)
+    assert "length limit" in at_limit.problems[0]
     empty = parse_templates("<PROMPT>  </PROMPT>")
     assert empty.templates == [] and "empty" in empty.problems[0]
     assert parse_templates('["a {x}", "b {x}"]').templates == ["a {x}", "b {x}"]
     assert parse_templates("nothing").templates == []
+
+
+def test_each_llm_call_gets_its_own_seed_derived_from_the_given_one(
+    store: Store, chat_server: ChatServer
+) -> None:
+    """The issue's case: with --seed every call used the same seed, and a server that honours
+    seeds gave the same answer again."""
+    from prefloop.llm import GenerationParams
+
+    seed_task(store)
+    chat_server.reply_next("no markers", "still none", marked(NEW[0]))
+    config = ProposerConfig(n=1, max_llm_calls=3, params=GenerationParams(max_tokens=800, seed=7))
+    report = propose_arms(store, "diary", backend_for(chat_server), config)
+    assert report.llm_calls == 3
+    assert [r.body.get("seed") for r in chat_server.chat_requests] == [7, 8, 9]

@@ -606,6 +606,16 @@ def test_a_judge_with_failing_items_through_fit_eval_and_predict(
     assert f"{broken} of 20 texts got no score" in " ".join(result.stderr.split())
     # each text is asked once (raw and unit rewards come from one call), broken ones 3 times
     assert len(judge_server.chat_requests) - calls_before == (20 - broken) + 3 * broken
+    told = " ".join(result.stderr.split())
+    assert f"{3 * broken} of {20 + 2 * broken} LLM judge calls failed" in told and "500" in told
+
+    # a judge that scores nothing could not do its job: exit 1, with the errors
+    nothing = write_jsonl(tmp_path / "broken.jsonl", [rated_line(i, 0, True) for i in range(2)])
+    args = ["reward", "predict", "--model", out, "--data", nothing, "-o", tmp_path / "x.jsonl"]
+    failed = CliRunner().invoke(app, [str(a) for a in args])
+    assert failed.exit_code == 1, failed.output
+    told = " ".join(failed.stderr.split())
+    assert "LLM judge calls failed" in told and "no text got a score" in told
 
 
 def test_a_judge_fitted_on_a_task_gets_its_rubric(tmp_path: Path, judge_server: ChatServer) -> None:

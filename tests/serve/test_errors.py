@@ -38,22 +38,27 @@ def test_unknown_ids_are_404_and_write_nothing(seeded: Api) -> None:
 
 
 def test_invalid_values_are_422_and_write_nothing(seeded: Api) -> None:
+    """422: the body breaks the OpenAPI schema (the message names the field)."""
     api = seeded
-    chosen = api.select()
-    api.complete(chosen["generation_id"])
     before = row_counts(api.store)
-    _rejected(api, api.rate(chosen["generation_id"], 0.3), 422, "0.3")
-    missing_input = api.call(
-        "POST", "/v1/select", "client", json={"task": "diary", "inputs": {"place": "Jeju"}}
-    )
-    _rejected(api, missing_input, 422, "company")
     malformed = api.call(
         "POST", "/v1/feedback", "client", json={"task": "diary", "event": {"kind": "stars"}}
     )
     _rejected(api, malformed, 422, "event")
     assert malformed.json()["errors"], "a malformed body lists its wrong fields"
-    bad_scale = api.call("POST", "/v1/tasks", json={"name": "t2", "scale": [1, 0]})
-    _rejected(api, bad_scale, 422, "increasing")
+    bad_scale = api.call("POST", "/v1/tasks", json={"name": "t2", "scale": [1, 1]})
+    _rejected(api, bad_scale, 422, "once")
+    nul = api.call("POST", "/v1/tasks", json={"name": "t\u0000"})
+    _rejected(api, nul, 422, "NUL")
+    slash = api.call("POST", "/v1/tasks", json={"name": "a/b"})
+    _rejected(api, slash, 422, "slash")
+    typed = {"task": "diary", "inputs": {}, "params": {"temperature": True}}
+    _rejected(api, api.call("POST", "/v1/generate", json=typed), 422, "temperature")
+    as_text = {"task": "diary", "seed": "5"}
+    _rejected(api, api.call("POST", "/v1/select", json=as_text), 422, "seed")
+    tokens = {"output": "x", "completion_tokens": 2**40}
+    too_many = api.call("POST", "/v1/generations/gen_x/output", "client", json=tokens)
+    _rejected(api, too_many, 422, "completion_tokens")
     both = api.call(
         "POST", "/v1/tasks/diary/arms", json={"name": "x", "template": "a", "model_ref": "m"}
     )
@@ -61,11 +66,48 @@ def test_invalid_values_are_422_and_write_nothing(seeded: Api) -> None:
     assert row_counts(api.store) == before
 
 
+def test_values_that_contradict_the_store_are_409_and_write_nothing(seeded: Api) -> None:
+    """409: valid by the schema, but not for this task (its input fields, its scale)."""
+    api = seeded
+    chosen = api.select()
+    api.complete(chosen["generation_id"])
+    before = row_counts(api.store)
+    _rejected(api, api.rate(chosen["generation_id"], 0.3), 409, "0.3")
+    missing_input = api.call(
+        "POST", "/v1/select", "client", json={"task": "diary", "inputs": {"place": "Jeju"}}
+    )
+    _rejected(api, missing_input, 409, "company")
+    same = {"kind": "pairwise", "a": chosen["generation_id"], "b": chosen["generation_id"]}
+    pair = api.call(
+        "POST", "/v1/feedback", "client", json={"task": "diary", "event": {**same, "winner": "a"}}
+    )
+    _rejected(api, pair, 409, "two different")
+    assert row_counts(api.store) == before
+
+
+def test_a_body_sent_as_a_form_is_415_saying_to_send_json(seeded: Api) -> None:
+    api = seeded
+    before = row_counts(api.store)
+    form = api.call("POST", "/v1/tasks", content=b'{"name": "t3"}',
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+    _rejected(api, form, 415, "Content-Type: application/json")
+    typed = api.call("POST", "/v1/tasks", content=b'{"name": "t3"}',
+                     headers={"Content-Type": "application/json; charset=utf-8"})  # fmt: skip
+    assert typed.status_code == 201, typed.text
+    assert row_counts(api.store)["tasks"] == before["tasks"] + 1
+
+
+def test_405_lists_every_method_of_the_path(seeded: Api) -> None:
+    answer = seeded.call("DELETE", "/v1/tasks/diary/arms")
+    assert answer.status_code == 405
+    assert answer.headers["allow"] == "GET, POST" and "GET, POST" in answer.json()["detail"]
+
+
 def test_feedback_about_a_pending_generation_says_to_report_the_output(seeded: Api) -> None:
     api = seeded
     chosen = api.select()
     before = row_counts(api.store)
-    _rejected(api, api.rate(chosen["generation_id"], 1), 422, "pending", "/output")
+    _rejected(api, api.rate(chosen["generation_id"], 1), 409, "pending", "/output")
     assert row_counts(api.store) == before
 
 
@@ -100,7 +142,7 @@ def test_idempotency_header_and_field_must_agree(seeded: Api) -> None:
     answer = api.call(
         "POST", "/v1/feedback", "client", json=body, headers={"Idempotency-Key": "hdr"}
     )
-    _rejected(api, answer, 422, "hdr", "field-key")
+    _rejected(api, answer, 409, "hdr", "field-key")
 
 
 def test_bodies_over_the_limit_are_413_and_write_nothing(make_api: AppFactory) -> None:

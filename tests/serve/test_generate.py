@@ -50,7 +50,7 @@ def test_a_failed_llm_call_is_a_502_and_a_failed_generation_without_reward(
         assert (stored.status, stored.output, stored.reward) == ("failed", None, None)
         assert stored.decision_id == failure["decision_id"] and "503" in (stored.error or "")
     refused = api.rate(failure["generation_id"], -1)
-    assert refused.status_code == 422 and "failed" in refused.json()["detail"]
+    assert refused.status_code == 409 and "failed" in refused.json()["detail"]
     stats = api.call("GET", "/v1/stats?task=diary").json()
     assert sum(arm["count"] for arm in stats["arms"]) == 0
     assert 'prefloop_llm_failures_total{task="diary"' in api.client.get("/metrics").text
@@ -74,7 +74,7 @@ def test_bad_input_to_generate_calls_nothing_and_writes_nothing(
     api.seed()
     before = row_counts(api.store)
     missing = api.call("POST", "/v1/generate", "client", json={"task": "diary", "inputs": {}})
-    assert missing.status_code == 422 and "place" in missing.json()["detail"]
+    assert missing.status_code == 409 and "place" in missing.json()["detail"]
     bad_params = api.call("POST", "/v1/generate", "client", json={**BODY, "params": {"top_p": 0}})
     assert bad_params.status_code == 422 and "top_p" in bad_params.json()["detail"]
     assert row_counts(api.store) == before and chat_server.chat_requests == []

@@ -79,7 +79,10 @@ def test_feedback_moves_the_stats(seeded: Api) -> None:
     for name, values in rewards.items():
         assert by_arm[name]["count"] == len(values)
         if values:
-            assert by_arm[name]["mean_reward"] == pytest.approx(sum(values) / len(values))
+            arm = by_arm[name]
+            assert arm["raw_mean_reward"] == pytest.approx(sum(values) / len(values))
+            low, high = arm["interval"]
+            assert low <= arm["mean_reward"] <= high, "the mean lies inside its own interval"
     assert sum(arm["share"] for arm in stats["arms"]) == pytest.approx(1.0)
     if rewards["vivid"] and rewards["terse"]:
         assert stats["best_arm"] == "vivid"
@@ -132,3 +135,18 @@ def test_every_feedback_kind_is_accepted(seeded: Api) -> None:
     metrics = api.client.get("/metrics").text
     for event in events:
         assert f'kind="{event["kind"]}"' in metrics
+
+
+def test_one_rating_reports_the_posterior_mean_inside_its_interval(seeded: Api) -> None:
+    """The issue's case: one rating of 1 reported a mean of 1.0 outside [-0.49, 0.87]."""
+    api = seeded
+    chosen = api.select()
+    api.complete(chosen["generation_id"])
+    assert api.rate(chosen["generation_id"], 1).status_code == 201
+    stats = api.call("GET", "/v1/stats?task=diary", "labeler").json()
+    arm = next(a for a in stats["arms"] if a["count"] == 1)
+    # Dirichlet(1/2) on the levels -1, -0.5, 0, 0.5, 1 after one 1: weights (.5,.5,.5,.5,1.5)/3.5
+    assert arm["mean_reward"] == pytest.approx((-0.5 - 0.25 + 0.25 + 1.5) / 3.5)
+    assert arm["raw_mean_reward"] == 1.0
+    low, high = arm["interval"]
+    assert low < arm["mean_reward"] < high < 1.0

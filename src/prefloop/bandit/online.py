@@ -254,8 +254,13 @@ class ArmStats:
     count: int
     """Generations of this arm with a reward."""
     mean_reward: float | None
+    """Posterior mean of the arm's mean reward (Dirichlet(½) posterior on the task's levels):
+    the estimator :attr:`interval` is for, so it lies inside it. With few rewards it is pulled
+    toward the middle of the scale (one rating of 1 on -1..1 gives 0.29)."""
     interval: tuple[float, float] | None
     """95% credible interval of the mean reward (Dirichlet(½) posterior on the levels)."""
+    raw_mean_reward: float | None
+    """The plain average of the rewards received (not the interval's estimator)."""
     share: float
     """Fraction of the task's bandit decisions that chose this arm."""
     p_best: float | None
@@ -316,13 +321,17 @@ def arm_stats(
     if active:
         p_best[active] = win_frequencies(means[:, active])
     low, high = np.quantile(means, [0.025, 0.975], axis=0) if arms else ([], [])
+    # the Dirichlet posterior's mean weights of the levels, times the levels' values
+    alpha = levels + JEFFREYS_PRIOR
+    posterior = (alpha / alpha.sum(axis=1, keepdims=True)) @ scale.values if arms else []
     stats = [
         ArmStats(
             arm_id=arm.id,
             arm=arm.name,
             count=int(counts[k]),
-            mean_reward=float(sums[k] / counts[k]) if counts[k] else None,
+            mean_reward=float(posterior[k]) if counts[k] else None,
             interval=(float(low[k]), float(high[k])) if counts[k] else None,
+            raw_mean_reward=float(sums[k] / counts[k]) if counts[k] else None,
             share=chosen.get(arm.id, 0) / total if total else 0.0,
             p_best=None if arm.retired else float(p_best[k]),
             retired=arm.retired,

@@ -180,7 +180,7 @@ def stats(
     from rich.table import Table
 
     table = Table(title=f"task {task}")
-    for column in ("arm", "rewards", "mean", "95% interval", "share", "P(best)"):
+    for column in ("arm", "rewards", "mean", "95% interval", "raw mean", "share", "P(best)"):
         table.add_column(column, justify="left" if column == "arm" else "right")
     for arm in summary.arms:
         table.add_row(
@@ -188,6 +188,7 @@ def stats(
             str(arm.count),
             "–" if arm.mean_reward is None else f"{arm.mean_reward:+.3f}",
             "–" if arm.interval is None else f"[{arm.interval[0]:+.2f}, {arm.interval[1]:+.2f}]",
+            "–" if arm.raw_mean_reward is None else f"{arm.raw_mean_reward:+.3f}",
             f"{arm.share:.1%}",
             "–" if arm.p_best is None else f"{arm.p_best:.3f}",
         )

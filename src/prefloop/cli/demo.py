@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from prefloop.cli._output import console, phase_bars, print_json
+from prefloop.cli._output import console, err_console, phase_bars, print_json
 from prefloop.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from prefloop.demo import DemoResult
 
 _PHASE_LABELS = {
     "load model": "Loading the LLM",
@@ -136,7 +139,27 @@ def demo(
         result = run_demo(config, progress=progress)
     if as_json:
         print_json(result.to_json())
-        return
-    from prefloop.demo import rich_summary
+    else:
+        from prefloop.demo import rich_summary
 
-    console.print(rich_summary(result))
+        console.print(rich_summary(result))
+    _fail_unless_rewarded(result)
+
+
+def _fail_unless_rewarded(result: DemoResult) -> None:
+    """Exit 1, saying why, when no output could be rated (every LLM call failed): the run
+    could not do its job, and its report recommends nothing. Failed calls are counted on
+    stderr in any case."""
+    failures = result.failure_summary()
+    if failures is not None:
+        err_console.print(f"[yellow]{failures}[/yellow]")
+    if result.collected_rewards:
+        return
+    hint = ""
+    if any("unreachable" in error for error in result.llm_errors):
+        hint = " The LLM server was unreachable: start it, or check PREFLOOP_LLM_BASE_URL."
+    err_console.print(
+        f"[red]prefloop demo collected no reward: all {result.failed} LLM calls failed, so "
+        f"nothing was rated and no prompt is recommended.{hint}[/red]"
+    )
+    raise typer.Exit(1)

@@ -488,6 +488,20 @@ def _warn_unscored(report: dict[str, Any], what: str) -> None:
         )
 
 
+def _warn_judge_failures(model: object) -> None:
+    """For an LLM judge whose calls failed: how many, and their distinct errors (stderr)."""
+    from prefloop.reward import LLMJudge
+
+    if not isinstance(model, LLMJudge) or not model.stats.llm_errors:
+        return
+    stats = model.stats
+    common = sorted(stats.errors.items(), key=lambda item: -item[1])[:5]
+    _warn(
+        f"{stats.llm_errors} of {stats.calls} LLM judge calls failed: "
+        + "; ".join(f"{error} (×{count})" for error, count in common)
+    )
+
+
 def _with_ci(value: float, ci: list[float] | tuple[float, float] | None) -> str:
     lo, hi = ci if ci is not None else (float("nan"), float("nan"))
     return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
@@ -811,6 +825,7 @@ def evaluate(
                     "p_length": cross_fitted_length_probabilities(dataset, 5, seed),
                 }
         _warn_unscored(report, "items" if kind == "rating" else "pairs")
+        _warn_judge_failures(fitted)
         report["model"] = str(model)
         report["data"] = str(data)
         json_path = report_path or Path("reports") / f"reward-eval-{_slug(data, None)}.json"
@@ -970,6 +985,7 @@ def predict(
             Path(tmp).unlink(missing_ok=True)
             raise
     unscored = int(np.sum(~np.isfinite(raw)))
+    _warn_judge_failures(fitted)
     err_console.print(
         f"scored {len(items)} lines ({len(texts)} texts) → {escape(str(output))}", highlight=False
     )
@@ -978,6 +994,11 @@ def predict(
             f"{unscored} of {len(texts)} texts got no score from the model (for an LLM judge: "
             "its calls failed); their rewards are null"
         )
+    if texts and unscored == len(texts):
+        err_console.print(
+            "[red]no text got a score: the model could not do its job (see the errors above)[/red]"
+        )
+        raise typer.Exit(1)
 
 
 def distill(
@@ -1046,6 +1067,7 @@ def distill(
     summary.update(report.to_json())
     if isinstance(teacher_model, LLMJudge):
         summary["teacher_stats"] = teacher_model.stats.to_json()
+    _warn_judge_failures(teacher_model)
     if report.teacher_failed:
         _warn(
             f"the teacher gave no label to {report.teacher_failed} of {report.items} items; "

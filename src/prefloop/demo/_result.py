@@ -37,12 +37,15 @@ class ArmResult:
     failed: int
     """Generations of this arm whose LLM call failed (no reward)."""
     mean: float | None
+    """Posterior mean reward: the estimator :attr:`interval` is for (it lies inside it)."""
     interval: tuple[float, float] | None
     """95% credible interval of the mean reward (from :func:`prefloop.bandit.arm_stats`)."""
     share: float
     """Fraction of the bandit's decisions that chose this arm."""
     p_best: float | None
     """Posterior probability that this arm is the best."""
+    raw_mean: float | None = None
+    """The plain average of the arm's rewards (not the interval's estimator)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +57,7 @@ class ArmResult:
             "failed": self.failed,
             "mean": _round(self.mean),
             "ci": None if self.interval is None else [_round(v) for v in self.interval],
+            "raw_mean": _round(self.raw_mean),
             "share": _round(self.share),
             "p_best": _round(self.p_best),
         }
@@ -179,6 +183,8 @@ class DemoResult:
     generated: int = 0
     failed: int = 0
     rated: int = 0
+    llm_errors: dict[str, int] = field(default_factory=dict)
+    """The distinct errors of this run's failed LLM calls, with how often each occurred."""
     proposal: ProposalOutcome = field(default_factory=ProposalOutcome)
     reward_model: RewardModelResult | None = None
     examples: list[Example] = field(default_factory=list)
@@ -190,6 +196,19 @@ class DemoResult:
 
     def arm(self, name: str) -> ArmResult:
         return next(a for a in self.arms if a.name == name)
+
+    @property
+    def collected_rewards(self) -> bool:
+        """Whether any output was rated: without that the run could not do its job (every
+        LLM call failed) and recommends nothing."""
+        return any(arm.rated for arm in self.arms)
+
+    def failure_summary(self) -> str | None:
+        """One line on the failed LLM calls and their distinct errors (None when none failed)."""
+        if not self.failed:
+            return None
+        errors = "; ".join(f"{error} (×{n})" for error, n in self.llm_errors.items())
+        return f"{self.failed} of {self.requests} LLM calls failed: {errors}"
 
     def to_json(self) -> dict[str, Any]:
         """The summary object ``prefloop demo --json`` prints."""
@@ -203,6 +222,8 @@ class DemoResult:
             "generated": self.generated,
             "failed": self.failed,
             "rated": self.rated,
+            "llm_errors": [{"error": e, "count": n} for e, n in self.llm_errors.items()],
+            "collected_rewards": self.collected_rewards,
             "arms": [arm.to_json() for arm in self.arms],
             "recommended": self.recommended,
             "confidence": _round(self.confidence),

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -53,7 +54,7 @@ from prefloop.llm import (
     ModelArms,
     generate_batch,
 )
-from prefloop.llm.base import LLMError
+from prefloop.llm.base import LLMError, model_name
 from prefloop.propose import ProposerConfig, propose_arms
 from prefloop.store import Store
 from prefloop.store.models import Arm, BanditDecision, Feedback, Generation, Task
@@ -336,6 +337,7 @@ class _Loop:
         self.requests = 0
         self.generated = 0
         self.failed = 0
+        self.errors: Counter[str] = Counter()
         self.rated = 0
 
     def _params(self) -> GenerationParams:
@@ -455,6 +457,7 @@ class _Loop:
                 generations = _store_failures(session, task, requests, self.backend, exc)
         self.generated += sum(g.status == "ok" for g in generations)
         self.failed += sum(g.status != "ok" for g in generations)
+        self.errors.update(g.error or "unknown error" for g in generations if g.status != "ok")
         self._rate(task, [g for g in generations if g.status == "ok"])
 
     def catch_up(self) -> int:
@@ -521,7 +524,7 @@ def _store_failures(
             propensity=r.decision.propensity if r.decision is not None else None,
             status="failed",
             error=f"{type(error).__name__}: {error}",
-            model=backend.name,
+            model=model_name(backend),
         )
         for r in requests
     ]
@@ -565,6 +568,7 @@ def _summarise(
             failed=int(failed.get(s.arm_id, 0)),
             mean=s.mean_reward,
             interval=s.interval,
+            raw_mean=s.raw_mean_reward,
             share=s.share,
             p_best=s.p_best,
         )
@@ -580,6 +584,12 @@ def _summarise(
             f"{len(chosen) - len(scored)} decision(s) chose arms without any rating; they are "
             "left out of the regret"
         )
+    if loop.failed:
+        errors = "; ".join(f"{e} (×{n})" for e, n in loop.errors.most_common(5))
+        notes.append(f"{loop.failed} of {loop.requests} LLM calls failed: {errors}")
+    rated_any = any(a.rated for a in results)
+    if not rated_any:
+        notes.append("no output was rated, so no prompt is recommended")
     curve = cumulative_regret(scored, means) if means else np.zeros(0)
     uniform = uniform_regret(len(scored), means) if means else np.zeros(0)
     return DemoResult(
@@ -590,7 +600,7 @@ def _summarise(
         model=backend.name,
         arms=results,
         chosen=chosen,
-        recommended=recommendation.arm,
+        recommended=recommendation.arm if rated_any else None,
         confidence=recommendation.probability,
         confident=recommendation.confident,
         threshold=config.threshold,
@@ -602,6 +612,7 @@ def _summarise(
         generated=loop.generated,
         failed=loop.failed,
         rated=loop.rated,
+        llm_errors=dict(loop.errors.most_common(5)),
         proposal=outcome,
         reward_model=model,
         examples=examples,

@@ -186,7 +186,9 @@ class OpenAIChatBackend:
             ) from None
         except openai.APIConnectionError as exc:
             raise _Retryable(
-                LLMServerError(f"could not connect to {where}: {exc}; is the server running?")
+                LLMServerError(
+                    f"{where} is unreachable (could not connect: {exc}); is the server running?"
+                )
             ) from None
         except openai.APIStatusError as exc:
             raise self._status_error(exc, where) from None

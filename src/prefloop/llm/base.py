@@ -62,6 +62,13 @@ class LLMRequestError(LLMError):
     """The backend rejected the request (4xx other than 429): retrying will not help."""
 
 
+def model_name(backend: ChatBackend) -> str:
+    """The model a backend calls, without the backend's kind (``openai:smollm2`` → ``smollm2``):
+    what a generation stores as its ``model``, whether the call succeeded (then the server's
+    own name for it) or failed, so the two can be counted together."""
+    return backend.name.split(":", 1)[-1]
+
+
 @runtime_checkable
 class ChatBackend(Protocol):
     """Anything that completes chat messages. Implementations live in ``prefloop.llm``."""

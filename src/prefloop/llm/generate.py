@@ -37,6 +37,7 @@ from prefloop.llm.base import (
     LLMError,
     LLMServerError,
     Message,
+    model_name,
 )
 from prefloop.store.models import Arm, BanditDecision, Generation, Task
 from prefloop.store.repo import add_generation
@@ -276,7 +277,7 @@ def _store(
             status="failed",
             error=f"{type(result).__name__}: {result}",
             output=None,
-            model=backend.name,
+            model=model_name(backend),
             latency_ms=elapsed_s * 1000.0,
             reward=None,
         )

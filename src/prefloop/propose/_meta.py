@@ -144,23 +144,30 @@ def build_meta_prompt(
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
 
 
-def parse_templates(answer: str) -> ParsedAnswer:
-    """Templates from an answer: between ``<PROMPT>`` markers, else a JSON list of strings."""
+def parse_templates(answer: str, *, cut_off: bool = False) -> ParsedAnswer:
+    """Templates from an answer: between ``<PROMPT>`` markers, else a JSON list of strings.
+
+    ``cut_off``: the backend said the answer stopped at the length limit (finish_reason
+    ``length``); only then does an unclosed template say so.
+    """
     parsed = ParsedAnswer()
+    unclosed = f"a template without its closing {CLOSE}" + (
+        " (the answer stopped at the length limit: raise max_tokens)" if cut_off else ""
+    )
     marked = [t.strip() for t in _MARKED.findall(answer)]
     if marked:
         parsed.templates = [t for t in marked if t]
         if len(parsed.templates) < len(marked):
             parsed.problems.append("an empty template between the markers")
         if len(_OPEN_ONLY.findall(answer)) > len(marked):
-            parsed.problems.append(f"a template without its closing {CLOSE} (answer cut off?)")
+            parsed.problems.append(unclosed)
         return parsed
     from_json = _json_templates(answer)
     if from_json:
         parsed.templates = from_json
         return parsed
     if _OPEN_ONLY.search(answer):
-        parsed.problems.append(f"a template without its closing {CLOSE} (answer cut off?)")
+        parsed.problems.append(unclosed)
     else:
         parsed.problems.append(
             f"no template between {OPEN} and {CLOSE} (and no JSON list of strings)"

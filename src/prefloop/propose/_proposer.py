@@ -184,14 +184,14 @@ def propose_arms(
         )
         report.llm_calls += 1
         try:
-            completion = backend.complete(messages, config.params)
+            completion = backend.complete(messages, _call_params(config.params, report.llm_calls))
         except LLMError as exc:
             report.errors.append(f"LLM call {report.llm_calls} failed: {exc}")
             previous_problem = None
             continue
         report.prompt_tokens += completion.prompt_tokens or 0
         report.completion_tokens += completion.completion_tokens or 0
-        parsed = parse_templates(completion.text)
+        parsed = parse_templates(completion.text, cut_off=completion.finish_reason == "length")
         for problem in parsed.problems:
             report.rejected.append(Rejection(_clip(completion.text), f"answer: {problem}"))
         added = 0
@@ -389,3 +389,12 @@ def _next_name(session: Session, task: Task, prefix: str) -> str:
 def _clip(text: str, limit: int = 300) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _call_params(params: GenerationParams, call: int) -> GenerationParams:
+    """The parameters of the ``call``-th LLM call (1, 2, …): a given seed moves on by one per
+    call, so a server that honours seeds answers each retry anew, and a run stays
+    reproducible."""
+    if params.seed is None:
+        return params
+    return dataclasses.replace(params, seed=params.seed + call - 1)

@@ -205,6 +205,8 @@ class JudgeStats:
     """LLM calls made, failed ones included."""
     llm_errors: int = 0
     """Calls that raised an LLMError (timeouts, 5xx, garbage bodies, …)."""
+    errors: dict[str, int] = field(default_factory=dict)
+    """The distinct errors of those calls, each with how often it occurred."""
     unparsable: int = 0
     """Answers that named no level of the scale (retried with a correction)."""
     prompt_tokens: int = 0
@@ -347,6 +349,8 @@ class LLMJudge(RewardModel):
         self.stats.calls += 1
         if isinstance(result, LLMError):
             self.stats.llm_errors += 1
+            error = f"{type(result).__name__}: {result}"
+            self.stats.errors[error] = self.stats.errors.get(error, 0) + 1
             return
         if result.prompt_tokens is None or result.completion_tokens is None:
             self.stats.calls_without_usage += 1

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -14,13 +15,15 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from prefloop.bandit.online import PolicyCache
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError, PrefloopError
+from prefloop.feedback.events import CONFLICTING_FIELDS
 from prefloop.llm import ModelArms
 from prefloop.llm.base import ChatBackend
 from prefloop.serve.auth import Authenticator, count_active_keys
@@ -29,8 +32,10 @@ from prefloop.serve.catalog import Catalog
 from prefloop.serve.hotpath import Fallback, HotPath, no_wait
 from prefloop.serve.metrics import Metrics
 from prefloop.serve.middleware import BodyLimitMiddleware, MetricsMiddleware
+from prefloop.serve.schemas import PATH_NAME_PATTERN
 from prefloop.serve.settings import ServeSettings
 from prefloop.store import Store
+from prefloop.store.text import NAME_PATTERN, NO_NUL_PATTERN
 
 log = logging.getLogger("prefloop.serve")
 T = TypeVar("T")
@@ -275,6 +280,76 @@ def _check_auth_configured(settings: ServeSettings, store: Store) -> None:
     )
 
 
+RETRY_AFTER_S = {"unavailable": 1, "read_only": 30, "disk_full": 30}
+"""The ``Retry-After`` of each kind of database outage (seconds)."""
+_OUTAGE_SQLSTATES = {
+    "25006": "read_only",  # read_only_sql_transaction
+    "53100": "disk_full",
+    "53000": "disk_full",  # insufficient_resources
+    "57P01": "unavailable",  # admin_shutdown: the server is restarting
+    "57P02": "unavailable",  # crash_shutdown
+    "57P03": "unavailable",  # cannot_connect_now: starting up or shutting down
+}
+_OUTAGE_DETAIL = {
+    "unavailable": "the database does not answer (restarting?): send the request again "
+    "shortly; send feedback with the same Idempotency-Key, so that it is stored once even if "
+    "this attempt reached the database before the connection broke",
+    "read_only": "the database is read-only: writes are refused until it is writable again "
+    "(reads still work); nothing of this request was stored",
+    "disk_full": "the database's disk is full: writes are refused until space is freed (reads "
+    "still work); nothing of this request was stored",
+}
+
+
+def _driver_errors() -> tuple[type[Exception], ...]:
+    errors: list[type[Exception]] = [sqlite3.Error]
+    try:
+        import psycopg
+    except ImportError:  # the postgres extra is not installed
+        pass
+    else:
+        errors.append(psycopg.Error)
+    return tuple(errors)
+
+
+_DRIVER_ERRORS = _driver_errors()
+
+
+def database_outage(exc: BaseException) -> str | None:
+    """The kind of outage a database error means (``unavailable``, ``read_only``,
+    ``disk_full``), or None for an error of the request itself (a bug: a 500)."""
+    orig: BaseException | None
+    if isinstance(exc, DBAPIError):
+        orig = exc.orig
+        invalidated = exc.connection_invalidated
+    elif isinstance(exc, _DRIVER_ERRORS):  # raised before SQLAlchemy could wrap it (connect)
+        orig, invalidated = exc, False
+    else:
+        return None
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate in _OUTAGE_SQLSTATES:
+        return _OUTAGE_SQLSTATES[sqlstate]
+    message = str(orig).lower()
+    if "readonly database" in message or "read-only" in message:
+        return "read_only"
+    if "disk is full" in message or "no space left" in message:
+        return "disk_full"
+    if invalidated or (sqlstate or "").startswith("08"):
+        return "unavailable"
+    if type(orig).__name__ == "OperationalError" and (
+        "connection" in message or "server closed" in message or "terminating" in message
+    ):
+        return "unavailable"
+    return None
+
+
+def outage_answer(kind: str) -> JSONResponse:
+    """503 with ``Retry-After`` for a database outage of ``kind``."""
+    response = _error(503, kind, _OUTAGE_DETAIL[kind])
+    response.headers["Retry-After"] = str(RETRY_AFTER_S[kind])
+    return response
+
+
 def _error(status: int, kind: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": kind, "detail": detail, **extra})
 
@@ -286,11 +361,25 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidInputError)
     async def invalid(_request: Request, exc: InvalidInputError) -> JSONResponse:
-        return _error(422, "invalid", str(exc))
+        # the request passed the schema (a 422 says it did not), so what it asks contradicts
+        # what the store holds (the task's input fields or scale, a pending generation) or
+        # another part of the request: a conflict, named by the message
+        return _error(409, "conflict", str(exc))
 
     @app.exception_handler(ConflictError)
     async def conflict(_request: Request, exc: ConflictError) -> JSONResponse:
         return _error(409, "conflict", str(exc))
+
+    async def database_error(_request: Request, exc: Exception) -> Response:
+        kind = database_outage(exc)
+        if kind is None:
+            raise exc  # a bug: the server's 500, logged with its traceback
+        log.warning("database outage (%s): %s", kind, exc)
+        return outage_answer(kind)
+
+    errors: tuple[type[Exception], ...] = (DBAPIError, *_DRIVER_ERRORS)
+    for error in errors:
+        app.add_exception_handler(error, database_error)
 
     @app.exception_handler(ServeConfigError)
     async def not_configured(_request: Request, exc: ServeConfigError) -> JSONResponse:
@@ -306,16 +395,75 @@ def _install_error_handlers(app: FastAPI) -> None:
             }
             for err in exc.errors()
         ]
-        detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
-        return _error(422, "invalid", detail or "the request is malformed", errors=errors)
+        if errors and all(e["type"] == CONFLICTING_FIELDS for e in errors):
+            # a rule between two fields that the schema cannot state: valid by the schema
+            return _error(409, "conflict", _explain(errors), errors=errors)
+        return _error(422, "invalid", _explain(errors), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kinds = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method"}
-        response = _error(exc.status_code, kinds.get(exc.status_code, "http"), str(exc.detail))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kinds = {400: "malformed", 401: "unauthorized", 403: "forbidden", 404: "not_found"}
+        detail = str(exc.detail)
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            detail = (
+                "the body is not JSON (or not UTF-8 text): send one JSON object with "
+                "'Content-Type: application/json'"
+            )
+        response = _error(exc.status_code, kinds.get(exc.status_code, "http"), detail)
         for key, value in (exc.headers or {}).items():
             response.headers[key] = value
+        if exc.status_code == 405:
+            allowed = _allowed_methods(request)
+            response = _error(
+                405, "method", f"{request.method} is not allowed here; use {', '.join(allowed)}"
+            )
+            response.headers["Allow"] = ", ".join(allowed)
         return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers at the request's path (Starlette's 405
+    names only the first route that matched the path)."""
+    methods: set[str] = set()
+    for route in _leaf_routes(request.app.router.routes):
+        match, _scope = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
+def _leaf_routes(routes: list[Any]) -> Iterator[Any]:
+    for route in routes:
+        included = getattr(route, "original_router", None)  # an included router (FastAPI)
+        if included is not None:
+            yield from _leaf_routes(included.routes)
+        else:
+            yield route
+
+
+_PATTERNS = {
+    NO_NUL_PATTERN: "text may not contain the NUL character (\\u0000): the store cannot hold it",
+    PATH_NAME_PATTERN: "a task's or arm's name is part of URLs: no slash (/), no NUL "
+    "character (\\u0000), and not only white space",
+    NAME_PATTERN: "a name needs a character that is not white space, and no NUL character "
+    "(\\u0000)",
+}
+
+
+def _explain(errors: list[dict[str, Any]]) -> str:
+    """One line for a 422: each wrong field and why. Where a union (e.g. a JSON value) was
+    tried member by member, only the members' real complaints are told, and a NUL character
+    (which the store cannot hold) is named as such."""
+    told = [e for e in errors if e["type"] == "string_pattern_mismatch"] or errors
+    lines: list[str] = []
+    for error in told:
+        message = error["msg"]
+        if error["type"] == "string_pattern_mismatch":
+            message = _PATTERNS.get(message.split("'", 1)[-1].rstrip("'"), message)
+        line = f"{'.'.join(error['loc'])}: {message}"
+        if line not in lines:
+            lines.append(line)
+    return "; ".join(lines) or "the request is malformed"
 
 
 def create_app(

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from prefloop.errors import PrefloopError
-from prefloop.serve.app import Busy, ServiceContext
+from prefloop.serve.app import Busy, ServiceContext, database_outage, outage_answer
 from prefloop.serve.auth import Permission, Principal
 from prefloop.serve.hotpath import Fallback, Job, conflict_keys
 from prefloop.serve.middleware import ASGIApp, Message, Receive, Scope, Send, replay
@@ -133,7 +133,15 @@ class FastLane:
             self.context.metrics.count_fast_lane(route, "handed_over", declined.reason)
             await self.app(scope, replay(body, receive), send)
             return
-        except BaseException:  # a database failure after the retries: the server's 500
+        except Exception as exc:  # after the retries: an outage is a 503, anything else a 500
+            kind = database_outage(exc)
+            if kind is None:
+                self._observe(route, 500, started)
+                raise
+            await outage_answer(kind)(scope, receive, send)
+            self._observe(route, 503, started)
+            return
+        except BaseException:  # the server's 500
             self._observe(route, 500, started)
             raise
         await send(

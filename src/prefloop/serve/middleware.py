@@ -32,8 +32,28 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+_NOT_JSON = {
+    "error": "unsupported_media_type",
+    "detail": "the body must be JSON: send it with 'Content-Type: application/json' (with curl: "
+    "-H 'Content-Type: application/json'; -d alone sends a form)",
+}
+
+
+def _is_json(content_type: bytes | None) -> bool:
+    """Whether a request's Content-Type is JSON (``application/json``, ``…+json``) or absent
+    (a body without a type is read as JSON)."""
+    if content_type is None:
+        return True
+    media = content_type.split(b";", 1)[0].strip().lower()
+    return media == b"application/json" or (
+        media.startswith(b"application/") and media.endswith(b"+json")
+    )
+
+
 class BodyLimitMiddleware:
-    """Answer 413 to a body over ``max_bytes`` before the app sees any of it.
+    """Answer 413 to a body over ``max_bytes`` before the app sees any of it, and 415 to a
+    body that is not sent as JSON (the API reads JSON bodies only; a form, e.g. what
+    ``curl -d`` sends, would otherwise meet a 422 that does not say what to change).
 
     A declared ``Content-Length`` over the limit is refused at once; otherwise the body is read
     (at most ``max_bytes`` + one chunk) and replayed to the app, so a chunked upload cannot slip
@@ -55,8 +75,11 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
+        content_type: bytes | None = None
         for name, value in scope.get("headers", []):
-            if name == b"content-length":
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
@@ -80,6 +103,9 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if body and not _is_json(content_type):
+            await _send_json(send, 415, _NOT_JSON)
+            return
         await self.app(
             scope,
             replay([{"type": "http.request", "body": body, "more_body": False}], receive),

@@ -7,7 +7,17 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+)
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
@@ -47,6 +57,7 @@ from prefloop.serve.schemas import (
     TaskCreate,
     TaskOut,
 )
+from prefloop.store.text import NO_NUL_PATTERN
 
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="<API key>")
@@ -54,15 +65,39 @@ _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "No API key, or an unknown or revoked one."},
     403: {"model": ErrorBody, "description": "The key's role may not do this."},
+    422: {
+        "model": ErrorBody,
+        "description": "A value breaks this document's schema; the message names it.",
+    },
+    503: {
+        "model": ErrorBody,
+        "description": "The database does not answer, is read-only or its disk is full "
+        "(Retry-After says when to try again); nothing was stored.",
+    },
+}
+_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body is not JSON (or not UTF-8)."},
     413: {"model": ErrorBody, "description": "The body is over PREFLOOP_MAX_BODY_BYTES."},
-    422: {"model": ErrorBody, "description": "A value is invalid; the message names it."},
+    415: {
+        "model": ErrorBody,
+        "description": "The body was sent with another Content-Type than application/json.",
+    },
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "An unknown task, arm or generation."}
 }
 _CONFLICT: dict[int | str, dict[str, Any]] = {
-    409: {"model": ErrorBody, "description": "Contradicts what the store holds."}
+    409: {
+        "model": ErrorBody,
+        "description": "Valid by the schema, but contradicts what the store holds (e.g. an "
+        "input field the task needs, a rating off its scale, a name already taken) or "
+        "another part of the request; the message names it.",
+    }
 }
+_WRITE = {**_ERRORS, **_BODY, **_NOT_FOUND, **_CONFLICT}
+TaskName = Annotated[str, Path(pattern=NO_NUL_PATTERN, description="The task's name.")]
+ArmName = Annotated[str, Path(pattern=NO_NUL_PATTERN, description="The arm's name or id.")]
+GenerationIdPath = Annotated[str, Path(pattern=NO_NUL_PATTERN, max_length=64)]
 
 router = APIRouter()
 
@@ -173,9 +208,106 @@ def document_security(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         spec = build()
         spec.setdefault("components", {}).setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+        _add_links(spec)
+        _close_pattern_properties(spec)
         return spec
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_TASK_NAME = "$response.body#/name"
+_ARM_TASK = "$response.body#/task"
+_ASKED_TASK = "$request.body#/task"
+_LINKS: list[tuple[str, str, str, str, dict[str, Any]]] = [
+    # (source operation, status, link name, target operation, parameters and requestBody)
+    ("POST /v1/tasks", "201", "GetTask", "GET /v1/tasks/{task}", {"task": _TASK_NAME}),
+    ("POST /v1/tasks", "201", "AddArm", "POST /v1/tasks/{task}/arms", {"task": _TASK_NAME}),
+    ("POST /v1/tasks", "201", "ListArms", "GET /v1/tasks/{task}/arms", {"task": _TASK_NAME}),
+    ("POST /v1/tasks", "201", "Stats", "GET /v1/stats", {"query.task": _TASK_NAME}),
+    ("POST /v1/tasks/{task}/arms", "201", "Select", "POST /v1/select", {"body": _ARM_TASK}),
+    ("POST /v1/tasks/{task}/arms", "201", "Generate", "POST /v1/generate", {"body": _ARM_TASK}),
+    (
+        "POST /v1/tasks/{task}/arms",
+        "201",
+        "SetLabels",
+        "PUT /v1/tasks/{task}/arms/{arm}/labels",
+        {"task": _ARM_TASK, "arm": "$response.body#/name"},
+    ),
+    (
+        "POST /v1/tasks/{task}/arms",
+        "201",
+        "Retire",
+        "POST /v1/tasks/{task}/arms/{arm}/retire",
+        {"task": _ARM_TASK, "arm": "$response.body#/name"},
+    ),
+    (
+        "POST /v1/select",
+        "200",
+        "GetGeneration",
+        "GET /v1/generations/{generation_id}",
+        {"generation_id": "$response.body#/generation_id"},
+    ),
+    (
+        "POST /v1/select",
+        "200",
+        "ReportOutput",
+        "POST /v1/generations/{generation_id}/output",
+        {"generation_id": "$response.body#/generation_id"},
+    ),
+    (
+        "POST /v1/generate",
+        "200",
+        "GetGeneration",
+        "GET /v1/generations/{generation_id}",
+        {"generation_id": "$response.body#/id"},
+    ),
+    ("POST /v1/generate", "200", "Rate", "POST /v1/feedback", {"body": "$response.body#/id"}),
+    (
+        "POST /v1/generations/{generation_id}/output",
+        "200",
+        "GetGeneration",
+        "GET /v1/generations/{generation_id}",
+        {"generation_id": "$response.body#/id"},
+    ),
+]
+"""OpenAPI links: which answer's values the next requests take (a client, or a fuzzer's
+stateful phase, follows them from a new task to its arms, decisions, generations, feedback)."""
+
+
+def _close_pattern_properties(node: Any) -> None:
+    """Say that an object's keys must match its ``patternProperties`` (pydantic's schema of a
+    dict with constrained keys, e.g. text without NUL, leaves other keys allowed; its
+    validation refuses them)."""
+    if isinstance(node, dict):
+        if "patternProperties" in node and "properties" not in node:
+            node.setdefault("additionalProperties", False)
+        for value in node.values():
+            _close_pattern_properties(value)
+    elif isinstance(node, list):
+        for value in node:
+            _close_pattern_properties(value)
+
+
+def _add_links(spec: dict[str, Any]) -> None:
+    def operation(label: str) -> dict[str, Any]:
+        method, path = label.split(" ", 1)
+        found: dict[str, Any] = spec["paths"][path][method.lower()]
+        return found
+
+    for source, status, name, target, values in _LINKS:
+        link: dict[str, Any] = {"operationId": operation(target)["operationId"]}
+        if "body" in values:  # the new request's body names the task (and the generation)
+            if target == "POST /v1/feedback":
+                link["requestBody"] = {
+                    "task": _ASKED_TASK,
+                    "event": {"kind": "thumbs", "up": True, "generation_id": values["body"]},
+                }
+            else:
+                link["requestBody"] = {"task": values["body"]}
+        else:
+            link["parameters"] = values
+        answer = operation(source)["responses"][status]
+        answer.setdefault("links", {})[name] = link
 
 
 Admin = Annotated[Principal, Depends(_require(Permission.ADMIN))]
@@ -227,7 +359,7 @@ def select_raw(ctx: ServiceContext, body: SelectRequest) -> tuple[SelectResponse
     "/v1/select",
     tags=["loop"],
     response_model=SelectResponse,
-    responses={**_ERRORS, **_NOT_FOUND},
+    responses=_WRITE,
 )
 async def select_arm(body: SelectRequest, request: Request, _who: Selector) -> Response:
     """Choose an arm for an end user and return its rendered prompt, for clients that call
@@ -268,8 +400,7 @@ async def select_arm(body: SelectRequest, request: Request, _who: Selector) -> R
     "/v1/generate",
     tags=["loop"],
     responses={
-        **_ERRORS,
-        **_NOT_FOUND,
+        **_WRITE,
         502: {"model": GenerateFailure, "description": "The LLM call failed (stored as failed)."},
         503: {"model": ErrorBody, "description": "No LLM backend is configured."},
     },
@@ -312,7 +443,7 @@ def generate(body: GenerateRequest, ctx: Ctx, _who: Selector) -> Any:
 
 
 @router.get("/v1/generations/{generation_id}", tags=["loop"], responses={**_ERRORS, **_NOT_FOUND})
-def get_generation(generation_id: str, ctx: Ctx, _who: Reader) -> GenerationOut:
+def get_generation(generation_id: GenerationIdPath, ctx: Ctx, _who: Reader) -> GenerationOut:
     return ctx.read(lambda s: GenerationOut.of(ops.get_generation(s, generation_id)))
 
 
@@ -320,10 +451,10 @@ def get_generation(generation_id: str, ctx: Ctx, _who: Reader) -> GenerationOut:
     "/v1/generations/{generation_id}/output",
     tags=["loop"],
     response_model=GenerationOut,
-    responses={**_ERRORS, **_NOT_FOUND, **_CONFLICT},
+    responses=_WRITE,
 )
 async def complete_generation(
-    generation_id: str, body: GenerationOutput, request: Request, _who: Selector
+    generation_id: GenerationIdPath, body: GenerationOutput, request: Request, _who: Selector
 ) -> Response:
     """Record what your LLM produced for a selected generation (once), or that it failed."""
     ctx: ServiceContext = request.app.state.prefloop
@@ -355,8 +486,7 @@ def output_raw(ctx: ServiceContext, generation_id: str, body: GenerationOutput) 
     tags=["loop"],
     response_model=FeedbackResponse,
     responses={
-        **_ERRORS,
-        **_NOT_FOUND,
+        **_WRITE,
         200: {"model": FeedbackResponse, "description": "A repeated idempotency key."},
     },
 )
@@ -441,13 +571,20 @@ def _feedback_answer(result: RecordResult) -> FeedbackResponse:
 
 
 # -- stats --------------------------------------------------------------------------------------
-@router.get("/v1/stats", tags=["loop"], responses={**_ERRORS, **_NOT_FOUND})
+@router.get("/v1/stats", tags=["loop"], responses={**_ERRORS, **_NOT_FOUND, **_CONFLICT})
 def stats(
     ctx: Ctx,
     _who: Reader,
-    task: Annotated[str, Query(min_length=1, description="The task's name.")],
+    task: Annotated[
+        str, Query(min_length=1, pattern=NO_NUL_PATTERN, description="The task's name.")
+    ],
     policy: Annotated[
-        str | None, Query(min_length=1, description="Count only this policy's decisions.")
+        str | None,
+        Query(
+            min_length=1,
+            pattern=NO_NUL_PATTERN,
+            description="Count only this policy's decisions.",
+        ),
     ] = None,
 ) -> StatsResponse:
     """Per arm: rewarded count, mean reward and its 95% interval, share of decisions, the
@@ -465,6 +602,7 @@ def stats(
                     count=arm.count,
                     mean_reward=arm.mean_reward,
                     interval=arm.interval,
+                    raw_mean_reward=arm.raw_mean_reward,
                     share=arm.share,
                     p_best=arm.p_best,
                     retired=arm.retired,
@@ -498,15 +636,27 @@ def healthz(ctx: Ctx) -> Any:
     "/metrics",
     tags=["service"],
     response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {}}}},
+    responses={
+        200: {"content": {"text/plain": {}}},
+        401: {"model": ErrorBody, "description": "PREFLOOP_METRICS_REQUIRE_KEY and no key."},
+        403: {"model": ErrorBody, "description": "PREFLOOP_METRICS_REQUIRE_KEY: a key may not."},
+    },
 )
-def metrics(ctx: Ctx) -> PlainTextResponse:
-    """Prometheus text format: requests, latency, feedback events, decisions (no key needed)."""
+async def metrics(request: Request) -> PlainTextResponse:
+    """Prometheus text format: requests, latency, feedback events, decisions. No key needed
+    unless ``PREFLOOP_METRICS_REQUIRE_KEY`` (then any key that may read): the series name
+    tasks and arms."""
+    ctx: ServiceContext = request.app.state.prefloop
+    if ctx.settings.metrics_require_key:
+        await _METRICS_READER(request)
     return PlainTextResponse(ctx.metrics.render(), media_type=CONTENT_TYPE)
 
 
+_METRICS_READER = _require(Permission.READ)
+
+
 # -- tasks and arms ---------------------------------------------------------------------------
-@router.post("/v1/tasks", status_code=201, tags=["tasks"], responses={**_ERRORS, **_CONFLICT})
+@router.post("/v1/tasks", status_code=201, tags=["tasks"], responses=_WRITE)
 def create_task(body: TaskCreate, ctx: Ctx, _who: Admin) -> TaskOut:
     def work(session: Session) -> TaskOut:
         task = ops.create_task(
@@ -528,7 +678,7 @@ def list_tasks(ctx: Ctx, _who: Reader) -> list[TaskOut]:
 
 
 @router.get("/v1/tasks/{task}", tags=["tasks"], responses={**_ERRORS, **_NOT_FOUND})
-def get_task(task: str, ctx: Ctx, _who: Reader) -> TaskOut:
+def get_task(task: TaskName, ctx: Ctx, _who: Reader) -> TaskOut:
     return ctx.read(lambda s: TaskOut.of(ops.get_task(s, task)))
 
 
@@ -536,9 +686,9 @@ def get_task(task: str, ctx: Ctx, _who: Reader) -> TaskOut:
     "/v1/tasks/{task}/arms",
     status_code=201,
     tags=["tasks"],
-    responses={**_ERRORS, **_NOT_FOUND, **_CONFLICT},
+    responses=_WRITE,
 )
-def create_arm(task: str, body: ArmCreate, ctx: Ctx, _who: Admin) -> ArmOut:
+def create_arm(task: TaskName, body: ArmCreate, ctx: Ctx, _who: Admin) -> ArmOut:
     def work(session: Session) -> ArmOut:
         arm = ops.create_arm(
             session,
@@ -556,7 +706,7 @@ def create_arm(task: str, body: ArmCreate, ctx: Ctx, _who: Admin) -> ArmOut:
 
 
 @router.get("/v1/tasks/{task}/arms", tags=["tasks"], responses={**_ERRORS, **_NOT_FOUND})
-def list_arms(task: str, ctx: Ctx, _who: Reader) -> list[ArmOut]:
+def list_arms(task: TaskName, ctx: Ctx, _who: Reader) -> list[ArmOut]:
     def work(session: Session) -> list[ArmOut]:
         owner = ops.get_task(session, task)
         return [ArmOut.of(arm, owner) for arm in ops.list_arms(session, task)]
@@ -564,10 +714,8 @@ def list_arms(task: str, ctx: Ctx, _who: Reader) -> list[ArmOut]:
     return ctx.read(work)
 
 
-@router.put(
-    "/v1/tasks/{task}/arms/{arm}/labels", tags=["tasks"], responses={**_ERRORS, **_NOT_FOUND}
-)
-def set_labels(task: str, arm: str, body: LabelsUpdate, ctx: Ctx, _who: Admin) -> ArmOut:
+@router.put("/v1/tasks/{task}/arms/{arm}/labels", tags=["tasks"], responses=_WRITE)
+def set_labels(task: TaskName, arm: ArmName, body: LabelsUpdate, ctx: Ctx, _who: Admin) -> ArmOut:
     """Replace an arm's labels (e.g. promote a candidate to ``production``)."""
 
     def work(session: Session) -> ArmOut:
@@ -577,10 +725,8 @@ def set_labels(task: str, arm: str, body: LabelsUpdate, ctx: Ctx, _who: Admin) -
     return ctx.changing_catalog(work)
 
 
-@router.post(
-    "/v1/tasks/{task}/arms/{arm}/retire", tags=["tasks"], responses={**_ERRORS, **_NOT_FOUND}
-)
-def retire_arm(task: str, arm: str, ctx: Ctx, _who: Admin) -> ArmOut:
+@router.post("/v1/tasks/{task}/arms/{arm}/retire", tags=["tasks"], responses=_WRITE)
+def retire_arm(task: TaskName, arm: ArmName, ctx: Ctx, _who: Admin) -> ArmOut:
     """Stop choosing this arm; its generations and feedback stay."""
 
     def work(session: Session) -> ArmOut:

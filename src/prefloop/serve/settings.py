@@ -54,6 +54,12 @@ class ServeSettings(BaseSettings):
         description="How long a verified store key is remembered (a revoked key stops working "
         "after at most this long). 0 looks every key up on every request.",
     )
+    metrics_require_key: bool = Field(
+        default=False,
+        description="GET /metrics answers only requests with a key that may read (any role): "
+        "its series name tasks and arms. Off: no key needed (a Prometheus scraper inside "
+        "your network).",
+    )
     catalog_cache_seconds: float = Field(
         default=1.0,
         ge=0,

@@ -118,10 +118,20 @@ def check_labels(labels: Sequence[str]) -> None:
             raise InvalidInputError("arm labels must be non-empty strings")
 
 
+def _arm_id(name_or_id: str | int) -> int | None:
+    """``name_or_id`` as an arm id when it can be one (ASCII digits, within an id's range)."""
+    if isinstance(name_or_id, int):
+        return name_or_id
+    if name_or_id.isascii() and name_or_id.isdigit() and int(name_or_id) < 2**31:
+        return int(name_or_id)
+    return None
+
+
 def get_arm(session: Session, task: Task, name_or_id: str | int) -> Arm:
     query = select(Arm).where(Arm.task_id == task.id)
-    if isinstance(name_or_id, int) or str(name_or_id).isdigit():
-        arm = session.scalar(query.where(Arm.id == int(name_or_id)))
+    as_id = _arm_id(name_or_id)
+    if as_id is not None:
+        arm = session.scalar(query.where(Arm.id == as_id))
         if arm is None:
             arm = session.scalar(query.where(Arm.name == str(name_or_id)))
     else:

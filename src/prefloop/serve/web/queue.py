@@ -35,7 +35,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
@@ -542,7 +542,9 @@ def _events(
                 for n, gid in enumerate((left, right))
             ]
             return events, {"winner": "both_bad", "side": None}
-        winner = {"left": "a", "right": "b", "tie": "tie"}[choice]
+        winner: Literal["a", "b", "tie"] = "a" if choice == "left" else "b"
+        if choice == "tie":
+            winner = "tie"
         event = PairwiseEvent(a=left, b=right, winner=winner, idempotency_key=key, **common)
         won = {"left": left, "right": right, "tie": "tie"}[choice]
         side = choice if choice in ("left", "right") else None
