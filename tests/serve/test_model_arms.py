@@ -92,7 +92,7 @@ def test_a_model_arm_whose_folder_is_gone_is_refused_before_anything_is_kept(
     shutil.rmtree(copy)
     before = row_counts(api.store)
     answer = generate(api)
-    assert answer.status_code == 422, answer.text
+    assert answer.status_code == 409, answer.text  # the request contradicts the store
     assert "does not exist" in answer.json()["detail"]
     assert row_counts(api.store) == before
 

@@ -51,9 +51,10 @@ def _is_json(content_type: bytes | None) -> bool:
 
 
 class BodyLimitMiddleware:
-    """Answer 413 to a body over ``max_bytes`` before the app sees any of it, and 415 to a
-    body that is not sent as JSON (the API reads JSON bodies only; a form, e.g. what
-    ``curl -d`` sends, would otherwise meet a 422 that does not say what to change).
+    """Answer 413 to a body over ``max_bytes`` before the app sees any of it, and 415 to an
+    API body (``/v1/…``) that is not sent as JSON (the API reads JSON bodies only; a form, e.g.
+    what ``curl -d`` sends, would otherwise meet a 422 that does not say what to change; the
+    web app under ``/app`` posts forms).
 
     A declared ``Content-Length`` over the limit is refused at once; otherwise the body is read
     (at most ``max_bytes`` + one chunk) and replayed to the app, so a chunked upload cannot slip
@@ -103,7 +104,8 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if body and not _is_json(content_type):
+        if body and scope["path"].startswith("/v1/") and not _is_json(content_type):
+            # the API reads JSON only; the web app under /app posts forms
             await _send_json(send, 415, _NOT_JSON)
             return
         await self.app(
