@@ -62,7 +62,10 @@ def axe_source() -> str:
     if not script.exists():
         npm = shutil.which("npm")
         if npm is None:
-            pytest.fail("npm is needed once to fetch axe-core (apt-get install npm)")
+            message = "npm is needed once to fetch axe-core (apt-get install npm)"
+            if os.environ.get("PREFLOOP_REQUIRE_POSTGRES") == "1":  # CI installs it: never skip
+                pytest.fail(message)
+            pytest.skip(message)
         AXE_CACHE.mkdir(parents=True, exist_ok=True)
         packed = subprocess.run(
             [npm, "pack", f"axe-core@{AXE_VERSION}", "--silent"],
