@@ -8,10 +8,11 @@ if it had been made with ``open`` or ``mkdir`` under the process umask.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from pathlib import Path
 
-__all__ = ["as_if_created"]
+__all__ = ["as_if_created", "publish_folder"]
 
 _lock = threading.Lock()
 _umask: int | None = None
@@ -37,3 +38,16 @@ def as_if_created(path: str | Path) -> Path:
     else:
         os.chmod(path, 0o666 & ~umask)
     return path
+
+
+def publish_folder(staging: Path, target: Path) -> None:
+    """Move the complete folder ``staging`` to ``target`` (beside it), replacing a folder
+    there: the old one is renamed aside first and removed after, so ``target`` is never
+    half-written."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, target)

@@ -23,7 +23,6 @@ import hashlib
 import importlib
 import json
 import math
-import os
 import platform
 import shutil
 import tempfile
@@ -39,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from prefloop._files import as_if_created
+from prefloop._files import as_if_created, publish_folder
 from prefloop.errors import ImportFileError, InvalidInputError, PrefloopError
 from prefloop.io import PairRecord, RatingRecord, iter_pairs, iter_rankings, iter_ratings
 from prefloop.io.readers import iter_json_lines
@@ -765,13 +764,7 @@ class RewardModel(ABC):
             (staging / MANIFEST_NAME).write_text(
                 json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
             )
-            if target.exists():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                os.replace(target, old)
-                os.replace(staging, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(staging, target)
+            publish_folder(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

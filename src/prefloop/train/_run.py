@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -22,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefloop._files import as_if_created
+from prefloop._files import as_if_created, publish_folder
 from prefloop.errors import InvalidInputError, PrefloopError
 from prefloop.store import Store
 from prefloop.train.config import DPOConfig, KTOConfig, RewardConfig, RRHFConfig, TrainConfig
@@ -754,15 +753,9 @@ def _save(
                     created=datetime.now(UTC).isoformat(timespec="seconds"),
                 ),
             )
-        if out.exists():
-            if not force and any(out.iterdir()):
-                raise InvalidInputError(f"{out} appeared while training; not replacing it")
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
+        if out.exists() and not force and any(out.iterdir()):
+            raise InvalidInputError(f"{out} appeared while training; not replacing it")
+        publish_folder(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
