@@ -119,12 +119,21 @@ def _shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
+def _type_key(page: Any, key: str) -> None:
+    """Sign in by keyboard alone: the key field has the focus (``autofocus``), so typing and
+    Enter suffice. Waits for the focus and the typed value first: on a loaded machine the
+    keys could otherwise arrive before the autofocus does and go nowhere."""
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'key'")
+    page.keyboard.type(key)
+    page.wait_for_function("k => document.getElementById('key').value === k", arg=key)
+    page.keyboard.press("Enter")
+    page.wait_for_url(page.url.split("/app/")[0] + "/app")
+
+
 def _sign_in(context: Any, served: Served, who: str) -> Any:
     page = context.new_page()
     page.goto(served.url + "/app/login")
-    page.keyboard.type(served.keys[who])  # the key field has the focus
-    page.keyboard.press("Enter")
-    page.wait_for_url(served.url + "/app")
+    _type_key(page, served.keys[who])
     return page
 
 
@@ -164,9 +173,7 @@ def test_a_labeler_rates_compares_ranks_and_edits_by_keyboard(browser: Any, serv
     page.goto(served.url + "/app/label/diary/rate")
     page.wait_for_url("**/app/login?m=missing")
     _shot(page, "login")
-    page.keyboard.type(served.keys["ana"])
-    page.keyboard.press("Enter")
-    page.wait_for_url(served.url + "/app")
+    _type_key(page, served.keys["ana"])
     _shot(page, "home")
 
     page.goto(served.url + "/app/label/diary/rate")
@@ -349,9 +356,7 @@ def test_no_serious_accessibility_violation(browser: Any, served: Served, axe_so
 
     page.goto(served.url + "/app/login")
     check("login")
-    page.keyboard.type(served.keys["boss"])
-    page.keyboard.press("Enter")
-    page.wait_for_url(served.url + "/app")
+    _type_key(page, served.keys["boss"])
     for kind in queue.ITEM_KINDS:
         page.goto(f"{served.url}/app/label/diary/{kind}")
         check(kind)
