@@ -679,9 +679,10 @@ def _judge(
     from prefloop.reward import JudgeConfig, LLMJudge, TrainSummary, rating_data_from_store
 
     named = backend if isinstance(backend, str) else "local"
-    config = JudgeConfig(
-        rubric=view.rubric, task=view.description, seed=seed, backend=named, shots_per_level=1
-    )
+    what = f"texts written for the task {view.name!r}"
+    if view.description.strip():
+        what += f" ({view.description.strip().rstrip('.')})"
+    config = JudgeConfig(rubric=view.rubric, task=what, seed=seed, backend=named)
     judge = LLMJudge(config, backend=None if isinstance(backend, str) else backend)
     if store is not None:
         data = rating_data_from_store(store, view.name)
