@@ -870,11 +870,14 @@ def reward_function(
     ``task`` names the task whose scale, rubric and input fields the ``rubric`` and ``judge``
     atoms use (the demo's diary task when None); with a ``store``, they are read from the
     store's task, and the judge takes its few-shot examples from the task's ratings.
-    ``backend`` is the judge's LLM: a :class:`prefloop.llm.ChatBackend`, or ``"local"``
-    (default) / ``"openai"`` made from the environment on first use. ``seed`` seeds the judge.
+    ``backend`` is the judge's LLM: a :class:`prefloop.llm.ChatBackend` (used by the ``judge``
+    atom and by saved LLM-judge folders), or a name, ``"local"`` (default) or ``"openai"``, made
+    from the environment on the judge's first call (a saved judge folder keeps the backend it
+    names). ``seed`` seeds the judge's examples and sampling.
 
-    Every scorer is loaded here, so a missing package or a bad folder fails now, not in the
-    middle of training. Bad SPECs raise :class:`RewardSpecError` naming the bad token.
+    Every scorer is loaded here (the judge's local LLM excepted), so a missing package or a bad
+    folder fails now, not in the middle of training. A bad SPEC raises
+    :class:`RewardSpecError` naming the bad token and what is allowed.
     """
     formula = _Parser(_check_spec_text(spec)).parse()
     view = _task_view(task, store)
