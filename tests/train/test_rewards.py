@@ -184,7 +184,7 @@ def test_an_empty_batch_gives_no_rewards() -> None:
 
 
 def test_mismatched_or_malformed_batches_are_refused() -> None:
-    reward = reward_function("length")
+    reward = reward_function("rubric")
     with pytest.raises(InvalidInputError, match="2 prompts but 1 completions"):
         reward(["a", "b"], ["x"])
     with pytest.raises(InvalidInputError, match="not one string"):
@@ -415,6 +415,17 @@ def test_folders_that_are_not_reward_models_are_refused(tmp_path: Path) -> None:
     (broken / "prefloop-reward.json").write_text("{not json", "utf-8")
     with pytest.raises(RewardSpecError, match="is not valid JSON"):
         reward_function(str(broken))
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / "prefloop-reward.json").write_text(json.dumps({"format": 99, "kind": "rating"}))
+    with pytest.raises(RewardSpecError, match="saved in reward-model format 99"):
+        reward_function(str(newer))
+    unknown = tmp_path / "unknown"
+    unknown.mkdir()
+    manifest = {"format": 1, "kind": "rating", "class": "quantum-rm", "module": "elsewhere"}
+    (unknown / "prefloop-reward.json").write_text(json.dumps(manifest), "utf-8")
+    with pytest.raises(RewardSpecError, match="of class 'quantum-rm', which this prefloop does"):
+        reward_function(str(unknown))
     afile = tmp_path / "file.txt"
     afile.write_text("x", "utf-8")
     with pytest.raises(RewardSpecError, match="is not a folder"):

@@ -47,18 +47,28 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from prefloop.errors import InvalidInputError
+from prefloop.train._reward_spec import (
+    ATOMS,
+    FUNCTIONS,
+    Node,
+    RewardSpecError,
+    atoms_of,
+    evaluate,
+    parse,
+    parse_reward_spec,
+    show,
+)
 
 if TYPE_CHECKING:
     from prefloop.llm import ChatBackend
@@ -79,391 +89,6 @@ __all__ = [
 ]
 
 Array = NDArray[np.float64]
-
-ATOMS: tuple[str, ...] = ("rubric", "judge", "toxicity", "length")
-"""The built-in scorers a SPEC may name (besides reward-model folders)."""
-FUNCTIONS: tuple[str, ...] = ("min", "mean_std", "sigmoid", "clip")
-"""The functions a SPEC may call."""
-
-_ALLOWED = (
-    "a SPEC combines rubric, judge, toxicity, length or a reward-model folder with numbers, "
-    "+, -, *, parentheses and min(A,B,…), mean_std(A,B,…,k=1), sigmoid(A), clip(A,LO,HI); "
-    "e.g. 0.5*rubric+toxicity, models/rm - 0.1*length, min(models/rm1,models/rm2)"
-)
-
-
-class RewardSpecError(InvalidInputError):
-    """A reward SPEC that does not parse, or names something that is not a scorer."""
-
-
-# ---- the formula -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Const:
-    value: float
-
-
-@dataclass(frozen=True)
-class _Atom:
-    key: str
-    """``rubric``, ``judge``, ``toxicity``, ``length``, or a folder as written."""
-    folder: bool = False
-
-    @property
-    def label(self) -> str:
-        """How the SPEC's canonical form writes it (a folder named like an atom is quoted)."""
-        plain = re.fullmatch(r"[\w.~/-]+", self.key) and not self.key[0].isdigit()
-        needs_quotes = self.folder and (self.key in ATOMS or self.key in FUNCTIONS or not plain)
-        return f"'{self.key}'" if needs_quotes else self.key
-
-
-@dataclass(frozen=True)
-class _Neg:
-    arg: _Node
-
-
-@dataclass(frozen=True)
-class _Bin:
-    op: Literal["+", "-", "*"]
-    left: _Node
-    right: _Node
-
-
-@dataclass(frozen=True)
-class _Call:
-    fn: str
-    args: tuple[_Node, ...]
-    params: tuple[float, ...] = ()
-    """``(k,)`` for mean_std, ``(lo, hi)`` for clip."""
-
-
-_Node = _Const | _Atom | _Neg | _Bin | _Call
-
-
-def _atoms_of(node: _Node) -> list[_Atom]:
-    if isinstance(node, _Atom):
-        return [node]
-    if isinstance(node, _Const):
-        return []
-    if isinstance(node, _Neg):
-        return _atoms_of(node.arg)
-    if isinstance(node, _Bin):
-        return _atoms_of(node.left) + _atoms_of(node.right)
-    return [a for arg in node.args for a in _atoms_of(arg)]
-
-
-def _show_number(value: float) -> str:
-    return f"{value:g}"
-
-
-def _show(node: _Node) -> str:
-    """The canonical text of a formula: no spaces, only the parentheses it needs."""
-    if isinstance(node, _Const):
-        return _show_number(node.value)
-    if isinstance(node, _Atom):
-        return node.label
-    if isinstance(node, _Neg):
-        inner = _show(node.arg)
-        return f"-({inner})" if isinstance(node.arg, _Bin) else f"-{inner}"
-    if isinstance(node, _Bin):
-        left, right = _show(node.left), _show(node.right)
-        if node.op == "*":
-            if _is_sum(node.left):
-                left = f"({left})"
-            if _is_sum(node.right) or isinstance(node.right, _Neg):
-                right = f"({right})"
-            return f"{left}*{right}"
-        if isinstance(node.right, _Neg) or (node.op == "-" and _is_sum(node.right)):
-            right = f"({right})"
-        return f"{left}{node.op}{right}"
-    args = [_show(a) for a in node.args]
-    if node.fn == "mean_std":
-        args.append(f"k={_show_number(node.params[0])}")
-    elif node.fn == "clip":
-        args.extend(_show_number(v) for v in node.params)
-    return f"{node.fn}({','.join(args)})"
-
-
-def _is_sum(node: _Node) -> bool:
-    return isinstance(node, _Bin) and node.op in "+-"
-
-
-def _sigmoid(x: Array) -> Array:
-    return np.asarray(0.5 * (1.0 + np.tanh(0.5 * x)), dtype=np.float64)  # σ(x), no overflow
-
-
-def _evaluate(node: _Node, values: Mapping[str, Array], n: int) -> Array:
-    """The formula on a batch: each atom's scores (NaN = no score) → one array; NaN spreads
-    through every operation, so a sample one atom could not score has no reward."""
-    if isinstance(node, _Const):
-        return np.full(n, node.value)
-    if isinstance(node, _Atom):
-        return values[node.label]
-    if isinstance(node, _Neg):
-        return -_evaluate(node.arg, values, n)
-    if isinstance(node, _Bin):
-        left, right = _evaluate(node.left, values, n), _evaluate(node.right, values, n)
-        if node.op == "+":
-            return left + right
-        if node.op == "-":
-            return left - right
-        return left * right
-    args = np.stack([_evaluate(a, values, n) for a in node.args])  # (members, n)
-    if node.fn == "min":
-        return np.asarray(np.min(args, axis=0), dtype=np.float64)  # np.min keeps NaN
-    if node.fn == "mean_std":
-        (k,) = node.params
-        return np.asarray(args.mean(axis=0) - k * args.std(axis=0), dtype=np.float64)
-    if node.fn == "sigmoid":
-        return _sigmoid(args[0])
-    lo, hi = node.params
-    return np.asarray(np.clip(args[0], lo, hi), dtype=np.float64)  # NaN stays NaN
-
-
-# ---- the parser --------------------------------------------------------------------------------
-_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_WORD = re.compile(r"[\w.~/-]+")
-_WORD_START = re.compile(r"[\w.~/]")
-
-
-@dataclass(frozen=True)
-class _Token:
-    kind: Literal["num", "word", "path", "op", "end"]
-    text: str
-    pos: int
-
-
-def _is_folder(text: str) -> bool:
-    return Path(text).expanduser().exists()
-
-
-def _tokens(spec: str) -> list[_Token]:
-    out: list[_Token] = []
-    i = 0
-    while i < len(spec):
-        char = spec[i]
-        if char.isspace():
-            i += 1
-            continue
-        if char in "+-*(),=":
-            out.append(_Token("op", char, i))
-            i += 1
-            continue
-        if char in "'\"":
-            end = spec.find(char, i + 1)
-            if end < 0:
-                raise _error(spec, i, f"the quote {char} is never closed")
-            out.append(_Token("path", spec[i + 1 : end], i))
-            i = end + 1
-            continue
-        number = _NUMBER.match(spec, i)
-        if number and not _WORD_START.match(spec, number.end()):
-            out.append(_Token("num", number.group(0), i))
-            i = number.end()
-            continue
-        word = _WORD.match(spec, i)
-        if word is None:
-            raise _error(spec, i, f"unexpected character {char!r}")
-        text = _resolve_word(spec, i, word.group(0))
-        out.append(_Token("word", text, i))
-        i += len(text)
-    out.append(_Token("end", "", len(spec)))
-    return out
-
-
-def _resolve_word(spec: str, pos: int, word: str) -> str:
-    """The name or folder a run of word characters starts with.
-
-    ``-`` is both a folder-name character and the minus sign, so ``rubric-0.1*length`` reads as
-    ``rubric``, ``-``, … : the whole word when it is a name or an existing path, else its
-    longest part before a ``-`` that is one.
-    """
-    if word in ATOMS or word in FUNCTIONS or word == "k" or _is_folder(word):
-        return word
-    cuts = [m.start() for m in re.finditer("-", word)]
-    for cut in reversed(cuts):
-        head = word[:cut]
-        if head and (head in ATOMS or head in FUNCTIONS or _is_folder(head)):
-            return head
-    hint = (
-        " (a '-' inside a word is read as part of a folder name: write A - B with spaces to "
-        "subtract)"
-        if "-" in word
-        else ""
-    )
-    raise _error(
-        spec,
-        pos,
-        f"{word!r} is neither a reward ({', '.join(ATOMS)}) nor an existing reward-model "
-        f"folder{hint}",
-    )
-
-
-def _error(spec: str, pos: int, what: str) -> RewardSpecError:
-    return RewardSpecError(f"bad reward SPEC {spec!r} at position {pos + 1}: {what}. {_ALLOWED}")
-
-
-class _Parser:
-    """Recursive descent over the tokens; numbers are folded as it goes."""
-
-    def __init__(self, spec: str) -> None:
-        self.spec = spec
-        self.tokens = _tokens(spec)
-        self.i = 0
-
-    @property
-    def token(self) -> _Token:
-        return self.tokens[self.i]
-
-    def fail(self, what: str, token: _Token | None = None) -> RewardSpecError:
-        token = token or self.token
-        shown = "the end" if token.kind == "end" else repr(token.text)
-        return _error(self.spec, token.pos, f"{what}, found {shown}")
-
-    def take(self, text: str) -> None:
-        if self.token.kind != "op" or self.token.text != text:
-            raise self.fail(f"expected {text!r}")
-        self.i += 1
-
-    def at(self, text: str) -> bool:
-        return self.token.kind == "op" and self.token.text == text
-
-    def parse(self) -> _Node:
-        if self.token.kind == "end":
-            raise self.fail("the SPEC is empty")
-        node = self.expr()
-        if self.token.kind != "end":
-            raise self.fail("expected an operator (+ - *) or the end")
-        if not _atoms_of(node):
-            raise _error(self.spec, 0, "it names no scorer, only numbers")
-        return node
-
-    def expr(self) -> _Node:
-        node = self.term()
-        while self.at("+") or self.at("-"):
-            op: Literal["+", "-"] = "+" if self.token.text == "+" else "-"
-            self.i += 1
-            node = _fold(_Bin(op, node, self.term()))
-        return node
-
-    def term(self) -> _Node:
-        node = self.unary()
-        while self.at("*"):
-            star = self.token
-            self.i += 1
-            right = self.unary()
-            if not isinstance(node, _Const) and not isinstance(right, _Const):
-                raise _error(
-                    self.spec,
-                    star.pos,
-                    "'*' multiplies a reward by a number (a weight such as 0.5*rubric), not by "
-                    "another reward",
-                )
-            node = _fold(_Bin("*", node, right))
-        return node
-
-    def unary(self) -> _Node:
-        if self.at("-"):
-            self.i += 1
-            return _fold(_Neg(self.unary()))
-        if self.at("+"):
-            self.i += 1
-            return self.unary()
-        return self.primary()
-
-    def primary(self) -> _Node:
-        token = self.token
-        if token.kind == "num":
-            self.i += 1
-            value = float(token.text)
-            if not math.isfinite(value):
-                raise self.fail("a number must be finite", token)
-            return _Const(value)
-        if token.kind == "path":
-            self.i += 1
-            if not token.text.strip():
-                raise self.fail("an empty folder name", token)
-            if not _is_folder(token.text):
-                raise self.fail("no such reward-model folder", token)
-            return _Atom(token.text, folder=True)
-        if self.at("("):
-            self.i += 1
-            node = self.expr()
-            self.take(")")
-            return node
-        if token.kind == "word":
-            self.i += 1
-            if token.text in FUNCTIONS:
-                return self.call(token)
-            if token.text == "k":
-                raise self.fail("k= is an argument of mean_std(A,B,…,k=1)", token)
-            return _Atom(token.text, folder=token.text not in ATOMS)
-        raise self.fail("expected a reward, a number, a function or '('")
-
-    def call(self, name: _Token) -> _Node:
-        fn = name.text
-        if not self.at("("):
-            raise self.fail(f"{fn} is a function: write {fn}(…)")
-        self.i += 1
-        args: list[_Node] = [self.expr()]
-        params: list[float] = []
-        while self.at(","):
-            self.i += 1
-            if fn == "mean_std" and self.token.kind == "word" and self.token.text == "k":
-                self.i += 1
-                self.take("=")
-                params.append(self.constant(self.expr(), "mean_std's k", name))
-                break
-            args.append(self.expr())
-        self.take(")")
-        if fn in ("min", "mean_std"):
-            if len(args) < 2:
-                raise _error(self.spec, name.pos, f"{fn} needs at least two rewards: {fn}(A,B)")
-            if fn == "min":
-                return _fold(_Call(fn, tuple(args)))
-            k = params[0] if params else 1.0
-            if k < 0:
-                raise _error(
-                    self.spec, name.pos, f"mean_std's k must be >= 0 (mean − k·std), got {k:g}"
-                )
-            return _fold(_Call(fn, tuple(args), (k,)))
-        if fn == "sigmoid":
-            if len(args) != 1:
-                raise _error(self.spec, name.pos, "sigmoid takes one reward: sigmoid(A)")
-            return _fold(_Call(fn, tuple(args)))
-        if len(args) != 3:
-            raise _error(self.spec, name.pos, "clip takes a reward and two numbers: clip(A,-1,1)")
-        lo = self.constant(args[1], "clip's low bound", name)
-        hi = self.constant(args[2], "clip's high bound", name)
-        if not lo < hi:
-            raise _error(
-                self.spec, name.pos, f"clip's bounds must have low < high, got {lo:g} and {hi:g}"
-            )
-        return _fold(_Call(fn, (args[0],), (lo, hi)))
-
-    def constant(self, node: _Node, what: str, name: _Token) -> float:
-        if not isinstance(node, _Const):
-            raise _error(self.spec, name.pos, f"{what} must be a number, not a reward")
-        return node.value
-
-
-def _fold(node: _Node) -> _Node:
-    """A node whose arguments are all numbers, as its number."""
-    if isinstance(node, _Atom | _Const) or _atoms_of(node):
-        return node
-    return _Const(float(_evaluate(node, {}, 1)[0]))
-
-
-def parse_reward_spec(spec: str) -> str:
-    """Check ``spec`` and return its canonical form (e.g. ``"0.5*rubric+toxicity"`` for
-    ``"0.5 * rubric + toxicity"``); raise :class:`RewardSpecError` naming the bad token.
-    Folders are checked to exist, not loaded."""
-    return _show(_Parser(_check_spec_text(spec)).parse())
-
-
-def _check_spec_text(spec: Any) -> str:
-    if not isinstance(spec, str):
-        raise RewardSpecError(f"a reward SPEC is a string, got {type(spec).__name__}. {_ALLOWED}")
-    return spec
 
 
 # ---- prompts and completions -------------------------------------------------------------------
@@ -588,6 +213,8 @@ class _Scorer(ABC):
     """One atom: scores a whole batch at once; NaN where it has no score."""
 
     kind: str
+    reads_inputs = False
+    """Whether it reads the ``inputs`` column (the rubric's facts)."""
 
     @abstractmethod
     def score(
@@ -599,6 +226,7 @@ class _Scorer(ABC):
 
 class _RubricAtom(_Scorer):
     kind = "rubric"
+    reads_inputs = True
 
     def __init__(self, view: _TaskView) -> None:
         from prefloop.demo import DIARY, RubricScorer
@@ -777,8 +405,8 @@ class RewardFunction:
     under) is the SPEC's canonical form; :attr:`last_stats` describes the last batch.
     """
 
-    def __init__(self, formula: _Node, scorers: Mapping[str, _Scorer]) -> None:
-        self.name = _show(formula)
+    def __init__(self, formula: Node, scorers: Mapping[str, _Scorer]) -> None:
+        self.name = show(formula)
         self.__name__ = self.name
         self._formula = formula
         self._scorers = dict(scorers)
@@ -816,7 +444,8 @@ class RewardFunction:
         n = len(completions)
         prompt_texts = [prompt_text(p, i) for i, p in enumerate(prompts)]
         texts = [completion_text(c, i) for i, c in enumerate(completions)]
-        inputs = _inputs_column(columns, n)
+        reads = any(s.reads_inputs for s in self._scorers.values())
+        inputs: list[dict[str, Any] | None] = _inputs_column(columns, n) if reads else [None] * n
         values: dict[str, Array] = {}
         atoms: dict[str, AtomStats] = {}
         for key, scorer in self._scorers.items():
@@ -833,7 +462,7 @@ class RewardFunction:
             if failed and why is None:
                 why = "a score that is not a finite number"
             atoms[key] = AtomStats(scorer.kind, failed, _mean(scores), why if failed else None)
-        rewards = _evaluate(self._formula, values, n) if n else np.zeros(0)
+        rewards = evaluate(self._formula, values, n) if n else np.zeros(0)
         rewards = np.where(np.isfinite(rewards), rewards, np.nan)
         out: list[float | None] = [None if math.isnan(v) else float(v) for v in rewards]
         self.last_stats = RewardStats(
@@ -879,10 +508,10 @@ def reward_function(
     folder fails now, not in the middle of training. A bad SPEC raises
     :class:`RewardSpecError` naming the bad token and what is allowed.
     """
-    formula = _Parser(_check_spec_text(spec)).parse()
+    formula = parse(spec)
     view = _task_view(task, store)
     scorers: dict[str, _Scorer] = {}
-    for atom in _atoms_of(formula):
+    for atom in atoms_of(formula):
         if atom.label in scorers:
             continue
         if atom.folder:
