@@ -332,6 +332,16 @@ def test_a_judge_server_that_fails_every_call_gives_all_none(server: ChatServer)
     assert stats.to_json()["failed_fraction"] == 1.0
 
 
+def test_a_store_without_a_task_keeps_the_diary_and_a_zero_shot_judge(
+    server: ChatServer, sqlite_store: Store
+) -> None:
+    server.responder = lambda messages: "Score: 0"
+    reward = reward_function("judge", store=sqlite_store, backend=judge_backend(server))
+    assert reward(["Q"], ["text"]) == [0.0]
+    messages = server.chat_requests[0].messages
+    assert [m["role"] for m in messages] == ["system", "user"]  # no examples
+
+
 def test_the_judge_takes_examples_from_the_store(server: ChatServer, sqlite_store: Store) -> None:
     server.responder = lambda messages: "Score: 1"
     with sqlite_store.session() as s:
@@ -511,21 +521,29 @@ def test_called_the_way_grpo_calls_reward_functions(server: ChatServer) -> None:
     assert metrics[f"reward/{name}/rubric/mean"] == [pytest.approx(0.5 / 3)]
 
 
-def test_inside_a_real_grpo_trainer(tiny_base: Path, tmp_path: Path, server: ChatServer) -> None:
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_inside_a_real_trl_trainer(
+    method: str, tiny_base: Path, tmp_path: Path, server: ChatServer
+) -> None:
+    """TRL's own ``_calculate_rewards`` (GRPO and RLOO) with conversational data and the
+    dataset's ``inputs`` column: our reward where it scored, NaN (dropped) where it did not."""
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     reward = reward_function("rubric - 0.1*length + 0*judge", backend=judge_backend(server))
     row = {"prompt": [{"role": "user", "content": "Write my diary."}], "inputs": FACTS}
-    args = GRPOConfig(
-        output_dir=str(tmp_path / "grpo"),
+    config, trainer_class = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}[
+        method
+    ]
+    args = config(
+        output_dir=str(tmp_path / method),
         per_device_train_batch_size=2,
         num_generations=2,
         max_completion_length=4,
         report_to=[],
         use_cpu=True,
     )
-    trainer = GRPOTrainer(
+    trainer = trainer_class(
         model=str(tiny_base),
         reward_funcs=[reward],
         args=args,

@@ -184,6 +184,8 @@ class _TaskView:
     description: str
     input_fields: tuple[str, ...] | None
     """The fields the rubric's fact rule checks (None: every field of a sample's inputs)."""
+    in_store: bool = False
+    """Read from the store's task (which may hold ratings for the judge's examples)."""
 
 
 def _task_view(task: str | None, store: Store | None) -> _TaskView:
@@ -201,6 +203,7 @@ def _task_view(task: str | None, store: Store | None) -> _TaskView:
                 rubric=row.rubric or "",
                 description=row.description or "",
                 input_fields=tuple(str(f) for f in row.input_fields) or None,
+                in_store=True,
             )
     if task is None or task == DIARY.name:
         return _TaskView(
@@ -312,7 +315,7 @@ def _judge(
         what += f" ({view.description.strip().rstrip('.')})"
     config = JudgeConfig(rubric=view.rubric, task=what, seed=seed, backend=named)
     judge = LLMJudge(config, backend=None if isinstance(backend, str) else backend)
-    if store is not None:
+    if store is not None and view.in_store:
         data = rating_data_from_store(store, view.name)
         try:
             data.check_trainable()
