@@ -332,6 +332,15 @@ def test_a_judge_server_that_fails_every_call_gives_all_none(server: ChatServer)
     assert stats.to_json()["failed_fraction"] == 1.0
 
 
+def test_a_remote_judge_without_settings_fails_before_scoring(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("PREFLOOP_LLM_API_KEY", "PREFLOOP_LLM_BASE_URL", "OPENAI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(InvalidInputError, match="PREFLOOP_LLM_API_KEY is not set"):
+        reward_function("rubric+judge", backend="openai")
+
+
 def test_a_store_without_a_task_keeps_the_diary_and_a_zero_shot_judge(
     server: ChatServer, sqlite_store: Store
 ) -> None:

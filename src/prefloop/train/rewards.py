@@ -315,6 +315,7 @@ def _judge(
         what += f" ({view.description.strip().rstrip('.')})"
     config = JudgeConfig(rubric=view.rubric, task=what, seed=seed, backend=named)
     judge = LLMJudge(config, backend=None if isinstance(backend, str) else backend)
+    _check_remote_backend(judge)
     if store is not None and view.in_store:
         data = rating_data_from_store(store, view.name)
         try:
@@ -354,9 +355,18 @@ def _model_atom(key: str, backend: ChatBackend | str | None) -> _ModelAtom:
         model = load_reward_model(folder)
     except IncompatibleModelError as exc:
         raise RewardSpecError(f"reward {key!r}: {exc}") from exc
-    if isinstance(model, LLMJudge) and backend is not None and not isinstance(backend, str):
-        model.use_backend(backend)
+    if isinstance(model, LLMJudge):
+        if backend is not None and not isinstance(backend, str):
+            model.use_backend(backend)
+        _check_remote_backend(model)
     return _ModelAtom(model, f"{info.kind} reward model ({info.model_class})")
+
+
+def _check_remote_backend(judge: Any) -> None:
+    """Make a judge's remote backend now, so that missing settings (PREFLOOP_LLM_*) fail before
+    training starts; the local model loads on first use (it takes half a minute)."""
+    if judge.config.backend != "local":
+        judge.backend  # noqa: B018 - the property makes and keeps the backend
 
 
 # ---- the reward function -----------------------------------------------------------------------
