@@ -18,14 +18,16 @@ The atoms:
 
 ``rubric``
     the demo's rubric scorer (:class:`prefloop.demo.RubricScorer`), on the task's scale
-    (−1 … 1). Its fact rule needs the task's input fields: TRL passes dataset columns through,
-    so a column ``inputs`` (one dict of input fields per sample, e.g. ``{"place": "Busan",
-    "company": "alone", "mood": "calm"}``) turns it on; without it (or for a sample whose inputs
-    are None) the rubric scores everything else (meta text, repetition, length) and skips facts.
+    (−1 … 1). Its fact rule checks the task's input fields (the diary's place, company and
+    mood, or a store task's own fields), so it needs their values: TRL passes dataset columns
+    through, and a column ``inputs`` (one dict of input fields per sample, e.g. ``{"place":
+    "Busan", "company": "alone", "mood": "calm"}``) turns it on; without it (or for a sample
+    whose inputs are None) the rubric scores the rest (meta text, repetition, length) only.
 ``judge``
-    the LLM judge (:class:`prefloop.reward.LLMJudge`) on the task's scale: few-shot examples
-    from the task's ratings when a store with at least four of them is given, else zero-shot.
-    Its backend is the local LLM unless ``backend=`` names another.
+    the LLM judge (:class:`prefloop.reward.LLMJudge`) on the task's rubric and scale: one
+    example per level from the task's ratings when a store holds at least four of them (on two
+    levels or more), else zero-shot. Its backend is the local LLM unless ``backend=`` names
+    another.
 ``toxicity``
     minus the packaged toxic-comment classifier's P(toxic) of the completion, in [−1, 0]: 0 for
     a clean reply, so adding it to another reward only ever takes away.
