@@ -168,3 +168,84 @@ def test_rloo_and_grpo_run_through_trl_with_a_kl_penalty(
     assert all(r.kl is not None for r in result.history)
     assert result.history[0].failed == 1  # left out of the update, never scored 0
     assert (tmp_path / "policy" / "report" / "report.html").exists()
+
+
+# -- the command line --------------------------------------------------------------------------
+def _cli(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from prefloop.cli import app
+
+    return CliRunner().invoke(app, ["train", *args])
+
+
+def test_train_ppo_from_a_task_prints_one_json_object_and_is_listed(
+    tiny_base: Path, tmp_path: Path
+) -> None:
+    from tests.train.test_runs import _diary_store
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    _diary_store(url)
+    out = tmp_path / "ppo"
+    result = _cli(
+        *("ppo", "--task", "diary", "--reward", "rubric-0.1*length", "--heldout", "length"),
+        *("--base", str(tiny_base), "--max-steps", "2", "--batch-size", "2"),
+        *("--max-new-tokens", "6", "--target-kl", "1.0", "--out", str(out), "--db", url, "--json"),
+    )
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    for key in (
+        "method",
+        "steps",
+        "seconds",
+        "reward_mean_first",
+        "reward_mean_last",
+        "kl_last",
+        "beta_last",
+        "heldout_first",
+        "heldout_last",
+        "hacking_flag",
+    ):
+        assert key in row
+    assert row["method"] == "ppo" and row["steps"] == 2 and row["reward"] == "rubric-0.1*length"
+    listed = json.loads(_cli("list", "--db", url, "--json").stdout)["runs"]
+    assert [(r["method"], r["task"], r["status"]) for r in listed] == [("ppo", "diary", "done")]
+
+
+def test_bad_online_input_gets_a_clear_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Write about Busan."}\n', encoding="utf-8")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    out = str(tmp_path / "out")
+    cases = [
+        (("ppo", "--prompts", str(prompts), "--out", out), "give --reward SPEC"),
+        (("ppo", "--reward", "rubric", "--out", out), "exactly one of --task"),
+        (("grpo", "--prompts", str(empty), "--reward", "rubric", "--out", out), "holds no prompts"),
+        (
+            (
+                "ppo",
+                "--prompts",
+                str(prompts),
+                "--reward",
+                "rubric",
+                "--kl-coef",
+                "-1",
+                "--out",
+                out,
+            ),
+            "must be ≥ 0",
+        ),
+        (
+            ("rloo", "--prompts", str(prompts), "--reward", "rubric+", "--out", out),
+            "bad reward SPEC",
+        ),
+        (("ppo", "--prompts", str(prompts), "--reward", str(tmp_path), "--out", out), "reward"),
+    ]
+    for args, message in cases:
+        result = _cli(*args, "--db", url)
+        assert result.exit_code != 0, args
+        said = " ".join(f"{result.output} {result.exception or ''}".split())
+        assert message in said, (args, said)
+    assert not (tmp_path / "out").exists()  # nothing half-written

@@ -311,7 +311,7 @@ class PPOConfig(OnlineConfig):
     ppo_epochs: int = 2
     """Passes over each step's rollouts."""
     mini_batch_size: int = 4
-    """Rollouts per gradient step inside a pass."""
+    """Rollouts per gradient step inside a pass (at most the step's rollouts)."""
     clip_range: float = 0.2
     """ε of the clipped surrogate: the probability ratio is held in [1 − ε, 1 + ε]."""
     clip_range_value: float = 0.2
@@ -329,11 +329,6 @@ class PPOConfig(OnlineConfig):
         super().__post_init__()
         if self.ppo_epochs < 1 or self.mini_batch_size < 1:
             raise InvalidInputError("ppo_epochs and mini_batch_size must be at least 1")
-        if self.mini_batch_size > self.batch_size:
-            raise InvalidInputError(
-                f"mini_batch_size ({self.mini_batch_size}) cannot exceed batch_size "
-                f"({self.batch_size})"
-            )
         if not 0 < self.clip_range < 1 or not self.clip_range_value > 0:
             raise InvalidInputError("clip_range must lie in (0, 1), clip_range_value above 0")
         if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:

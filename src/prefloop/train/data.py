@@ -197,6 +197,10 @@ def from_file(path: str | Path, method: str) -> TrainingData:
         rows = list(_prompt_rows(file))
     else:
         raise InvalidInputError(f"unknown training method {method!r}")
+    if not rows and method in ONLINE_METHODS:
+        raise InvalidInputError(
+            f'{name} holds no prompts; give one {{"prompt": "..."}} object per line'
+        )
     if not rows:
         raise InvalidInputError(f"{name} holds no examples; {method} needs at least one")
     return TrainingData(method=method, rows=rows, source=name)
