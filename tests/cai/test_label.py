@@ -24,6 +24,7 @@ from prefloop.llm import LLMError
 from prefloop.reward import PairData, load_pair_data, pair_data_from_store
 from prefloop.store import Feedback, Generation, Store
 from prefloop.store.repo import create_arm, get_or_create_task, get_task
+from prefloop.train import DPOConfig, from_task
 from tests.cai.conftest import backend_for, options, prefers, scripted_model
 from tests.conftest import shared_data
 from tests.support.chat_server import ChatServer, Fail
@@ -103,6 +104,9 @@ def test_judge_feedback_stays_out_of_human_exports_and_training_unless_asked(
 
     assert len(pair_data_from_store(sqlite_store, "trip")) == 0  # reward-model training data
     assert len(pair_data_from_store(sqlite_store, "trip", sources=SOURCES)) == 3
+    with pytest.raises(InvalidInputError, match="no training data for dpo"):  # the trainers'
+        from_task(sqlite_store, "trip", DPOConfig(from_ratings=False))
+    assert len(from_task(sqlite_store, "trip", DPOConfig(), sources=SOURCES)) == 3
     with sqlite_store.session(readonly=True) as s:
         task = get_task(s, "trip")
         assert list(preference_rows(s, task)) == []  # the default (human) export

@@ -157,9 +157,7 @@ def revise(
     ],
     prompts: Annotated[
         Path | None,
-        typer.Option(
-            "--prompts", help='A JSONL file with one {"prompt": "..."} per line.', exists=False
-        ),
+        typer.Option("--prompts", help='A JSONL file with one {"prompt": "..."} per line.'),
     ] = None,
     task: Annotated[
         str | None, typer.Option("--task", help="Revise answers to this task's prompts.")
