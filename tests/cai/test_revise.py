@@ -145,6 +145,10 @@ def test_when_every_call_fails_nothing_is_written(chat_server: ChatServer, tmp_p
     with pytest.raises(InvalidInputError, match="every prompt failed"):
         write_revisions(result, target)
     assert not target.exists() and not list(tmp_path.iterdir())
+    with pytest.raises(InvalidInputError, match="is a folder"):
+        write_revisions(result, tmp_path)
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        write_revisions(result, tmp_path / "no" / "out.jsonl")
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,7 @@ from prefloop.cai._revise import (
     RevisionFailure,
     RevisionResult,
     RevisionStep,
+    check_output_path,
     revise,
     write_revisions,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "RevisionFailure",
     "RevisionResult",
     "RevisionStep",
+    "check_output_path",
     "compare_pairs",
     "comparison_messages",
     "default_constitution",

@@ -289,17 +289,26 @@ def revise(
     )
 
 
-def write_revisions(result: RevisionResult, path: str | Path) -> Path:
-    """Write ``result``'s rows as JSONL to ``path`` at once: a temporary file beside it renamed
-    into place, so the file is either the old one or complete. An error if there is nothing to
-    write (every prompt failed)."""
+def check_output_path(path: str | Path) -> Path:
+    """``path`` as a file :func:`write_revisions` can write: its folder exists and it is not
+    a folder itself (checked before any LLM call)."""
     target = Path(path)
-    if not result.examples:
-        raise InvalidInputError(f"no revised examples to write to {target}: every prompt failed")
+    if target.is_dir():
+        raise InvalidInputError(f"{target} is a folder; give a file name such as revised.jsonl")
     if not target.parent.is_dir():
         raise InvalidInputError(
             f"the folder of {str(target)!r} does not exist; create it or choose another -o path"
         )
+    return target
+
+
+def write_revisions(result: RevisionResult, path: str | Path) -> Path:
+    """Write ``result``'s rows as JSONL to ``path`` at once: a temporary file beside it renamed
+    into place, so the file is either the old one or complete. An error if there is nothing to
+    write (every prompt failed)."""
+    target = check_output_path(path)
+    if not result.examples:
+        raise InvalidInputError(f"no revised examples to write to {target}: every prompt failed")
     handle, temporary = tempfile.mkstemp(
         prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
     )

@@ -188,7 +188,7 @@ def revise(
     (seeded) and rewrites it, --rounds times. Each row of --out holds the prompt, the final
     revision as its completion, and the trace. A prompt whose LLM call fails is reported and
     left out; when every prompt fails nothing is written and the command fails."""
-    from prefloop.cai import ReviseConfig, write_revisions
+    from prefloop.cai import ReviseConfig, check_output_path, write_revisions
     from prefloop.cai import revise as run_revise
     from prefloop.llm import LLMError
     from prefloop.train.evaluate import read_prompts_file
@@ -206,10 +206,7 @@ def revise(
         temperature=temperature,
     )
     config.check()
-    if not out.parent.is_dir():
-        raise InvalidInputError(
-            f"the folder of {str(out)!r} does not exist; create it or choose another --out"
-        )
+    check_output_path(out)
     texts = read_prompts_file(prompts) if prompts is not None else _task_prompts(str(task), db)
     texts = texts[:limit] if limit is not None else texts
     with _backend(backend) as chat, phase_bars(_LABELS, quiet=_quiet(as_json)) as progress:
