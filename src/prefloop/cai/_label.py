@@ -315,9 +315,10 @@ class AgreementConfig:
 class JudgeAgreement:
     """How often the judge picks the reply people chose, as a pairwise reward model's report.
 
-    ``report`` is :func:`prefloop.reward.evaluate.pair_report`'s: ``accuracy`` (a tie counts
-    half), its bootstrap interval ``ci["accuracy"]``, the length baselines and the paired gain
-    over the better one. Pairs without a verdict are left out and counted in ``unscored``.
+    ``report`` is :func:`prefloop.reward.evaluate.pair_report`'s, as JSON: ``accuracy`` (a tie
+    counts half), its bootstrap interval ``ci["accuracy"]``, the length baselines and the
+    paired gain over the better one. Pairs without a verdict are left out and counted in
+    ``unscored``.
     """
 
     source: str
@@ -401,7 +402,7 @@ def judge_agreement(
     if comparisons.stats.judged == 0:
         raise LLMError(no_verdict_message(comparisons.stats, backend.name, stored=False))
     p_chosen = comparisons.first_wins()
-    report = pair_report(
+    measured: Any = pair_report(
         p_chosen,
         shorter_wins_probabilities(data),
         cross_fitted_length_probabilities(data, cfg.folds, cfg.compare.seed),
@@ -409,6 +410,9 @@ def judge_agreement(
         seed=cfg.compare.seed,
         clusters=resampling_clusters(data),
     )
+    # the report as `prefloop reward eval --json` prints it (a typed report's to_json())
+    as_json = getattr(measured, "to_json", None)
+    report: dict[str, Any] = as_json() if callable(as_json) else dict(measured)
     by_principle: dict[str, dict[str, float]] = {}
     ids = np.array(comparisons.principles)
     for principle in sorted(set(comparisons.principles)):
