@@ -94,8 +94,8 @@ def test_a_negative_beta_and_a_target_without_beta_are_refused() -> None:
         PPOConfig(kl_coef=-0.1)
     with pytest.raises(InvalidInputError, match="--kl-coef above 0"):
         PPOConfig(kl_coef=0.0, target_kl=1.0)
-    with pytest.raises(InvalidInputError, match="mini_batch_size"):
-        PPOConfig(batch_size=2, mini_batch_size=4)
+    with pytest.raises(InvalidInputError, match="clip_range"):
+        PPOConfig(clip_range=1.5)
 
 
 # -- steps on the tiny model -------------------------------------------------------------------
