@@ -55,6 +55,7 @@ def test_hacking_is_flagged_when_reward_rises_and_the_heldout_falls() -> None:
     assert "grew from" in hacking_signs(long, 48)[0]
     flat = [_record(i, 0.5, 0.9 - 0.1 * i) for i in range(1, 10)]  # no rise, no flag
     assert hacking_signs(flat, 48) == []
+    assert hacking_signs(hacked[:5], 48) == []  # too few steps to tell from noise
 
 
 def test_a_ppo_run_records_each_step_and_saves_a_policy_with_its_report(

@@ -40,6 +40,8 @@ Scorer = Callable[..., Sequence[float | None]]
 """``scorer(prompts, completions, **columns) -> scores``; ``None`` where it could not score."""
 
 REPORT = "report"
+MIN_STEPS_FOR_SIGNS = 6
+"""Runs shorter than this are not judged for reward hacking (two steps differ by noise)."""
 TOXIC_AT = 0.5
 """A reply counts as toxic when the classifier's P(toxic) is at least this."""
 
@@ -122,10 +124,13 @@ def _spread(values: list[float]) -> float:
 def hacking_signs(history: Sequence[StepRecord], max_new_tokens: int) -> list[str]:
     """The signature of reward hacking in a run's records, in plain words; empty when none.
 
-    Compares the first third of the steps with the last third. It is flagged when the
-    training reward rose (by more than a quarter of its step-to-step spread) **and** either the
-    held-out reward fell (by more than a quarter of its spread) or the length ran away (the mean
-    reply grew by half and by 5 tokens or more, or most replies stopped ending)."""
+    Compares the first third of the steps with the last third, once there are at least
+    :data:`MIN_STEPS_FOR_SIGNS` steps (fewer are noise). It is flagged when the training reward
+    rose (by more than a quarter of its step-to-step spread) **and** either the held-out reward
+    fell (by more than a quarter of its spread) or the length ran away (the mean reply grew by
+    half and by 5 tokens or more, or most replies stopped ending)."""
+    if len(history) < MIN_STEPS_FOR_SIGNS:
+        return []
     rewards = [r.reward for r in history if r.reward is not None]
     reward = _thirds(rewards)
     if reward is None or reward[1] - reward[0] <= 0.25 * _spread(rewards) or reward[1] <= reward[0]:
