@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--target-kl", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=None, help="keep the models here")
     args = parser.parse_args()
-    steps = args.steps or (2 if args.quick else 24)
+    steps = args.steps or (2 if args.quick else 12)
     n_heldout = args.heldout or (8 if args.quick else 64)
     prefloop = [sys.executable, "-m", "prefloop"]
     started = time.perf_counter()
@@ -150,12 +150,12 @@ def main() -> None:
                 *prefloop, "train", method, "--prompts", str(train_file), "--reward", "rubric",
                 "--heldout", str(rating_model), "--max-steps", str(steps), "--out", str(out),
                 "--target-kl", str(args.target_kl), "--kl-coef", "0.05", "--max-new-tokens",
-                "64", "--force", "--db", db, "--json",
+                "96", "--force", "--db", db, "--json",
             ]  # fmt: skip
             if method == "ppo":
-                common += ["--batch-size", "8", "--learning-rate", "3e-5"]
+                common += ["--batch-size", "8", "--learning-rate", "1e-4"]
             else:
-                common += ["--batch-size", "4", "--num-generations", "2", "--learning-rate", "3e-5"]
+                common += ["--batch-size", "4", "--num-generations", "2", "--learning-rate", "1e-4"]
             seconds, summary = _run(common)
             evaluation = _evaluate(out, heldout, rating_model)
             runs[method] = {
@@ -169,8 +169,8 @@ def main() -> None:
         hack_seconds, hack = _run(
             [*prefloop, "train", "ppo", "--prompts", str(train_file), "--reward", "length",
              "--heldout", "rubric", "--kl-coef", "0", "--missing-eos-penalty", "0",
-             "--max-steps", str(max(steps // 2, 2)), "--batch-size", "8",
-             "--learning-rate", "1e-4", "--max-new-tokens", "64", "--out", str(hack_out),
+             "--max-steps", str(max(steps // 2, 6)), "--batch-size", "8",
+             "--learning-rate", "3e-4", "--max-new-tokens", "96", "--out", str(hack_out),
              "--force", "--db", db, "--json"]
         )  # fmt: skip
         runs["hacking_run"] = {

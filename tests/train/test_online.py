@@ -115,6 +115,15 @@ def test_a_ppo_run_records_each_step_and_saves_a_policy_with_its_report(
     assert read_manifest(tmp_path / "policy").method == "ppo"
     _model, _tokenizer, manifest = load_trained(tmp_path / "policy")
     assert manifest.adapter
+    from prefloop.train.evaluate import EvalConfig, evaluate_policy
+
+    evaluation = evaluate_policy(  # `prefloop train eval` applies to the policy
+        tmp_path / "policy",
+        list(PROMPTS[:2]),
+        _length,
+        EvalConfig(max_new_tokens=4, toxicity=False, bootstrap=100),
+    )
+    assert evaluation.method == "ppo" and evaluation.prompts == 2
     with store.session(readonly=True) as session:
         run = session.scalar(select(TrainingRun))
         assert run is not None and run.method == "ppo" and run.status == "done"
