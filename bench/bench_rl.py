@@ -149,7 +149,8 @@ def main() -> None:
             common = [
                 *prefloop, "train", method, "--prompts", str(train_file), "--reward", "rubric",
                 "--heldout", str(rating_model), "--max-steps", str(steps), "--out", str(out),
-                "--target-kl", str(args.target_kl), "--kl-coef", "0.05", "--max-new-tokens",
+                "--target-kl", str(args.target_kl), "--kl-coef", "0.05", "--temperature", "0.7",
+                "--max-new-tokens",
                 "96", "--force", "--db", db, "--json",
             ]  # fmt: skip
             if method == "ppo":
@@ -169,6 +170,7 @@ def main() -> None:
         hack_seconds, hack = _run(
             [*prefloop, "train", "ppo", "--prompts", str(train_file), "--reward", "length",
              "--heldout", "rubric", "--kl-coef", "0", "--missing-eos-penalty", "0",
+             "--temperature", "0.7",
              "--max-steps", str(max(steps // 2, 6)), "--batch-size", "8",
              "--learning-rate", "3e-4", "--max-new-tokens", "96", "--out", str(hack_out),
              "--force", "--db", db, "--json"]

@@ -131,6 +131,7 @@ _ONLINE: list[inspect.Parameter] = [
     _option(None, int | None, "--max-steps", help="Rollout-and-update steps (default 20)."),
     _option(None, int | None, "--batch-size", help="Prompts per step (default 8)."),
     _option(None, int | None, "--max-new-tokens", help="Longest reply in tokens (default 48)."),
+    _option(None, float | None, "--temperature", help="Sampling temperature of rollouts (1)."),
     _option(None, float | None, "--length-penalty", help="Subtract this × reply/max length."),
     _option(None, float | None, "--reward-clip", help="Clip each score to [−C, C]."),
     _option(
@@ -201,6 +202,7 @@ def _train_online(method: str, options: dict[str, Any]) -> None:
             "batch_size",
             "max_new_tokens",
             "missing_eos_penalty",
+            "temperature",
             "length_penalty",
             "reward_clip",
             "learning_rate",

