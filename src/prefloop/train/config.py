@@ -254,8 +254,9 @@ class OnlineConfig(TrainConfig):
     max_new_tokens: int = 48
     """Longest reply, in tokens."""
     temperature: float = 1.0
-    """Sampling temperature of the rollouts (1.0: the policy's own distribution, which the KL
-    estimate assumes)."""
+    """Sampling temperature of the rollouts. Log-probabilities of policy and reference are
+    taken at the same temperature, so the KL is that of the distributions the replies were
+    drawn from (1.0: the policy's own; lower: fewer rambling replies from small models)."""
     kl_coef: float = 0.05
     """β, the weight of the KL penalty; the starting value when target_kl is set."""
     target_kl: float | None = None
