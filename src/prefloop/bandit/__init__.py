@@ -17,9 +17,10 @@ linucb           LinUCB with disjoint models on hashed context (and end-user) fe
 Every policy logs the propensity of its choice, takes late, missing and changed rewards, lets
 arms come and go, can forget old rewards (``discount``) and keep end users on their arm
 (``sticky``). Its state is JSON sufficient statistics equal to :func:`recompute` from the log.
-:mod:`prefloop.bandit.online` binds policies to the store; :func:`simulate` compares them on a
-spec of reward distributions; :func:`evaluate_offline` estimates a new policy from logged
-decisions (IPS, self-normalised IPS, doubly robust).
+:mod:`prefloop.bandit.online` binds policies to the store (:func:`decide`, :func:`apply_reward`;
+:func:`check_state` compares a stored state with the log, :func:`rebuild_state` repairs it);
+:func:`simulate` compares them on a spec of reward distributions; :func:`evaluate_offline`
+estimates a new policy from logged decisions (IPS, self-normalised IPS, doubly robust).
 """
 
 from prefloop.bandit._base import Decision, DecisionEvent, Policy, PolicyConfig
@@ -35,7 +36,6 @@ from prefloop.bandit._registry import (
     policy_from_state,
     recompute,
     state_differences,
-    states_match,
 )
 from prefloop.bandit._scale import RewardScale
 from prefloop.bandit._simulate import (
@@ -52,16 +52,15 @@ from prefloop.bandit._thompson import ThompsonConfig
 from prefloop.bandit._ucb import ReferenceUCB1Config, UCB1Config
 from prefloop.bandit.online import (
     ArmStats,
-    PolicyCache,
+    StateCheck,
     TaskStats,
     apply_reward,
     arm_stats,
+    check_state,
     decide,
     logged_decisions,
     rebuild_state,
     recommend_arm,
-    recompute_state,
-    stored_state,
 )
 
 __all__ = [
@@ -75,7 +74,6 @@ __all__ = [
     "LoggedDecision",
     "OffPolicyEstimate",
     "Policy",
-    "PolicyCache",
     "PolicyConfig",
     "Recommendation",
     "ReferenceUCB1Config",
@@ -83,12 +81,14 @@ __all__ = [
     "SimulationResult",
     "SimulationSpec",
     "SoftmaxConfig",
+    "StateCheck",
     "TaskStats",
     "ThompsonConfig",
     "UCB1Config",
     "apply_reward",
     "arm_stats",
     "available_policies",
+    "check_state",
     "decide",
     "evaluate_offline",
     "load_spec",
@@ -102,10 +102,7 @@ __all__ = [
     "rebuild_state",
     "recommend_arm",
     "recompute",
-    "recompute_state",
     "simulate",
     "simulation_policies",
     "state_differences",
-    "states_match",
-    "stored_state",
 ]

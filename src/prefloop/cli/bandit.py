@@ -212,13 +212,8 @@ def recompute(
 
     with _open_store(db) as store, store.session(readonly=not fix) as session:
         chosen = repo.get_task(session, task)
-        stored = bandit.stored_state(session, chosen, policy)
-        fresh = bandit.recompute_state(session, chosen, policy)
-        differences = (
-            ["no stored state"]
-            if stored is None
-            else bandit.state_differences(stored, fresh, tolerance=1e-9)
-        )
+        check = bandit.check_state(session, chosen, policy, tolerance=1e-9)
+        differences, fresh = check.differences, check.recomputed
         if fix and differences:
             bandit.rebuild_state(session, chosen, policy)
     report = {

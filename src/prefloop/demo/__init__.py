@@ -22,7 +22,14 @@ from prefloop.demo._reference import (
     simulate_reference,
 )
 from prefloop.demo._regret import cumulative_regret, uniform_regret
-from prefloop.demo._report import rich_summary, write_report
+from prefloop.demo._report import (
+    allocation_figure,
+    arm_means_figure,
+    png_bytes,
+    regret_figure,
+    rich_summary,
+    write_report,
+)
 from prefloop.demo._result import (
     ArmResult,
     DemoResult,
@@ -55,9 +62,13 @@ __all__ = [
     "RubricScorer",
     "RubricVerdict",
     "SimulatedUser",
+    "allocation_figure",
+    "arm_means_figure",
     "cumulative_regret",
     "plot_reward_distribution",
+    "png_bytes",
     "reference_pools",
+    "regret_figure",
     "rich_summary",
     "run_demo",
     "run_reference_experiment",

@@ -30,7 +30,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from prefloop.bandit import apply_reward, arm_stats, decide, policy_config, recommend_arm
+from prefloop.bandit import arm_stats, decide, policy_config, recommend_arm
 from prefloop.demo._regret import cumulative_regret, uniform_regret
 from prefloop.demo._report import write_report
 from prefloop.demo._result import (
@@ -45,7 +45,7 @@ from prefloop.demo._rubric import RubricConfig, RubricScorer
 from prefloop.demo._task import DIARY, DemoTask
 from prefloop.demo._train import TrainedArmResult, compare_arms, local_base, train_model_arm
 from prefloop.errors import InvalidInputError
-from prefloop.feedback import RatingEvent, record_feedback
+from prefloop.feedback import RatingEvent
 from prefloop.llm import (
     ChatBackend,
     GenerationParams,
@@ -55,6 +55,7 @@ from prefloop.llm import (
     generate_batch,
 )
 from prefloop.llm.base import LLMError, model_name
+from prefloop.loop import submit_feedback
 from prefloop.propose import ProposerConfig, propose_arms
 from prefloop.store import Store
 from prefloop.store.models import Arm, BanditDecision, Feedback, Generation, Task
@@ -487,7 +488,7 @@ class _Loop:
                 if generation.output is None:
                     continue
                 verdict = self.scorer.score(generation.output, self.spec.facts(generation.input))
-                recorded = record_feedback(
+                submit_feedback(
                     session,
                     task,
                     RatingEvent(
@@ -498,10 +499,6 @@ class _Loop:
                         idempotency_key=f"{RUBRIC_AUTHOR}:{generation.id}",
                     ),
                 )
-                for change in recorded.reward_changes:
-                    row = session.get(Generation, change.generation_id)
-                    if row is not None:
-                        apply_reward(session, row, change.old, change.new)
                 self.rated += 1
 
 

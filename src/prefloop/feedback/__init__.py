@@ -2,7 +2,7 @@
 task (:mod:`prefloop.feedback.datasets`), rater agreement."""
 
 from prefloop.feedback.agreement import (
-    Agreement,
+    RaterAgreement,
     krippendorff_alpha,
     pair_agreement,
     rater_agreement,
@@ -57,7 +57,7 @@ from prefloop.feedback.rewards import (
     derive_reward,
     text_similarity,
 )
-from prefloop.feedback.stats import TaskStats, level_key, task_stats
+from prefloop.feedback.stats import FeedbackStats, feedback_stats, level_key
 
 __all__ = [
     "CHARACTER_DIFF_LIMIT",
@@ -67,16 +67,17 @@ __all__ = [
     "MAX_EDIT_CHARS",
     "REWARD_KINDS",
     "SOURCES",
-    "Agreement",
     "EditEvent",
     "EditRatingCurve",
     "FeedbackEvent",
+    "FeedbackStats",
     "PairwiseEvent",
     "PreferencePair",
     "PromptExample",
     "RankedPair",
     "RankingEvent",
     "RatedExample",
+    "RaterAgreement",
     "RatingEvent",
     "RecordResult",
     "RegenerateEvent",
@@ -84,13 +85,13 @@ __all__ = [
     "RewardRules",
     "SFTExample",
     "Source",
-    "TaskStats",
     "ThumbsEvent",
     "UnpairedExample",
     "check_rating",
     "default_min_reward",
     "derive_reward",
     "expand_ranking",
+    "feedback_stats",
     "krippendorff_alpha",
     "level_key",
     "pair_agreement",
@@ -106,7 +107,6 @@ __all__ = [
     "sft_examples",
     "task_agreement",
     "task_prompts",
-    "task_stats",
     "text_similarity",
     "unpaired_examples",
 ]
