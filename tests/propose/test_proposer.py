@@ -10,13 +10,8 @@ from sqlalchemy import select
 
 from prefloop.errors import InvalidInputError, NotFoundError
 from prefloop.llm import OpenAIChatBackend, RetryPolicy
-from prefloop.propose import (
-    ProposerConfig,
-    char_ngram_cosine,
-    parse_templates,
-    propose_arms,
-    token_jaccard,
-)
+from prefloop.propose import ProposerConfig, char_ngram_cosine, propose_arms, token_jaccard
+from prefloop.propose._meta import parse_templates
 from prefloop.store import Arm, Store
 from prefloop.store.repo import add_generation, create_arm, get_or_create_task
 from tests.support.chat_server import ChatServer

@@ -25,19 +25,17 @@ estimates a new policy from logged decisions (IPS, self-normalised IPS, doubly r
 
 from prefloop.bandit._base import Decision, DecisionEvent, Policy, PolicyConfig
 from prefloop.bandit._greedy import EpsilonGreedyConfig, SoftmaxConfig
-from prefloop.bandit._identify import Recommendation, probability_best
+from prefloop.bandit._identify import Recommendation
 from prefloop.bandit._linucb import LinUCBConfig
 from prefloop.bandit._offline import LoggedDecision, OffPolicyEstimate, evaluate_offline
 from prefloop.bandit._registry import (
     POLICIES,
-    available_policies,
     make_policy,
     policy_config,
     policy_from_state,
     recompute,
     state_differences,
 )
-from prefloop.bandit._scale import RewardScale
 from prefloop.bandit._simulate import (
     ArmSpec,
     SimulationResult,
@@ -77,7 +75,6 @@ __all__ = [
     "PolicyConfig",
     "Recommendation",
     "ReferenceUCB1Config",
-    "RewardScale",
     "SimulationResult",
     "SimulationSpec",
     "SoftmaxConfig",
@@ -87,7 +84,6 @@ __all__ = [
     "UCB1Config",
     "apply_reward",
     "arm_stats",
-    "available_policies",
     "check_state",
     "decide",
     "evaluate_offline",
@@ -98,7 +94,6 @@ __all__ = [
     "plot_regret",
     "policy_config",
     "policy_from_state",
-    "probability_best",
     "rebuild_state",
     "recommend_arm",
     "recompute",

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -57,6 +57,7 @@ from prefloop.llm import (
 from prefloop.llm.base import LLMError, model_name
 from prefloop.loop import submit_feedback
 from prefloop.propose import ProposerConfig, propose_arms
+from prefloop.reward import ProgressCallback
 from prefloop.store import Store
 from prefloop.store.models import Arm, BanditDecision, Feedback, Generation, Task
 from prefloop.store.repo import (
@@ -68,16 +69,13 @@ from prefloop.store.repo import (
     get_task,
 )
 
-__all__ = ["RUBRIC_AUTHOR", "DemoConfig", "ProgressCallback", "run_demo"]
+__all__ = ["RUBRIC_AUTHOR", "DemoConfig", "run_demo"]
 
 RUBRIC_AUTHOR = "rubric-scorer"
 """The author of the demo's ratings (source ``auto``): the rubric scorer, not a person."""
 FALLBACK_CREATOR = "demo-fallback"
 WARMUP_POLICY = "warm-up"
 """``Generation.policy`` of the warm-up outputs (no bandit decision behind them)."""
-ProgressCallback = Callable[[str, int, int], None]
-"""``progress(phase, done, total)``; phases: load model, warm-up, propose, requests, (with
-``train``) train and requests after training, reward model, report."""
 
 
 @dataclass(frozen=True)
@@ -193,7 +191,9 @@ def run_demo(
     """Run the demo (module docstring) and write its report; returns what it measured.
 
     ``backend`` defaults to ``make_backend(config.backend)`` (SmolLM2-135M-Instruct on this
-    machine unless configured otherwise); tests pass a tiny model's backend.
+    machine unless configured otherwise); tests pass a tiny model's backend. ``progress`` is
+    called as ``progress(phase, done, total)``; phases: load model, warm-up, propose,
+    requests, (with ``train``) train and requests after training, reward model, report.
     """
     config = config or DemoConfig()
     report = progress or (lambda _phase, _done, _total: None)

@@ -3,8 +3,6 @@ task (:mod:`prefloop.feedback.datasets`), rater agreement."""
 
 from prefloop.feedback.agreement import (
     RaterAgreement,
-    krippendorff_alpha,
-    pair_agreement,
     rater_agreement,
     task_agreement,
 )
@@ -16,10 +14,8 @@ from prefloop.feedback.datasets import (
     RatedExample,
     SFTExample,
     UnpairedExample,
-    default_min_reward,
     expand_ranking,
     preference_pairs,
-    prompt_text,
     rated_examples,
     rated_groups,
     rating_pairs,
@@ -29,7 +25,6 @@ from prefloop.feedback.datasets import (
 )
 from prefloop.feedback.events import (
     KINDS,
-    MAX_EDIT_CHARS,
     SOURCES,
     EditEvent,
     FeedbackEvent,
@@ -49,22 +44,18 @@ from prefloop.feedback.record import (
     reward_rules_for,
 )
 from prefloop.feedback.rewards import (
-    CHARACTER_DIFF_LIMIT,
     REWARD_KINDS,
     EditRatingCurve,
     RewardRules,
     check_rating,
     derive_reward,
-    text_similarity,
 )
-from prefloop.feedback.stats import FeedbackStats, feedback_stats, level_key
+from prefloop.feedback.stats import FeedbackStats, feedback_stats
 
 __all__ = [
-    "CHARACTER_DIFF_LIMIT",
     "EDIT_MODEL",
     "HUMAN_SOURCES",
     "KINDS",
-    "MAX_EDIT_CHARS",
     "REWARD_KINDS",
     "SOURCES",
     "EditEvent",
@@ -88,15 +79,10 @@ __all__ = [
     "ThumbsEvent",
     "UnpairedExample",
     "check_rating",
-    "default_min_reward",
     "derive_reward",
     "expand_ranking",
     "feedback_stats",
-    "krippendorff_alpha",
-    "level_key",
-    "pair_agreement",
     "preference_pairs",
-    "prompt_text",
     "rated_examples",
     "rated_groups",
     "rater_agreement",
@@ -107,6 +93,5 @@ __all__ = [
     "sft_examples",
     "task_agreement",
     "task_prompts",
-    "text_similarity",
     "unpaired_examples",
 ]

@@ -52,8 +52,8 @@ from prefloop.feedback.events import (
 )
 from prefloop.serve import ops
 from prefloop.serve.catalog import Catalog
-from prefloop.store import Generation, LabelItem, LabelLease, Task, TaskSettings
-from prefloop.store.models import utcnow
+from prefloop.store import Generation, Task
+from prefloop.store.models import LabelItem, LabelLease, TaskSettings, utcnow
 
 __all__ = [
     "ITEM_KINDS",
