@@ -8,7 +8,8 @@ ratings, and trainers that write feedback. One call, inside the caller's transac
    idempotency key replays the first result) and derives what follows (an edit's
    auto-rating and preference pair);
 2. the cached reward of each generation it rates is derived again from its reward events
-   (:func:`prefloop.feedback.reward_change`, the task's :class:`~prefloop.feedback.RewardRules`);
+   by the task's :class:`~prefloop.feedback.RewardRules`
+   (:func:`prefloop.feedback.record.reward_change`);
 3. each reward that moved moves the state of the bandit policy that chose the generation's arm
    (:func:`prefloop.bandit.apply_reward`).
 
@@ -20,12 +21,12 @@ cached reward again and move the bandit the same way:
 The service's fast lane (:mod:`prefloop.serve.hotpath`) runs the same steps for the common
 events (a rating, thumbs or regenerate about a completed generation) on a raw connection:
 the same statements (:mod:`prefloop.store.statements`), the same reward rule
-(:func:`~prefloop.feedback.reward_change`) and the same policy update
+(:func:`~prefloop.feedback.record.reward_change`) and the same policy update
 (:meth:`~prefloop.bandit.Policy.update` of :func:`~prefloop.bandit.online.decision_of_row`);
 its tests check it leaves the store exactly as this path does.
 
     with store.session() as session:
-        task = session.scalar(select(Task).where(Task.name == "diary"))
+        task = repo.get_task(session, "diary")  # prefloop.store.repo
         result = submit_feedback(session, task, RatingEvent(generation_id=gid, value=1))
 """
 

@@ -229,7 +229,7 @@ def test_a_dry_run_checks_but_adds_nothing(store: Store, chat_server: ChatServer
         (NEW[1], None, None),
     ]
     assert len(arms_by_name(store)) == 3
-    assert report.to_dict()["accepted"][0] == {"template": NEW[0], "name": None, "arm_id": None}
+    assert report.to_json()["accepted"][0] == {"template": NEW[0], "name": None, "arm_id": None}
 
 
 def test_names_continue_after_existing_proposals(store: Store, chat_server: ChatServer) -> None:

@@ -283,7 +283,7 @@ class TaskStats:
     decisions: int
     feedbacks: int
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "task": self.task,
             "arms": [vars(arm) | {"interval": _pair(arm.interval)} for arm in self.arms],

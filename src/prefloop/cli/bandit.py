@@ -174,7 +174,7 @@ def stats(
         recommendation = bandit.recommend_arm(session, chosen, threshold=threshold)
     if json_output:
         print_json(
-            summary.to_dict()
+            summary.to_json()
             | {"recommendation": str(recommendation), "stop": recommendation.confident}
         )
         return

@@ -126,7 +126,7 @@ def _run_import(
     ):
         result = importer(session, file, task, progress=advance, **options)
     if json_output:
-        print_json(result.to_dict())
+        print_json(result.to_json())
         return
     created = " (new task)" if result.created_task else ""
     console.print(
@@ -354,7 +354,7 @@ def stats(task: TaskOption, db: DbOption = None, json_output: JsonOption = False
     with open_store(db, create=False) as store, store.session(readonly=True) as session:
         result = feedback_stats(session, get_task(session, task))
     if json_output:
-        print_json(result.to_dict())
+        print_json(result.to_json())
         return
 
     def number(value: float | None) -> str:

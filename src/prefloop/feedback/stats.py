@@ -35,7 +35,7 @@ class FeedbackStats:
     mean_rating: float | None
     agreement: RaterAgreement
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "task": self.task,
             "generations": self.generations,

@@ -3,8 +3,10 @@ SQLAlchemy per-statement machinery; one request per transaction, or many (group 
 :meth:`HotPath.run_batch`).
 
 The statements are the ones the ORM path runs (the SQLAlchemy Core statements of
-:mod:`prefloop.serve.ops`, :mod:`prefloop.bandit.online` and :mod:`prefloop.feedback.record`),
-compiled once per dialect to the driver's SQL text and paramstyle (:mod:`._sql`). Values go
+:mod:`prefloop.store.statements`, which :mod:`prefloop.serve.ops`, :mod:`prefloop.bandit.online`
+and :mod:`prefloop.feedback.record` run through a session), compiled once per dialect to the
+driver's SQL text and paramstyle (:class:`~prefloop.store.statements.FastStatements`). A
+feedback job takes the steps of :func:`prefloop.loop.submit_feedback`. Values go
 through the same column types' bind and result processors, so the rows written read back
 through the ORM exactly as rows the ORM wrote (JSON, datetimes). Each request's work is a
 :class:`Job` (:mod:`._jobs`). The transaction is the ORM path's: ``BEGIN IMMEDIATE``
