@@ -1,4 +1,9 @@
-"""The store: tasks, arms, generations, feedback, reward models and bandit state in SQL."""
+"""The store: tasks, arms, generations, feedback, reward models and bandit state in SQL.
+
+The ORM classes of the service's own tables (API keys, sessions, labelling queue) live in
+:mod:`prefloop.store.models`; the loop's shared statements in :mod:`prefloop.store.statements`;
+reading and writing tasks, arms and generations in :mod:`prefloop.store.repo`.
+"""
 
 from prefloop.store.db import DEFAULT_DATABASE_URL, Store, database_url
 from prefloop.store.models import (
