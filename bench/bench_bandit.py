@@ -203,7 +203,7 @@ def p_best_ceiling(spec: SimulationSpec, budget: int, *, samples: int, seed: int
 
 
 def _figures(result: Any, at: int) -> dict[str, Any]:
-    return result.summary(at)["policies"]
+    return result.summary(at).to_json()["policies"]
 
 
 def _target(value: float, bound: float, *, at_most: bool = True) -> dict[str, Any]:

@@ -498,9 +498,7 @@ def verify(url: str, record: Record) -> dict[str, Any]:
         states = session.scalars(select(PolicyState).where(PolicyState.task_id == task.id)).all()
         mismatched = {}
         for state in states:
-            stored_state = bandit.stored_state(session, task, state.policy) or {}
-            recomputed = bandit.recompute_state(session, task, state.policy)
-            differences = bandit.state_differences(stored_state, recomputed)
+            differences = bandit.check_state(session, task, state.policy).differences
             if differences:
                 mismatched[state.policy] = differences[:5]
         stats = ops.task_stats(session, TASK)

@@ -249,9 +249,8 @@ def run(kind: str, generations: int, events: int, repeat: int) -> dict[str, Any]
             with store.session(readonly=True) as session:
                 loaded = session.scalar(select(Task).where(Task.name == "bench"))
                 assert loaded is not None
-                kept = bandit.stored_state(session, loaded)
-                again = bandit.recompute_state(session, loaded)
-                consistent = _close(kept, again)
+                check = bandit.check_state(session, loaded)
+                consistent = _close(check.stored, check.recomputed)
         finally:
             store.close()
     with TestClient(bare_app()) as bare_client:

@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 from prefloop.cli import app
 from prefloop.errors import PrefloopError
 from prefloop.io import import_ratings, iter_pairs
-from prefloop.store import Base, Store
+from prefloop.store import Store
+from prefloop.store.models import Base
 from tests.conftest import shared_data
 
 

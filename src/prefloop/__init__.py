@@ -12,6 +12,7 @@ from prefloop.errors import (
     NotFoundError,
     PrefloopError,
     StoreVersionError,
+    TruncationWarning,
 )
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ __all__ = [
     "PrefloopError",
     "Store",
     "StoreVersionError",
+    "TruncationWarning",
     "__version__",
 ]
 

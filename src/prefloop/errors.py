@@ -31,3 +31,7 @@ class ImportFileError(InvalidInputError):
         self.line = line
         self.message = message
         super().__init__(f"{path}:{line}: {message}")
+
+
+class TruncationWarning(UserWarning):
+    """Some texts or examples were longer than a model or featurizer takes and were cut."""

@@ -12,15 +12,14 @@ from sqlalchemy import delete, func, select
 from prefloop.bandit import (
     apply_reward,
     arm_stats,
+    check_state,
     decide,
     evaluate_offline,
     logged_decisions,
     make_policy,
     rebuild_state,
     recommend_arm,
-    recompute_state,
     state_differences,
-    stored_state,
 )
 from prefloop.bandit._thompson import ThompsonSampling
 from prefloop.bandit.online import PolicyCache
@@ -65,9 +64,9 @@ def _set_reward(store: Store, generation_id: str, reward: float | None) -> None:
 def _compare(store: Store, policy: str) -> list[str]:
     with store.session(readonly=True) as s:
         task = repo.get_task(s, "diary")
-        stored = stored_state(s, task, policy)
-        assert stored is not None
-        return state_differences(stored, recompute_state(s, task, policy))
+        check = check_state(s, task, policy)
+        assert check.stored is not None
+        return state_differences(check.stored, check.recomputed)
 
 
 def test_decide_logs_the_decision_with_its_probabilities(store: Store) -> None:
@@ -154,7 +153,7 @@ def test_missing_state_row_is_rebuilt_from_the_log(store: Store) -> None:
     _set_reward(store, second, -0.5)
     assert _compare(store, "default") == []
     with store.session(readonly=True) as s:
-        state = stored_state(s, repo.get_task(s, "diary"), "default")
+        state = check_state(s, repo.get_task(s, "diary"), "default").stored
         assert state is not None and state["t"] == 2
         assert sum(arm["n"] for arm in state["arms"].values()) == 2
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from prefloop.bandit import Decision, RewardScale, make_policy
+from prefloop.bandit import Decision, make_policy
 from prefloop.bandit._linucb import hashed_features
+from prefloop.bandit._scale import RewardScale
 from prefloop.errors import InvalidInputError
 
 

@@ -261,3 +261,60 @@ def test_cli_runs_every_policy_name_the_issue_lists(tmp_path: Path) -> None:
         low, high = row["regret_ci"]
         assert 0 <= low <= row["regret"] <= high, name
         assert row["regret"] < 40 * 0.5, name  # always playing 'bad' would cost 0.5 a step
+
+
+PINNED = (
+    '{"policies": {"default": {"regret": 2.24, "regret_ci": [1.1999, 3.2801], "p_best": 1.0}, '
+    '"ucb1": {"regret": 6.72, "regret_ci": [5.9205, 7.5195], "p_best": 1.0}}, '
+    '"best_arm": "good", "arm_means": {"good": 0.5, "bad": -0.3}, '
+    '"horizon": 30, "runs": 5, "seed": 2'
+)
+
+
+def test_simulate_json_is_byte_for_byte_what_it_was(tmp_path: Path) -> None:
+    """The typed summary prints the JSON the dict did (keys, order, rounding)."""
+    spec = tmp_path / "spec.json"
+    arms = {
+        "good": {"values": [-1, 0, 1], "probs": [0.1, 0.3, 0.6]},
+        "bad": {"values": [-1, 0, 1], "probs": [0.5, 0.3, 0.2]},
+    }
+    spec.write_text(json.dumps({"arms": arms}))
+    args = ["--spec", str(spec), "--policies", "default,ucb1", "-T", "30", "-R", "5"]
+    args += ["--seed", "2", "--json"]
+    plain = CliRunner().invoke(app, ["bandit", "simulate", *args])
+    assert plain.exit_code == 0, plain.output
+    assert plain.stdout == PINNED + "}\n"
+    png = tmp_path / "regret.png"
+    plotted = CliRunner().invoke(app, ["bandit", "simulate", *args, "--plot", str(png)])
+    assert plotted.exit_code == 0, plotted.output
+    assert plotted.stdout == PINNED + f', "plot": "{png}"}}\n'
+
+
+def test_a_summary_with_stopping_rules_keeps_its_json_shape() -> None:
+    from prefloop.bandit import parse_spec
+
+    spec = parse_spec(TINY)
+    result = simulate(spec, ["thompson"], horizon=40, runs=4, seed=1, stop_threshold=0.9)
+    summary = result.summary()
+    data = summary.to_json()
+    assert list(data) == [
+        "policies",
+        "best_arm",
+        "arm_means",
+        "horizon",
+        "runs",
+        "seed",
+        "stopping",
+    ]
+    rule = result.policies["thompson"].stopping
+    assert rule is not None and data["stopping"] == {
+        "thompson": {
+            "threshold": rule.threshold,
+            "stopped": rule.stopped,
+            "median_feedbacks": rule.median_feedbacks,
+            "correct": rule.correct,
+        }
+    }
+    point = result.policies["thompson"].checkpoints[40]
+    assert summary.policies["thompson"].regret == round(point.regret, 4)
+    assert data["policies"]["thompson"]["regret"] == round(point.regret, 4)

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from prefloop.bandit import (
-    Decision,
-    DecisionEvent,
-    RewardScale,
-    make_policy,
-    policy_from_state,
-    recompute,
-)
+from prefloop.bandit import Decision, DecisionEvent, make_policy, policy_from_state, recompute
+from prefloop.bandit._scale import RewardScale
 from prefloop.errors import InvalidInputError, NotFoundError
 
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from prefloop.bandit import recompute_state, states_match, stored_state
+from prefloop.bandit import check_state
 from prefloop.cli import app
 from prefloop.demo import (
     DIARY,
@@ -124,9 +124,9 @@ def test_demo_on_a_tiny_local_model(store_url: str, tmp_path: Path, tiny_backend
         for g in ok:
             assert g.output is not None
             assert g.reward == scorer.score(g.output, DIARY.facts(g.input)).value
-        state = stored_state(session, task, "default")
-        assert state is not None
-        assert states_match(state, recompute_state(session, task, "default"))
+        check = check_state(session, task, "default")
+        assert check.stored is not None
+        assert check.matches
 
     # Regret as documented: against the best estimated mean, uniform from the same estimates.
     means = {a["name"]: a["mean"] for a in summary["arms"] if a["mean"] is not None}

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from prefloop.demo import (
-    ArmPool,
     DemoConfig,
     ReferenceConfig,
     reference_pools,
@@ -18,6 +17,7 @@ from prefloop.demo import (
     run_reference_experiment,
     simulate_reference,
 )
+from prefloop.demo._reference import ArmPool
 from prefloop.errors import InvalidInputError
 from prefloop.llm import OpenAIChatBackend, RetryPolicy
 from prefloop.store import Store

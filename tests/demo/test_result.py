@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from prefloop.demo import RewardModelResult
+from prefloop.demo._result import RewardModelResult
 
 
 @pytest.mark.parametrize(

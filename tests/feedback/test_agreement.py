@@ -8,11 +8,10 @@ from prefloop.feedback import (
     PairwiseEvent,
     RankingEvent,
     RatingEvent,
-    krippendorff_alpha,
-    pair_agreement,
     record_feedback,
     task_agreement,
 )
+from prefloop.feedback.agreement import krippendorff_alpha, pair_agreement
 from prefloop.store import Store
 from prefloop.store.repo import add_generation, get_or_create_task
 

@@ -9,7 +9,6 @@ from sqlalchemy import func, select
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError
 from prefloop.feedback import (
     EDIT_MODEL,
-    MAX_EDIT_CHARS,
     EditEvent,
     PairwiseEvent,
     RankingEvent,
@@ -21,6 +20,7 @@ from prefloop.feedback import (
     record_feedback,
     refresh_rewards,
 )
+from prefloop.feedback.events import MAX_EDIT_CHARS
 from prefloop.store import BanditDecision, Feedback, Generation, Store, Task
 from prefloop.store.repo import add_generation, create_arm, get_or_create_task
 

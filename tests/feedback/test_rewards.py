@@ -9,14 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from prefloop.errors import InvalidInputError
-from prefloop.feedback import (
-    CHARACTER_DIFF_LIMIT,
-    EditRatingCurve,
-    RewardRules,
-    check_rating,
-    derive_reward,
-    text_similarity,
-)
+from prefloop.feedback import EditRatingCurve, RewardRules, check_rating, derive_reward
+from prefloop.feedback.rewards import CHARACTER_DIFF_LIMIT, text_similarity
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -23,7 +23,8 @@ from prefloop.io import (
     unpaired_rows,
     write_jsonl,
 )
-from prefloop.store import Base, Feedback, Generation, Store, Task
+from prefloop.store import Feedback, Generation, Store, Task
+from prefloop.store.models import Base
 from prefloop.store.repo import add_generation, get_or_create_task, get_task
 from tests.conftest import shared_data
 

@@ -15,10 +15,10 @@ from prefloop.llm import (
     LLMError,
     LLMRequestError,
     LocalChatBackend,
-    cached_folder,
     make_backend,
     smollm2_folder,
 )
+from prefloop.llm._cache import cached_folder
 
 PROMPTS = [
     "write about the sea",

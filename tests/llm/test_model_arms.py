@@ -22,10 +22,10 @@ from prefloop.llm import (
     ModelArms,
     add_model_arm,
     check_model_folder,
-    default_model_template,
     generate_batch,
     generate_for_arm,
 )
+from prefloop.llm._arms import default_model_template
 from prefloop.store import Arm, Generation, Store
 from prefloop.store.repo import create_arm, get_arm, get_or_create_task, get_task
 from tests.llm.test_generate import backend_for

@@ -10,13 +10,8 @@ from sqlalchemy import select
 
 from prefloop.errors import InvalidInputError, NotFoundError
 from prefloop.llm import OpenAIChatBackend, RetryPolicy
-from prefloop.propose import (
-    ProposerConfig,
-    char_ngram_cosine,
-    parse_templates,
-    propose_arms,
-    token_jaccard,
-)
+from prefloop.propose import ProposerConfig, char_ngram_cosine, propose_arms, token_jaccard
+from prefloop.propose._meta import parse_templates
 from prefloop.store import Arm, Store
 from prefloop.store.repo import add_generation, create_arm, get_or_create_task
 from tests.support.chat_server import ChatServer
@@ -234,7 +229,7 @@ def test_a_dry_run_checks_but_adds_nothing(store: Store, chat_server: ChatServer
         (NEW[1], None, None),
     ]
     assert len(arms_by_name(store)) == 3
-    assert report.to_dict()["accepted"][0] == {"template": NEW[0], "name": None, "arm_id": None}
+    assert report.to_json()["accepted"][0] == {"template": NEW[0], "name": None, "arm_id": None}
 
 
 def test_names_continue_after_existing_proposals(store: Store, chat_server: ChatServer) -> None:

@@ -13,16 +13,8 @@ from sqlalchemy import func, select
 
 from prefloop.llm import ChatBackend, OpenAIChatBackend, RetryPolicy
 from prefloop.serve import ROLES, ServeSettings, create_api_key, create_app
-from prefloop.store import (
-    ApiKey,
-    Arm,
-    BanditDecision,
-    Feedback,
-    Generation,
-    PolicyState,
-    Store,
-    Task,
-)
+from prefloop.store import Arm, BanditDecision, Feedback, Generation, PolicyState, Store, Task
+from prefloop.store.models import ApiKey
 from tests.support.chat_server import ChatServer, chat_server  # noqa: F401
 
 TABLES = (Task, Arm, Generation, Feedback, BanditDecision, PolicyState, ApiKey)

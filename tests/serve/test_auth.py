@@ -10,7 +10,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from prefloop.serve import ServeConfigError, ServeSettings, create_app, revoke_api_key
-from prefloop.store import ApiKey, Store
+from prefloop.store import Store
+from prefloop.store.models import ApiKey
 from tests.serve.conftest import Api, AppFactory, row_counts
 
 # (method, path, body) of one request per permission; the seeded task is "diary".

@@ -16,11 +16,11 @@ from prefloop import bandit
 from prefloop.bandit.online import PolicyCache
 from prefloop.feedback import RatingEvent, RecordResult, ThumbsEvent
 from prefloop.serve._jobs import _Tx
-from prefloop.serve._sql import _Statement
 from prefloop.serve.app import ServiceContext
 from prefloop.serve.catalog import Catalog
 from prefloop.serve.hotpath import AGAIN, Fallback, HotPath, Job, Picked
 from prefloop.store import BanditDecision, Feedback, Generation, PolicyState, Store, repo
+from prefloop.store.statements import CompiledStatement
 from tests.serve.conftest import AppFactory, row_counts
 from tests.serve.test_fastlane import _hold_write_lock
 from tests.serve.test_hotpath import INPUTS, _setup
@@ -61,7 +61,8 @@ def _state_version(store: Store) -> int:
 def _state_is_its_recomputation(store: Store) -> bool:
     with store.session(readonly=True) as s:
         task = repo.get_task(s, "diary")
-        return bandit.stored_state(s, task) == bandit.recompute_state(s, task)
+        check = bandit.check_state(s, task)
+        return check.stored == check.recomputed
 
 
 def test_one_transaction_runs_a_mixed_batch_and_answers_each_request(store: Store) -> None:
@@ -161,7 +162,7 @@ def test_a_request_failing_after_a_change_leaves_the_batch_which_runs_again(stor
 
 class _BadSql(Job):
     def first(self, tx: _Tx) -> None:
-        bad = _Statement("SELECT no_such_column FROM generations", (), {}, (), ())
+        bad = CompiledStatement("SELECT no_such_column FROM generations", (), {}, (), ())
         self.sent = tx.send(bad, {})
 
     def last(self, tx: _Tx) -> Any:

@@ -19,7 +19,8 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from prefloop.cli import app
-from prefloop.store import ApiKey, Store
+from prefloop.store import Store
+from prefloop.store.models import ApiKey
 
 PREFLOOP = str(Path(sys.executable).with_name("prefloop"))
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_service.py"

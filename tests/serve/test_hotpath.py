@@ -121,7 +121,8 @@ def test_hot_path_rows_read_back_like_orm_rows(store: Store) -> None:
         assert state.version == 5  # created at 0; three decisions and two rewards since
         assert isinstance(state.updated_at, datetime)
         task = repo.get_task(s, "diary")
-        assert bandit.stored_state(s, task) == bandit.recompute_state(s, task)
+        check = bandit.check_state(s, task)
+        assert check.stored == check.recomputed
 
 
 def test_a_failed_hot_request_writes_nothing(store: Store) -> None:
@@ -182,19 +183,20 @@ def test_positional_statements_are_the_named_ones_with_other_placeholders(
     what the engine's own (named) dialect renders, with the parameters in the same order."""
     from sqlalchemy.dialects.postgresql import psycopg
 
-    import prefloop.serve._sql as sql
+    import prefloop.store.statements as sql
+    from prefloop.serve._jobs import _REWARD_EVENTS
 
     named = psycopg.dialect()
     assert sql.positional(named).paramstyle == "format"
-    compiled = sql._Statements(named)
+    compiled = sql.FastStatements(named)
     monkeypatch.setattr(sql, "positional", lambda dialect: dialect)
-    plain = sql._Statements(named)
+    plain = sql.FastStatements(named)
     checked = 0
     pairs = [(name, st, vars(plain)[name]) for name, st in vars(compiled).items()]
-    for name, query in (("rated", sql._RATED), ("events", sql._REWARD_EVENTS)):
+    for name, query in (("rated", sql.RATED), ("events", _REWARD_EVENTS)):
         pairs.append((name, compiled.expanded(name, query, 3), plain.expanded(name, query, 3)))
     for name, statement, other in pairs:
-        if not isinstance(statement, sql._Statement):
+        if not isinstance(statement, sql.CompiledStatement):
             continue
         assert statement.positions is not None and other.positions is None
         assert statement.sql == re.sub(r"%\((\w+)\)s", "%s", other.sql), name

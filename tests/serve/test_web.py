@@ -18,21 +18,12 @@ from sqlalchemy import func, select, update
 
 from prefloop.bandit import arm_stats
 from prefloop.errors import InvalidInputError
-from prefloop.feedback import PairwiseEvent, RatingEvent, krippendorff_alpha, rater_agreement
+from prefloop.feedback import PairwiseEvent, RatingEvent, rater_agreement
+from prefloop.feedback.agreement import krippendorff_alpha
 from prefloop.serve import ServeSettings, create_app, ops
 from prefloop.serve.web import queue, render_markdown, word_diff
-from prefloop.store import (
-    AppSession,
-    Arm,
-    Feedback,
-    Generation,
-    LabelItem,
-    LabelLease,
-    RewardModelRecord,
-    Store,
-    Task,
-)
-from prefloop.store.models import utcnow
+from prefloop.store import Arm, Feedback, Generation, RewardModelRecord, Store, Task
+from prefloop.store.models import AppSession, LabelItem, LabelLease, utcnow
 from tests.support.web import (
     app_events,
     bandit_matches_recomputation,

@@ -26,7 +26,8 @@ from sqlalchemy import select
 
 from prefloop.serve import ServeSettings, create_app
 from prefloop.serve.web import queue
-from prefloop.store import LabelItem, LabelLease, Store, Task
+from prefloop.store import Store, Task
+from prefloop.store.models import LabelItem, LabelLease
 from tests.support.web import app_events, bandit_matches_recomputation, make_keys, seed_task
 
 pytestmark = pytest.mark.browser

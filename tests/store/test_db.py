@@ -9,8 +9,9 @@ import pytest
 from sqlalchemy import func, select, text
 
 from prefloop.errors import InvalidInputError, StoreVersionError
-from prefloop.store import DEFAULT_DATABASE_URL, Base, Store, Task, database_url
+from prefloop.store import DEFAULT_DATABASE_URL, Store, Task, database_url
 from prefloop.store.db import head_revision
+from prefloop.store.models import Base
 
 
 def test_database_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:

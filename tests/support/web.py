@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from prefloop.bandit import recompute_state, stored_state
+from prefloop.bandit import check_state
 from prefloop.serve import create_api_key, ops
 from prefloop.store import Feedback, Store
 from prefloop.store.models import Task
@@ -89,4 +89,5 @@ def bandit_matches_recomputation(store: Store, task: str = "diary") -> tuple[Any
     with store.session(readonly=True) as session:
         loaded = session.scalar(select(Task).where(Task.name == task))
         assert loaded is not None
-        return stored_state(session, loaded), recompute_state(session, loaded)
+        check = check_state(session, loaded)
+        return check.stored, check.recomputed

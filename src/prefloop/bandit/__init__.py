@@ -17,31 +17,30 @@ linucb           LinUCB with disjoint models on hashed context (and end-user) fe
 Every policy logs the propensity of its choice, takes late, missing and changed rewards, lets
 arms come and go, can forget old rewards (``discount``) and keep end users on their arm
 (``sticky``). Its state is JSON sufficient statistics equal to :func:`recompute` from the log.
-:mod:`prefloop.bandit.online` binds policies to the store; :func:`simulate` compares them on a
-spec of reward distributions; :func:`evaluate_offline` estimates a new policy from logged
-decisions (IPS, self-normalised IPS, doubly robust).
+:mod:`prefloop.bandit.online` binds policies to the store (:func:`decide`, :func:`apply_reward`;
+:func:`check_state` compares a stored state with the log, :func:`rebuild_state` repairs it);
+:func:`simulate` compares them on a spec of reward distributions; :func:`evaluate_offline`
+estimates a new policy from logged decisions (IPS, self-normalised IPS, doubly robust).
 """
 
 from prefloop.bandit._base import Decision, DecisionEvent, Policy, PolicyConfig
 from prefloop.bandit._greedy import EpsilonGreedyConfig, SoftmaxConfig
-from prefloop.bandit._identify import Recommendation, probability_best
+from prefloop.bandit._identify import Recommendation
 from prefloop.bandit._linucb import LinUCBConfig
 from prefloop.bandit._offline import LoggedDecision, OffPolicyEstimate, evaluate_offline
 from prefloop.bandit._registry import (
     POLICIES,
-    available_policies,
     make_policy,
     policy_config,
     policy_from_state,
     recompute,
     state_differences,
-    states_match,
 )
-from prefloop.bandit._scale import RewardScale
 from prefloop.bandit._simulate import (
     ArmSpec,
     SimulationResult,
     SimulationSpec,
+    SimulationSummary,
     load_spec,
     parse_spec,
     plot_regret,
@@ -52,16 +51,15 @@ from prefloop.bandit._thompson import ThompsonConfig
 from prefloop.bandit._ucb import ReferenceUCB1Config, UCB1Config
 from prefloop.bandit.online import (
     ArmStats,
-    PolicyCache,
+    StateCheck,
     TaskStats,
     apply_reward,
     arm_stats,
+    check_state,
     decide,
     logged_decisions,
     rebuild_state,
     recommend_arm,
-    recompute_state,
-    stored_state,
 )
 
 __all__ = [
@@ -75,20 +73,20 @@ __all__ = [
     "LoggedDecision",
     "OffPolicyEstimate",
     "Policy",
-    "PolicyCache",
     "PolicyConfig",
     "Recommendation",
     "ReferenceUCB1Config",
-    "RewardScale",
     "SimulationResult",
     "SimulationSpec",
+    "SimulationSummary",
     "SoftmaxConfig",
+    "StateCheck",
     "TaskStats",
     "ThompsonConfig",
     "UCB1Config",
     "apply_reward",
     "arm_stats",
-    "available_policies",
+    "check_state",
     "decide",
     "evaluate_offline",
     "load_spec",
@@ -98,14 +96,10 @@ __all__ = [
     "plot_regret",
     "policy_config",
     "policy_from_state",
-    "probability_best",
     "rebuild_state",
     "recommend_arm",
     "recompute",
-    "recompute_state",
     "simulate",
     "simulation_policies",
     "state_differences",
-    "states_match",
-    "stored_state",
 ]

@@ -52,7 +52,7 @@ class OffPolicyEstimate:
     effective_sample_size: float
     """(Σ w)² / Σ w²: how many logged decisions the estimate is worth."""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 

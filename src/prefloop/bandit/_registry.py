@@ -107,11 +107,6 @@ def recompute(
     return policy.to_state()
 
 
-def states_match(a: Mapping[str, Any], b: Mapping[str, Any], *, tolerance: float = 1e-9) -> bool:
-    """True when two states agree, statistics within ``tolerance`` (float sums in other orders)."""
-    return not state_differences(a, b, tolerance=tolerance)
-
-
 def state_differences(
     a: Mapping[str, Any], b: Mapping[str, Any], *, tolerance: float = 1e-9
 ) -> list[str]:

@@ -188,33 +188,75 @@ class SimulationResult:
     seed: int
     policies: dict[str, PolicyResult] = field(default_factory=dict)
 
-    def summary(self, at: int | None = None) -> dict[str, Any]:
-        """The JSON ``prefloop bandit simulate --json`` prints, at decision ``at`` (the horizon)."""
+    def summary(self, at: int | None = None) -> SimulationSummary:
+        """The figures at decision ``at`` (the horizon), rounded as ``prefloop bandit simulate
+        --json`` prints them (:meth:`SimulationSummary.to_json`)."""
         at = self.horizon if at is None else at
-        out: dict[str, Any] = {}
+        policies: dict[str, PolicySummary] = {}
         for name, result in self.policies.items():
             if at not in result.checkpoints:
                 raise InvalidInputError(f"no checkpoint at {at}; simulate with checkpoints=[{at}]")
             point = result.checkpoints[at]
-            out[name] = {
-                "regret": round(point.regret, 4),
-                "regret_ci": [round(point.regret_ci[0], 4), round(point.regret_ci[1], 4)],
-                "p_best": round(point.p_best, 4),
-            }
-        return {
-            "policies": out,
-            "best_arm": self.spec.best_arm,
-            "arm_means": {
-                k: round(v, 6) for k, v in zip(self.spec.names, self.spec.means, strict=True)
+            policies[name] = PolicySummary(
+                regret=round(point.regret, 4),
+                regret_ci=(round(point.regret_ci[0], 4), round(point.regret_ci[1], 4)),
+                p_best=round(point.p_best, 4),
+            )
+        return SimulationSummary(
+            policies=policies,
+            best_arm=self.spec.best_arm,
+            arm_means={
+                k: round(float(v), 6) for k, v in zip(self.spec.names, self.spec.means, strict=True)
             },
-            "horizon": at,
+            horizon=at,
+            runs=self.runs,
+            seed=self.seed,
+            stopping={n: r.stopping for n, r in self.policies.items() if r.stopping is not None},
+        )
+
+
+@dataclass(frozen=True)
+class PolicySummary:
+    """One policy's figures at a decision count, rounded to 4 digits."""
+
+    regret: float
+    """Mean cumulative regret over the runs."""
+    regret_ci: tuple[float, float]
+    """Its 95% confidence interval."""
+    p_best: float
+    """Share of runs whose recommendation is a best arm."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"regret": self.regret, "regret_ci": list(self.regret_ci), "p_best": self.p_best}
+
+
+@dataclass(frozen=True)
+class SimulationSummary:
+    """What :meth:`SimulationResult.summary` reports: each policy's figures at ``horizon``."""
+
+    policies: dict[str, PolicySummary]
+    best_arm: str
+    arm_means: dict[str, float]
+    horizon: int
+    """The decision count the figures are at."""
+    runs: int
+    seed: int
+    stopping: dict[str, Stopping] = field(default_factory=dict)
+    """The stopping rule's outcome per policy (simulated with ``stop_threshold``)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON ``prefloop bandit simulate --json`` prints (``stopping`` only when set)."""
+        out: dict[str, Any] = {
+            "policies": {name: p.to_json() for name, p in self.policies.items()},
+            "best_arm": self.best_arm,
+            "arm_means": self.arm_means,
+            "horizon": self.horizon,
             "runs": self.runs,
             "seed": self.seed,
-        } | self._stopping()
-
-    def _stopping(self) -> dict[str, Any]:
-        rules = {n: r.stopping for n, r in self.policies.items() if r.stopping is not None}
-        return {"stopping": {n: asdict(rule) for n, rule in rules.items()}} if rules else {}
+        }
+        if self.stopping:
+            out["stopping"] = {name: asdict(rule) for name, rule in self.stopping.items()}
+        return out
 
 
 class _Runs(Protocol):

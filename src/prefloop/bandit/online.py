@@ -5,8 +5,8 @@ sufficient statistics; :func:`decide` and :func:`apply_reward` lock it for the r
 transaction (``SELECT … FOR UPDATE`` on PostgreSQL; SQLite write transactions are serialised
 by ``BEGIN IMMEDIATE``), change it and bump its ``version``. The log — the
 :class:`~prefloop.store.models.BanditDecision` rows and the cached ``Generation.reward`` of the
-generations made from them — is the truth: :func:`recompute_state` rebuilds the state from it
-and equals the stored one (:func:`stored_state`).
+generations made from them — is the truth: :func:`check_state` compares the stored state with
+its recomputation from the log and :func:`rebuild_state` repairs it.
 
 Decisions get strictly increasing ``created_at`` (taken under the lock), so their order in the
 log is the order they were made, which discounting and sticky users depend on.
@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Table, bindparam, func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from prefloop.bandit._base import Decision, DecisionEvent, Policy, PolicyConfig
@@ -34,7 +34,13 @@ from prefloop.bandit._identify import (
     win_frequencies,
 )
 from prefloop.bandit._offline import LoggedDecision
-from prefloop.bandit._registry import make_policy, policy_config, policy_from_state, recompute
+from prefloop.bandit._registry import (
+    make_policy,
+    policy_config,
+    policy_from_state,
+    recompute,
+    state_differences,
+)
 from prefloop.bandit._scale import RewardScale
 from prefloop.bandit._thompson import ThompsonSampling
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError
@@ -49,22 +55,29 @@ from prefloop.store.models import (
     new_id,
     utcnow,
 )
+from prefloop.store.statements import (
+    DECISION_OF,
+    LOCK_STATE,
+    READ_STATE,
+    WRITE_STATE,
+    StateRow,
+    later_than,
+)
 
 __all__ = [
     "ArmStats",
     "PolicyCache",
+    "StateCheck",
     "TaskStats",
     "apply_reward",
     "arm_stats",
+    "check_state",
     "decide",
+    "decision_of_row",
     "logged_decisions",
     "rebuild_state",
     "recommend_arm",
-    "recompute_state",
-    "stored_state",
 ]
-
-_TICK = timedelta(microseconds=1)
 
 
 def decide(
@@ -100,9 +113,8 @@ def decide(
     key = (task.id, policy)
     live = _load(row, seed) if cache is None or seed is not None else cache.live(key, row)
     live.sync_arms([arm.name for arm in arms])
-    if cache is not None and seed is None and isinstance(live, ThompsonSampling):
-        probabilities = cache.probabilities(key, live)
-        choice = live.select_from(probabilities, context=context, end_user=end_user)
+    if cache is not None and seed is None:
+        choice = cache.select(key, live, context=context, end_user=end_user)
     else:
         choice = live.select(context=context, end_user=end_user)
     by_name = {arm.name: arm for arm in arms}
@@ -146,7 +158,7 @@ def apply_reward(
     generation_id = generation if isinstance(generation, str) else generation.id
     session.flush()
     # the generation's status, its decision and the decision's arm name in one statement
-    found = session.connection().execute(_DECISION_OF, {"generation_id": generation_id}).first()
+    found = session.connection().execute(DECISION_OF, {"generation_id": generation_id}).first()
     if found is None:
         raise NotFoundError(f"no generation {generation_id!r}")
     status, error, decision_id, found_decision, task_id, policy, created_at = found[:7]
@@ -164,7 +176,7 @@ def apply_reward(
         assert task is not None, "a decision belongs to a task (foreign key)"
         row, created = _lock_or_create(session, task, policy, None)
         if created:
-            _write_state(session, row, recompute_state(session, task, policy))
+            _write_state(session, row, _recompute_state(session, task, policy))
             return True
     live = _load(row, None) if cache is None else cache.live((task_id, policy), row)
     index = None
@@ -178,69 +190,63 @@ def apply_reward(
                 BanditDecision.created_at < created_at,
             )
         )
-    live.update(_logged_decision(found, index), new_reward, previous=old_reward)
+    live.update(decision_of_row(found, index), new_reward, previous=old_reward)
     _save(session, row, live)
     if cache is not None:
         cache.keep((task_id, policy), live, row)
     return True
 
 
-def recompute_state(session: Session, task: Task, policy: str = "default") -> dict[str, Any]:
-    """The state of ``policy`` on ``task`` rebuilt from the decisions and rewards in the store."""
-    row = _read_state(session, task.id, policy, lock=False)
-    config = row.config if row is not None else policy_config(policy)
-    names = dict(session.execute(select(Arm.id, Arm.name).where(Arm.task_id == task.id)).all())
-    decisions = session.scalars(
-        select(BanditDecision)
-        .where(BanditDecision.task_id == task.id, BanditDecision.policy == policy)
-        .order_by(BanditDecision.created_at, BanditDecision.id)
-    ).all()
-    rewards: dict[str, list[float]] = defaultdict(list)
-    rows = session.execute(
-        select(Generation.decision_id, Generation.reward)
-        .join(BanditDecision, Generation.decision_id == BanditDecision.id)
-        .where(
-            BanditDecision.task_id == task.id,
-            BanditDecision.policy == policy,
-            Generation.status == "ok",
-            Generation.reward.is_not(None),
-        )
-        .order_by(Generation.created_at, Generation.id)
-    ).all()
-    for decision_id, reward in rows:
-        if decision_id is not None and reward is not None:
-            rewards[decision_id].append(float(reward))
-    events = [
-        DecisionEvent(
-            arm=names[d.arm_id],
-            rewards=tuple(rewards.get(d.id, ())),
-            end_user=d.end_user,
-            context=d.context or None,
-        )
-        for d in decisions
-    ]
-    active = [arm.name for arm in repo.active_arms(session, task)]
-    return recompute(policy, events, active_arms=active, scale=_scale(task), config=config)
+@dataclass(frozen=True, slots=True)
+class StateCheck:
+    """A policy's stored state against its recomputation from the log (:func:`check_state`)."""
+
+    task: str
+    policy: str
+    stored: dict[str, Any] | None
+    """The stored state, its arms brought up to the task's active arms (None: none yet)."""
+    recomputed: dict[str, Any]
+    """The state rebuilt from the decisions and cached rewards in the store."""
+    differences: list[str]
+    """Where they disagree, as readable lines (``["no stored state"]`` when there is none)."""
+
+    @property
+    def matches(self) -> bool:
+        return not self.differences
+
+    @property
+    def decisions(self) -> int:
+        """The decisions of the log (the recomputed state's ``t``)."""
+        return int(self.recomputed["t"])
 
 
-def stored_state(session: Session, task: Task, policy: str = "default") -> dict[str, Any] | None:
-    """The stored state with its arms brought up to the task's active arms (None if none yet).
-
-    Arms are synchronised at each decision; this applies arms added or retired since, so the
-    result compares directly with :func:`recompute_state`.
-    """
-    row = _read_state(session, task.id, policy, lock=False)
-    if row is None:
-        return None
-    live = _load(row, None)
-    live.sync_arms([arm.name for arm in repo.active_arms(session, task)])
-    return live.to_state()
+def check_state(
+    session: Session, task: Task, policy: str = "default", *, tolerance: float = 1e-9
+) -> StateCheck:
+    """Compare the stored state of ``policy`` on ``task`` with the one recomputed from the
+    log: the decisions and the cached rewards of their generations are the truth, the state
+    row is what the policy learned from them. Statistics agree within ``tolerance`` (float sums
+    in another order); :func:`rebuild_state` repairs a state that differs."""
+    stored = _stored_state(session, task, policy)
+    recomputed = _recompute_state(session, task, policy)
+    differences = (
+        ["no stored state"]
+        if stored is None
+        else state_differences(stored, recomputed, tolerance=tolerance)
+    )
+    return StateCheck(
+        task=task.name,
+        policy=policy,
+        stored=stored,
+        recomputed=recomputed,
+        differences=differences,
+    )
 
 
 def rebuild_state(session: Session, task: Task, policy: str = "default") -> dict[str, Any]:
     """Replace the stored state by the one recomputed from the log (a repair); returns it."""
     row, _ = _lock_or_create(session, task, policy, None)
-    _write_state(session, row, recompute_state(session, task, policy))
+    _write_state(session, row, _recompute_state(session, task, policy))
     return dict(row.state)
 
 
@@ -277,7 +283,7 @@ class TaskStats:
     decisions: int
     feedbacks: int
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "task": self.task,
             "arms": [vars(arm) | {"interval": _pair(arm.interval)} for arm in self.arms],
@@ -404,45 +410,63 @@ def logged_decisions(
     ]
 
 
+def _recompute_state(session: Session, task: Task, policy: str = "default") -> dict[str, Any]:
+    """The state of ``policy`` on ``task`` rebuilt from the decisions and rewards in the store."""
+    row = _read_state(session, task.id, policy, lock=False)
+    config = row.config if row is not None else policy_config(policy)
+    names = dict(session.execute(select(Arm.id, Arm.name).where(Arm.task_id == task.id)).all())
+    decisions = session.scalars(
+        select(BanditDecision)
+        .where(BanditDecision.task_id == task.id, BanditDecision.policy == policy)
+        .order_by(BanditDecision.created_at, BanditDecision.id)
+    ).all()
+    rewards: dict[str, list[float]] = defaultdict(list)
+    rows = session.execute(
+        select(Generation.decision_id, Generation.reward)
+        .join(BanditDecision, Generation.decision_id == BanditDecision.id)
+        .where(
+            BanditDecision.task_id == task.id,
+            BanditDecision.policy == policy,
+            Generation.status == "ok",
+            Generation.reward.is_not(None),
+        )
+        .order_by(Generation.created_at, Generation.id)
+    ).all()
+    for decision_id, reward in rows:
+        if decision_id is not None and reward is not None:
+            rewards[decision_id].append(float(reward))
+    events = [
+        DecisionEvent(
+            arm=names[d.arm_id],
+            rewards=tuple(rewards.get(d.id, ())),
+            end_user=d.end_user,
+            context=d.context or None,
+        )
+        for d in decisions
+    ]
+    active = [arm.name for arm in repo.active_arms(session, task)]
+    return recompute(policy, events, active_arms=active, scale=_scale(task), config=config)
+
+
+def _stored_state(session: Session, task: Task, policy: str = "default") -> dict[str, Any] | None:
+    """The stored state with its arms brought up to the task's active arms (None if none yet).
+
+    Arms are synchronised at each decision; this applies arms added or retired since, so the
+    result compares directly with :func:`_recompute_state`.
+    """
+    row = _read_state(session, task.id, policy, lock=False)
+    if row is None:
+        return None
+    live = _load(row, None)
+    live.sync_arms([arm.name for arm in repo.active_arms(session, task)])
+    return live.to_state()
+
+
 # -- the state row -----------------------------------------------------------------------------
-@dataclass(slots=True)
-class _StateRow:
-    """A policy state row as read (plain values: Core statements, no unit of work)."""
-
-    id: int
-    config: dict[str, Any]
-    state: dict[str, Any]
-    version: int
-    updated_at: datetime | None
-
-
-def _state_statements() -> tuple[Any, Any, Any]:
-    table = cast(Table, PolicyState.__table__)
-    read = select(
-        table.c.id, table.c.config, table.c.state, table.c.version, table.c.updated_at
-    ).where(table.c.task_id == bindparam("task_id"), table.c.policy == bindparam("policy"))
-    write = update(table).where(table.c.id == bindparam("row_id"))
-    return read, read.with_for_update(), write
-
-
-def _decision_of_statement() -> Any:
-    """A generation's status, its decision and the decision's arm name, in one statement."""
-    g, d, a = (cast(Table, m.__table__) for m in (Generation, BanditDecision, Arm))
-    columns = [g.c.status, g.c.error, g.c.decision_id, d.c.id, d.c.task_id, d.c.policy]
-    columns += [d.c.created_at, d.c.propensity, d.c.probabilities, d.c.end_user, d.c.context]
-    joined = g.outerjoin(d, d.c.id == g.c.decision_id).outerjoin(a, a.c.id == d.c.arm_id)
-    query = select(*columns, a.c.name).select_from(joined)
-    return query.where(g.c.id == bindparam("generation_id"))
-
-
-# built once: building a statement costs far more than running a cached one
-_READ_STATE, _LOCK_STATE, _WRITE_STATE = _state_statements()
-_DECISION_OF = _decision_of_statement()
-
-
-def _logged_decision(found: Sequence[Any], index: int | None) -> Decision:
-    """The decision a :data:`_DECISION_OF` row describes (its arm must be known), as the
-    policy's ``update`` takes it; ``index`` is its position in the log (discounting only)."""
+def decision_of_row(found: Sequence[Any], index: int | None) -> Decision:
+    """The decision a :data:`~prefloop.store.statements.DECISION_OF` row describes (its arm
+    must be known), as the policy's ``update`` takes it; ``index`` is its position in the log
+    (discounting only). The fast lane reads the same columns."""
     propensity, probabilities, end_user, context, arm_name = found[7:]
     return Decision(
         arm=arm_name,
@@ -454,27 +478,27 @@ def _logged_decision(found: Sequence[Any], index: int | None) -> Decision:
     )
 
 
-def _read_state(session: Session, task_id: int, policy: str, *, lock: bool) -> _StateRow | None:
+def _read_state(session: Session, task_id: int, policy: str, *, lock: bool) -> StateRow | None:
     """The (task, policy) state row, fresh; with ``lock`` locked for the rest of the transaction
     (``SELECT … FOR UPDATE`` on PostgreSQL; a SQLite writer holds the database's write lock)."""
     session.flush()
-    query = _LOCK_STATE if lock else _READ_STATE
+    query = LOCK_STATE if lock else READ_STATE
     found = session.connection().execute(query, {"task_id": task_id, "policy": policy}).first()
-    return None if found is None else _StateRow(*found)
+    return None if found is None else StateRow(*found)
 
 
-def _write_state(session: Session, row: _StateRow, state: dict[str, Any]) -> datetime:
+def _write_state(session: Session, row: StateRow, state: dict[str, Any]) -> datetime:
     """Store ``state`` in ``row``, bump its version; returns the new, strictly later, time."""
-    row.state, row.version, row.updated_at = state, row.version + 1, _tick(row.updated_at)
+    row.state, row.version, row.updated_at = state, row.version + 1, later_than(row.updated_at)
     values = {"state": row.state, "version": row.version, "updated_at": row.updated_at}
-    session.connection().execute(_WRITE_STATE, {"row_id": row.id, **values})
+    session.connection().execute(WRITE_STATE, {"row_id": row.id, **values})
     repo.set_loaded(session, PolicyState, row.id, **values)  # an ORM copy this session holds
     return row.updated_at
 
 
 def _lock_state(
     session: Session, task: Task, policy: str, config: PolicyConfig | Mapping[str, Any] | None
-) -> _StateRow:
+) -> StateRow:
     row, created = _lock_or_create(session, task, policy, config)
     if not created and config is not None:
         wanted = (
@@ -492,7 +516,7 @@ def _lock_state(
 
 def _lock_or_create(
     session: Session, task: Task, policy: str, config: PolicyConfig | Mapping[str, Any] | None
-) -> tuple[_StateRow, bool]:
+) -> tuple[StateRow, bool]:
     """The (task, policy) state row, locked for this transaction; created when missing."""
     row = _read_state(session, task.id, policy, lock=True)
     if row is not None:
@@ -516,14 +540,14 @@ def _lock_or_create(
     return row, created
 
 
-def _load(row: _StateRow, seed: int | None) -> Policy:
+def _load(row: StateRow, seed: int | None) -> Policy:
     rng = np.random.default_rng(None if seed is None else [seed, row.version])
     state = dict(row.state or {})
     state["config"] = row.config
     return policy_from_state(state, seed=rng)
 
 
-def _save(session: Session, row: _StateRow, live: Policy) -> datetime:
+def _save(session: Session, row: StateRow, live: Policy) -> datetime:
     """Store ``live``'s state, bump the version; returns the new, strictly later, timestamp."""
     return _write_state(session, row, live.to_state())
 
@@ -574,7 +598,7 @@ class PolicyCache:
         self.computed = 0
         """How often probabilities were computed (the other decisions reused them)."""
 
-    def live(self, key: tuple[int, str], row: _StateRow) -> Policy:
+    def live(self, key: tuple[int, str], row: StateRow) -> Policy:
         """The live policy of ``row``, read (and locked) in the caller's transaction.
 
         It leaves the cache until :meth:`keep` puts it back with the state written, so a
@@ -598,14 +622,29 @@ class PolicyCache:
             return kept.live
         return None
 
-    def load(self, row: _StateRow) -> Policy:
+    def load(self, row: StateRow) -> Policy:
         """The live policy loaded from ``row``'s state (counted in :attr:`loads`)."""
         self.loads += 1
         return _load(row, None)
 
-    def keep(self, key: tuple[int, str], live: Policy, row: _StateRow) -> None:
+    def keep(self, key: tuple[int, str], live: Policy, row: StateRow) -> None:
         """Keep ``live``, whose state was just written to ``row``."""
         self._live[key] = _Kept(live, row.config, _stamp(row.id, row.version, row.updated_at))
+
+    def select(
+        self,
+        key: tuple[int, str],
+        live: Policy,
+        *,
+        context: Mapping[str, Any] | None,
+        end_user: str | None,
+    ) -> Decision:
+        """``live``'s choice; Thompson sampling draws from the kept probabilities
+        (:meth:`probabilities`)."""
+        if isinstance(live, ThompsonSampling):
+            probabilities = self.probabilities(key, live)
+            return live.select_from(probabilities, context=context, end_user=end_user)
+        return live.select(context=context, end_user=end_user)
 
     def probabilities(self, key: tuple[int, str], live: ThompsonSampling) -> dict[str, float]:
         """The selection probabilities of ``live``'s active arms, reused or computed."""
@@ -633,15 +672,6 @@ def _stamp(
     if updated_at is not None and updated_at.tzinfo is None:
         updated_at = updated_at.replace(tzinfo=UTC)
     return row_id, version, updated_at
-
-
-def _tick(previous: datetime | None) -> datetime:
-    now = utcnow()
-    if previous is None:
-        return now
-    if previous.tzinfo is None:  # SQLite hands datetimes back without their zone
-        previous = previous.replace(tzinfo=UTC)
-    return max(now, previous + _TICK)
 
 
 def _scale(task: Task) -> list[float]:

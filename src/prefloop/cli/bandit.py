@@ -10,6 +10,7 @@ import typer
 from prefloop.cli._output import DbOption, JsonOption, console, err_console, print_json
 
 if TYPE_CHECKING:
+    from prefloop.bandit import SimulationSummary
     from prefloop.store import Store
 
 TaskOption = Annotated[str, typer.Option("--task", "-t", help="Task name, e.g. diary.")]
@@ -83,12 +84,12 @@ def simulate(
                 parsed, names, horizon=horizon, runs=runs, seed=seed, on_step=advance
             )
     summary = result.summary()
-    if plot is not None:
-        summary["plot"] = str(bandit.plot_regret(result, plot))
+    plotted = None if plot is None else bandit.plot_regret(result, plot)
     if json_output:
-        print_json(summary)
+        data = summary.to_json()
+        print_json(data if plotted is None else data | {"plot": str(plotted)})
         return
-    _print_simulation(summary, {n: r.seconds for n, r in result.policies.items()})
+    _print_simulation(summary, {n: r.seconds for n, r in result.policies.items()}, plotted)
 
 
 def _missing_folder(plot: Path) -> Exception:
@@ -99,30 +100,30 @@ def _missing_folder(plot: Path) -> Exception:
     )
 
 
-def _print_simulation(summary: dict[str, object], seconds: dict[str, float]) -> None:
+def _print_simulation(
+    summary: SimulationSummary, seconds: dict[str, float], plotted: Path | None
+) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{summary['runs']} runs × {summary['horizon']} decisions")
+    table = Table(title=f"{summary.runs} runs × {summary.horizon} decisions")
     table.add_column("policy")
     table.add_column("regret", justify="right")
     table.add_column("95% CI", justify="right")
     table.add_column("P(best arm recommended)", justify="right")
     table.add_column("seconds", justify="right")
-    policies = summary["policies"]
-    assert isinstance(policies, dict)
-    for name, row in policies.items():
-        low, high = row["regret_ci"]
+    for name, row in summary.policies.items():
+        low, high = row.regret_ci
         table.add_row(
             name,
-            f"{row['regret']:.2f}",
+            f"{row.regret:.2f}",
             f"[{low:.2f}, {high:.2f}]",
-            f"{row['p_best']:.3f}",
+            f"{row.p_best:.3f}",
             f"{seconds[name]:.1f}",
         )
     console.print(table)
-    console.print(f"best arm: [bold]{summary['best_arm']}[/]")
-    if "plot" in summary:
-        console.print(f"regret curves: {summary['plot']}")
+    console.print(f"best arm: [bold]{summary.best_arm}[/]")
+    if plotted is not None:
+        console.print(f"regret curves: {plotted}")
 
 
 @app.command("policies")
@@ -173,7 +174,7 @@ def stats(
         recommendation = bandit.recommend_arm(session, chosen, threshold=threshold)
     if json_output:
         print_json(
-            summary.to_dict()
+            summary.to_json()
             | {"recommendation": str(recommendation), "stop": recommendation.confident}
         )
         return
@@ -212,13 +213,8 @@ def recompute(
 
     with _open_store(db) as store, store.session(readonly=not fix) as session:
         chosen = repo.get_task(session, task)
-        stored = bandit.stored_state(session, chosen, policy)
-        fresh = bandit.recompute_state(session, chosen, policy)
-        differences = (
-            ["no stored state"]
-            if stored is None
-            else bandit.state_differences(stored, fresh, tolerance=1e-9)
-        )
+        check = bandit.check_state(session, chosen, policy, tolerance=1e-9)
+        differences, fresh = check.differences, check.recomputed
         if fix and differences:
             bandit.rebuild_state(session, chosen, policy)
     report = {

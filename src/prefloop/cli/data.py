@@ -126,7 +126,7 @@ def _run_import(
     ):
         result = importer(session, file, task, progress=advance, **options)
     if json_output:
-        print_json(result.to_dict())
+        print_json(result.to_json())
         return
     created = " (new task)" if result.created_task else ""
     console.print(
@@ -348,13 +348,13 @@ def stats(task: TaskOption, db: DbOption = None, json_output: JsonOption = False
     """
     from rich.table import Table
 
-    from prefloop.feedback import task_stats
+    from prefloop.feedback import feedback_stats
     from prefloop.store.repo import get_task
 
     with open_store(db, create=False) as store, store.session(readonly=True) as session:
-        result = task_stats(session, get_task(session, task))
+        result = feedback_stats(session, get_task(session, task))
     if json_output:
-        print_json(result.to_dict())
+        print_json(result.to_json())
         return
 
     def number(value: float | None) -> str:

@@ -263,7 +263,7 @@ def propose(
         with _backend(backend) as chat, err_console.status("Asking the LLM for templates…"):
             report = propose_arms(store, task, chat, config)
     if as_json:
-        print_json(report.to_dict())
+        print_json(report.to_json())
     else:
         for proposed in report.accepted:
             console.print(f"[bold green]{escape(proposed.name or 'candidate')}[/]", highlight=False)

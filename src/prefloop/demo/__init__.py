@@ -12,52 +12,49 @@
 
 from prefloop.demo._reference import (
     SIMULATED_USERS,
-    ArmPool,
     ReferenceConfig,
     ReferenceResult,
-    SimulatedUser,
     plot_reward_distribution,
     reference_pools,
     run_reference_experiment,
     simulate_reference,
 )
 from prefloop.demo._regret import cumulative_regret, uniform_regret
-from prefloop.demo._report import rich_summary, write_report
-from prefloop.demo._result import (
-    ArmResult,
-    DemoResult,
-    Example,
-    ProposalOutcome,
-    RewardModelResult,
+from prefloop.demo._report import (
+    allocation_figure,
+    arm_means_figure,
+    png_bytes,
+    regret_figure,
+    rich_summary,
+    write_report,
 )
-from prefloop.demo._rubric import META_PATTERNS, RubricConfig, RubricScorer, RubricVerdict
-from prefloop.demo._run import RUBRIC_AUTHOR, DemoConfig, ProgressCallback, run_demo
+from prefloop.demo._result import (
+    DemoResult,
+)
+from prefloop.demo._rubric import RubricConfig, RubricScorer, RubricVerdict
+from prefloop.demo._run import RUBRIC_AUTHOR, DemoConfig, run_demo
 from prefloop.demo._task import DIARY, DemoTask, HandWrittenPrompt
 
 __all__ = [
     "DIARY",
-    "META_PATTERNS",
     "RUBRIC_AUTHOR",
     "SIMULATED_USERS",
-    "ArmPool",
-    "ArmResult",
     "DemoConfig",
     "DemoResult",
     "DemoTask",
-    "Example",
     "HandWrittenPrompt",
-    "ProgressCallback",
-    "ProposalOutcome",
     "ReferenceConfig",
     "ReferenceResult",
-    "RewardModelResult",
     "RubricConfig",
     "RubricScorer",
     "RubricVerdict",
-    "SimulatedUser",
+    "allocation_figure",
+    "arm_means_figure",
     "cumulative_regret",
     "plot_reward_distribution",
+    "png_bytes",
     "reference_pools",
+    "regret_figure",
     "rich_summary",
     "run_demo",
     "run_reference_experiment",

@@ -153,8 +153,8 @@ class ReferenceResult:
                 }
                 for pool in self.pools
             },
-            "best_arm": summary["best_arm"],
-            "policies": summary["policies"],
+            "best_arm": summary.best_arm,
+            "policies": summary.to_json()["policies"],
             "uniform_regret": round(self.uniform_regret, 4),
             "files": {k: str(v) for k, v in self.files.items()},
         }

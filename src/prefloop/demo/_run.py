@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +30,7 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from prefloop.bandit import apply_reward, arm_stats, decide, policy_config, recommend_arm
+from prefloop.bandit import arm_stats, decide, policy_config, recommend_arm
 from prefloop.demo._regret import cumulative_regret, uniform_regret
 from prefloop.demo._report import write_report
 from prefloop.demo._result import (
@@ -45,7 +45,7 @@ from prefloop.demo._rubric import RubricConfig, RubricScorer
 from prefloop.demo._task import DIARY, DemoTask
 from prefloop.demo._train import TrainedArmResult, compare_arms, local_base, train_model_arm
 from prefloop.errors import InvalidInputError
-from prefloop.feedback import RatingEvent, record_feedback
+from prefloop.feedback import RatingEvent
 from prefloop.llm import (
     ChatBackend,
     GenerationParams,
@@ -55,7 +55,9 @@ from prefloop.llm import (
     generate_batch,
 )
 from prefloop.llm.base import LLMError, model_name
+from prefloop.loop import submit_feedback
 from prefloop.propose import ProposerConfig, propose_arms
+from prefloop.reward import ProgressCallback
 from prefloop.store import Store
 from prefloop.store.models import Arm, BanditDecision, Feedback, Generation, Task
 from prefloop.store.repo import (
@@ -67,16 +69,13 @@ from prefloop.store.repo import (
     get_task,
 )
 
-__all__ = ["RUBRIC_AUTHOR", "DemoConfig", "ProgressCallback", "run_demo"]
+__all__ = ["RUBRIC_AUTHOR", "DemoConfig", "run_demo"]
 
 RUBRIC_AUTHOR = "rubric-scorer"
 """The author of the demo's ratings (source ``auto``): the rubric scorer, not a person."""
 FALLBACK_CREATOR = "demo-fallback"
 WARMUP_POLICY = "warm-up"
 """``Generation.policy`` of the warm-up outputs (no bandit decision behind them)."""
-ProgressCallback = Callable[[str, int, int], None]
-"""``progress(phase, done, total)``; phases: load model, warm-up, propose, requests, (with
-``train``) train and requests after training, reward model, report."""
 
 
 @dataclass(frozen=True)
@@ -192,7 +191,9 @@ def run_demo(
     """Run the demo (module docstring) and write its report; returns what it measured.
 
     ``backend`` defaults to ``make_backend(config.backend)`` (SmolLM2-135M-Instruct on this
-    machine unless configured otherwise); tests pass a tiny model's backend.
+    machine unless configured otherwise); tests pass a tiny model's backend. ``progress`` is
+    called as ``progress(phase, done, total)``; phases: load model, warm-up, propose,
+    requests, (with ``train``) train and requests after training, reward model, report.
     """
     config = config or DemoConfig()
     report = progress or (lambda _phase, _done, _total: None)
@@ -487,7 +488,7 @@ class _Loop:
                 if generation.output is None:
                     continue
                 verdict = self.scorer.score(generation.output, self.spec.facts(generation.input))
-                recorded = record_feedback(
+                submit_feedback(
                     session,
                     task,
                     RatingEvent(
@@ -498,10 +499,6 @@ class _Loop:
                         idempotency_key=f"{RUBRIC_AUTHOR}:{generation.id}",
                     ),
                 )
-                for change in recorded.reward_changes:
-                    row = session.get(Generation, change.generation_id)
-                    if row is not None:
-                        apply_reward(session, row, change.old, change.new)
                 self.rated += 1
 
 

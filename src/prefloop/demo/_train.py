@@ -91,7 +91,7 @@ def local_base(backend: Any) -> str:
             f"cannot tell which folder the local model {backend.model_name!r} was loaded from; "
             "demo --train needs a model loaded from a folder"
         )
-    from prefloop.llm._cache import smollm2_folder
+    from prefloop.llm import smollm2_folder
 
     try:
         if folder.resolve() == smollm2_folder().resolve():

@@ -2,9 +2,7 @@
 task (:mod:`prefloop.feedback.datasets`), rater agreement."""
 
 from prefloop.feedback.agreement import (
-    Agreement,
-    krippendorff_alpha,
-    pair_agreement,
+    RaterAgreement,
     rater_agreement,
     task_agreement,
 )
@@ -16,10 +14,8 @@ from prefloop.feedback.datasets import (
     RatedExample,
     SFTExample,
     UnpairedExample,
-    default_min_reward,
     expand_ranking,
     preference_pairs,
-    prompt_text,
     rated_examples,
     rated_groups,
     rating_pairs,
@@ -29,7 +25,6 @@ from prefloop.feedback.datasets import (
 )
 from prefloop.feedback.events import (
     KINDS,
-    MAX_EDIT_CHARS,
     SOURCES,
     EditEvent,
     FeedbackEvent,
@@ -49,34 +44,31 @@ from prefloop.feedback.record import (
     reward_rules_for,
 )
 from prefloop.feedback.rewards import (
-    CHARACTER_DIFF_LIMIT,
     REWARD_KINDS,
     EditRatingCurve,
     RewardRules,
     check_rating,
     derive_reward,
-    text_similarity,
 )
-from prefloop.feedback.stats import TaskStats, level_key, task_stats
+from prefloop.feedback.stats import FeedbackStats, feedback_stats
 
 __all__ = [
-    "CHARACTER_DIFF_LIMIT",
     "EDIT_MODEL",
     "HUMAN_SOURCES",
     "KINDS",
-    "MAX_EDIT_CHARS",
     "REWARD_KINDS",
     "SOURCES",
-    "Agreement",
     "EditEvent",
     "EditRatingCurve",
     "FeedbackEvent",
+    "FeedbackStats",
     "PairwiseEvent",
     "PreferencePair",
     "PromptExample",
     "RankedPair",
     "RankingEvent",
     "RatedExample",
+    "RaterAgreement",
     "RatingEvent",
     "RecordResult",
     "RegenerateEvent",
@@ -84,18 +76,13 @@ __all__ = [
     "RewardRules",
     "SFTExample",
     "Source",
-    "TaskStats",
     "ThumbsEvent",
     "UnpairedExample",
     "check_rating",
-    "default_min_reward",
     "derive_reward",
     "expand_ranking",
-    "krippendorff_alpha",
-    "level_key",
-    "pair_agreement",
+    "feedback_stats",
     "preference_pairs",
-    "prompt_text",
     "rated_examples",
     "rated_groups",
     "rater_agreement",
@@ -106,7 +93,5 @@ __all__ = [
     "sft_examples",
     "task_agreement",
     "task_prompts",
-    "task_stats",
-    "text_similarity",
     "unpaired_examples",
 ]

@@ -92,7 +92,7 @@ def pair_agreement(judgements: Iterable[Sequence[Hashable]]) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Agreement:
+class RaterAgreement:
     """How much a task's raters agree (each rater's latest judgement of each item counts)."""
 
     alpha: float | None
@@ -176,7 +176,7 @@ def _judgements(
 
 def task_agreement(
     session: Session, task: Task, *, sources: Sequence[str] = RATER_SOURCES
-) -> Agreement:
+) -> RaterAgreement:
     """Agreement among the task's raters from ``sources`` (a rater is a source and author)."""
     judgements = _judgements(session, task, sources)
     units = [
@@ -187,7 +187,7 @@ def task_agreement(
     judged_twice = [
         list(by_rater.values()) for by_rater in judgements.pairs.values() if len(by_rater) >= 2
     ]
-    return Agreement(
+    return RaterAgreement(
         alpha=krippendorff_alpha(units),
         rated_units=len(units),
         pair_rate=pair_agreement(judged_twice),
@@ -202,7 +202,7 @@ def rater_agreement(
     *,
     source: str = "labeler",
     sources: Sequence[str] = RATER_SOURCES,
-) -> Agreement:
+) -> RaterAgreement:
     """How one rater agrees with the others: alpha over the generations this rater rated and
     someone else did too; the pair rate over (this rater, another rater) pairs of judgements.
     Only the judgements that name the rater's generations are read."""
@@ -233,7 +233,7 @@ def rater_agreement(
         others = [outcome for rater, outcome in by_rater.items() if rater != me]
         agreeing += sum(outcome == my_outcome for outcome in others)
         total += len(others)
-    return Agreement(
+    return RaterAgreement(
         alpha=krippendorff_alpha(units),
         rated_units=len(units),
         pair_rate=agreeing / total if total else None,

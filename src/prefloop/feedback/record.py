@@ -11,9 +11,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError
@@ -33,6 +33,7 @@ from prefloop.feedback.rewards import (
     derive_reward,
     text_similarity,
 )
+from prefloop.store import statements
 from prefloop.store.models import Feedback, Generation, Task, utcnow
 from prefloop.store.repo import add_generation, insert_row, set_loaded
 
@@ -43,34 +44,7 @@ _PAIRWISE_VALUE = {"a": 1.0, "b": -1.0, "tie": 0.0}
 _COMPARED = ("task_id", "kind", "source", "author", "generation_id", "other_generation_id")
 _CHUNK = 500
 _CLOCK_SKEW = timedelta(minutes=5)
-_FEEDBACK = cast(Table, Feedback.__table__)
-_GENERATIONS = cast(Table, Generation.__table__)
-_REWARD_COLUMNS = tuple(
-    _FEEDBACK.c[name]
-    for name in ("generation_id", "id", "kind", "source", "author", "value", "created_at")
-)
-_CACHED_REWARD_COLUMNS = tuple(
-    _GENERATIONS.c[name] for name in ("id", "status", "reward", "decision_id", "arm_id")
-)
-# statements built once (building one costs more than running it); "ids" expand to IN (…)
-_LOCK_GENERATION = (
-    select(_GENERATIONS).where(_GENERATIONS.c.id == bindparam("generation_id")).with_for_update()
-)
-_GENERATIONS_BY_ID = select(_GENERATIONS).where(
-    _GENERATIONS.c.id.in_(bindparam("ids", expanding=True))
-)
-_CACHED_REWARDS = select(*_CACHED_REWARD_COLUMNS).where(
-    _GENERATIONS.c.id.in_(bindparam("ids", expanding=True))
-)
-_REWARD_EVENTS = select(*_REWARD_COLUMNS).where(
-    _FEEDBACK.c.generation_id.in_(bindparam("ids", expanding=True)),
-    _FEEDBACK.c.kind.in_(REWARD_KINDS),
-)
-_SET_REWARD = (
-    update(_GENERATIONS)
-    .where(_GENERATIONS.c.id == bindparam("gid"))
-    .values(reward=bindparam("new_reward"))
-)
+_REWARD_EVENTS = statements.reward_events(REWARD_KINDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +100,7 @@ def record_feedback(session: Session, task: Task, event: FeedbackEvent) -> Recor
 
     ``task`` may come from another session: only its columns are read.
     """
-    fields = _fields(task, event)
+    fields = feedback_fields(task, event)
     rules = reward_rules_for(task)
     generations = _check_generations(session, task, fields)
     row = Feedback(**fields)
@@ -158,8 +132,9 @@ def record_feedback(session: Session, task: Task, event: FeedbackEvent) -> Recor
     )
 
 
-def _fields(task: Task, event: FeedbackEvent) -> dict[str, Any]:
-    """The columns of the Feedback row for ``event`` (checks what needs no database)."""
+def feedback_fields(task: Task, event: FeedbackEvent) -> dict[str, Any]:
+    """The columns of the Feedback row for ``event`` (checks what needs no database; the
+    service's fast lane inserts the same row)."""
     now = utcnow()
     created_at = event.created_at or now
     if created_at.tzinfo is None:
@@ -241,11 +216,13 @@ def _check_generations(session: Session, task: Task, fields: dict[str, Any]) -> 
     connection = session.connection()
     found: dict[str, Any] = {}
     if rated is not None:
-        locked = connection.execute(_LOCK_GENERATION, {"generation_id": rated})
+        locked = connection.execute(statements.LOCK_GENERATION, {"generation_id": rated})
         found.update((g.id, g) for g in locked)
     others = [g for g in ids if g not in found]
     if others:
-        found.update((g.id, g) for g in connection.execute(_GENERATIONS_BY_ID, {"ids": others}))
+        found.update(
+            (g.id, g) for g in connection.execute(statements.GENERATIONS_BY_ID, {"ids": others})
+        )
     for generation_id in ids:
         generation = found.get(generation_id)
         if generation is None or generation.task_id != task.id:
@@ -339,7 +316,9 @@ def refresh_rewards(
         current = {gid: locked[gid] for gid in chunk if gid in locked}
         missing = [gid for gid in chunk if gid not in current]
         if missing:
-            current.update((g.id, g) for g in connection.execute(_CACHED_REWARDS, {"ids": missing}))
+            current.update(
+                (g.id, g) for g in connection.execute(statements.CACHED_REWARDS, {"ids": missing})
+            )
         # only the columns derive_reward reads: a generation may have thousands of events
         events: dict[str, list[FeedbackLike]] = defaultdict(list)
         for event in connection.execute(_REWARD_EVENTS, {"ids": list(chunk)}):
@@ -349,25 +328,48 @@ def refresh_rewards(
             generation = current.get(gid)
             if generation is None:
                 continue
-            new = derive_reward(events[gid], rules) if generation.status == "ok" else None
-            if new != generation.reward:
-                moved.append(
-                    RewardChange(
-                        generation_id=gid,
-                        decision_id=generation.decision_id,
-                        arm_id=generation.arm_id,
-                        old=generation.reward,
-                        new=new,
-                    )
-                )
+            change = reward_change(
+                gid,
+                status=generation.status,
+                old=generation.reward,
+                decision_id=generation.decision_id,
+                arm_id=generation.arm_id,
+                events=events[gid],
+                rules=rules,
+            )
+            if change is not None:
+                moved.append(change)
         if moved:
             connection.execute(
-                _SET_REWARD, [{"gid": c.generation_id, "new_reward": c.new} for c in moved]
+                statements.SET_REWARD,
+                [{"gid": c.generation_id, "new_reward": c.new} for c in moved],
             )
             for change in moved:  # an ORM copy this session holds sees the new reward
                 set_loaded(session, Generation, change.generation_id, reward=change.new)
         changes.extend(moved)
     return changes
+
+
+def reward_change(
+    generation_id: str,
+    *,
+    status: str,
+    old: float | None,
+    decision_id: str | None,
+    arm_id: int | None,
+    events: Iterable[FeedbackLike],
+    rules: RewardRules,
+) -> RewardChange | None:
+    """The change of a generation's cached reward (``old``) that its reward ``events`` make,
+    or None when it stays: the reward is :func:`~prefloop.feedback.rewards.derive_reward`'s,
+    and a generation that is not ``ok`` has none. :func:`refresh_rewards` and the service's
+    fast lane both decide by it."""
+    new = derive_reward(events, rules) if status == "ok" else None
+    if new == old:
+        return None
+    return RewardChange(
+        generation_id=generation_id, decision_id=decision_id, arm_id=arm_id, old=old, new=new
+    )
 
 
 def _chunks(

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from prefloop.feedback.agreement import Agreement, task_agreement
+from prefloop.feedback.agreement import RaterAgreement, task_agreement
 from prefloop.store.models import Feedback, Generation, Task
 
 
@@ -18,7 +18,7 @@ def level_key(value: float) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class TaskStats:
+class FeedbackStats:
     task: str
     generations: int
     failed_generations: int
@@ -33,9 +33,9 @@ class TaskStats:
     """Rating events per level, keys as :func:`level_key` (every level of the task's scale
     appears, with 0 where none was given), in scale order."""
     mean_rating: float | None
-    agreement: Agreement
+    agreement: RaterAgreement
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "task": self.task,
             "generations": self.generations,
@@ -67,7 +67,7 @@ def _counts(session: Session, task: Task, column: InstrumentedAttribute[str]) ->
     return {name: n for name, n in session.execute(query)}
 
 
-def task_stats(session: Session, task: Task) -> TaskStats:
+def feedback_stats(session: Session, task: Task) -> FeedbackStats:
     """Counts and summaries of ``task``'s generations and feedback, in a few queries."""
     generations, failed, rewarded, mean_reward = session.execute(
         select(
@@ -89,7 +89,7 @@ def task_stats(session: Session, task: Task) -> TaskStats:
     distribution = {level_key(level): by_value.get(level, 0) for level in levels}
     ratings = sum(by_value.values())
     mean_rating = sum(v * n for v, n in by_value.items()) / ratings if ratings else None
-    return TaskStats(
+    return FeedbackStats(
         task=task.name,
         generations=generations,
         failed_generations=failed,

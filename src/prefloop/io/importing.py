@@ -53,7 +53,7 @@ class ImportResult:
     feedback: int
     created_task: bool
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 

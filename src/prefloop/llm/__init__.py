@@ -18,9 +18,8 @@ from prefloop.llm._arms import (
     add_model_arm,
     check_arm_template,
     check_model_folder,
-    default_model_template,
 )
-from prefloop.llm._cache import cache_root, cached_folder, smollm2_folder
+from prefloop.llm._cache import cache_root, smollm2_folder
 from prefloop.llm._factory import BACKEND_KINDS, make_backend
 from prefloop.llm._local import LocalChatBackend
 from prefloop.llm._retry import RetryPolicy
@@ -77,10 +76,8 @@ __all__ = [
     "RetryPolicy",
     "add_model_arm",
     "cache_root",
-    "cached_folder",
     "check_arm_template",
     "check_model_folder",
-    "default_model_template",
     "generate_batch",
     "generate_for_arm",
     "make_backend",

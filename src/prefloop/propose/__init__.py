@@ -18,7 +18,6 @@ calls and tokens; when nothing usable came back the report says so and no arm is
 (True, ['proposed-1', 'proposed-2', 'proposed-3'])
 """
 
-from prefloop.propose._meta import build_meta_prompt, parse_templates
 from prefloop.propose._proposer import (
     ProposalReport,
     ProposedArm,
@@ -33,9 +32,7 @@ __all__ = [
     "ProposedArm",
     "ProposerConfig",
     "Rejection",
-    "build_meta_prompt",
     "char_ngram_cosine",
-    "parse_templates",
     "propose_arms",
     "token_jaccard",
 ]

@@ -131,7 +131,7 @@ class ProposalReport:
             text += "; no usable template: " + ("; ".join(dict.fromkeys(reasons)) or "none given")
         return text
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "task": self.task,
             "parent": self.parent,

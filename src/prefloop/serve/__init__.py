@@ -5,14 +5,11 @@ functions for use without HTTP.
 """
 
 from prefloop.serve import ops
-from prefloop.serve.app import ServeConfigError, ServiceContext, app_from_env, create_app
+from prefloop.serve.app import ServeConfigError, app_from_env, create_app
 from prefloop.serve.auth import (
     ROLES,
     CreatedKey,
-    Permission,
-    Principal,
     create_api_key,
-    hash_key,
     list_api_keys,
     revoke_api_key,
 )
@@ -21,15 +18,11 @@ from prefloop.serve.settings import ServeSettings
 __all__ = [
     "ROLES",
     "CreatedKey",
-    "Permission",
-    "Principal",
     "ServeConfigError",
     "ServeSettings",
-    "ServiceContext",
     "app_from_env",
     "create_api_key",
     "create_app",
-    "hash_key",
     "list_api_keys",
     "ops",
     "revoke_api_key",

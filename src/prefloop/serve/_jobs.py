@@ -8,22 +8,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from prefloop.bandit._base import Policy
-from prefloop.bandit._thompson import ThompsonSampling
-from prefloop.bandit.online import PolicyCache, _logged_decision, _StateRow, _tick
+from prefloop.bandit import Policy
+from prefloop.bandit.online import PolicyCache, decision_of_row
 from prefloop.feedback.events import RatingEvent, RegenerateEvent, ThumbsEvent
-from prefloop.feedback.record import RecordResult, RewardChange
-from prefloop.feedback.rewards import derive_reward
+from prefloop.feedback.record import RecordResult, RewardChange, reward_change
+from prefloop.feedback.rewards import REWARD_KINDS
 from prefloop.llm.generate import render_template
-from prefloop.serve._sql import (
-    _GENERATION_COLUMNS,
-    _RATED,
-    _REWARD_EVENTS,
-    _Sent,
-    _Statement,
-    _Statements,
-)
 from prefloop.store.models import Arm, Generation, Task, new_id, utcnow
+from prefloop.store.statements import (
+    GENERATION_COLUMNS,
+    PENDING,
+    RATED,
+    CompiledStatement,
+    FastStatements,
+    StateRow,
+    later_than,
+    reward_events,
+)
 
 
 class Fallback(Exception):
@@ -31,6 +32,28 @@ class Fallback(Exception):
 
 
 _HANDLED_EVENTS = (RatingEvent, ThumbsEvent, RegenerateEvent)
+_REWARD_EVENTS = reward_events(REWARD_KINDS, bound=True)
+"""The reward events of a batch's rated generations."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """A statement sent on a cursor of its own, its rows not read yet."""
+
+    cursor: Any
+    statement: CompiledStatement
+
+    def one(self) -> tuple[Any, ...] | None:
+        try:
+            return self.statement.row(self.cursor.fetchone())
+        finally:
+            self.cursor.close()
+
+    def all(self) -> list[tuple[Any, ...]]:
+        try:
+            return [cast(tuple[Any, ...], self.statement.row(r)) for r in self.cursor.fetchall()]
+        finally:
+            self.cursor.close()
 
 
 @dataclass(slots=True)
@@ -38,7 +61,7 @@ class _Live:
     """A policy state row locked in the transaction, with its live policy."""
 
     policy: Policy
-    row: _StateRow
+    row: StateRow
     changed: bool = False
 
 
@@ -46,7 +69,7 @@ class _Tx:
     """One transaction's cursor with the compiled statements, and what its jobs share: the
     locked policy states and the writes to run at the commit."""
 
-    def __init__(self, connection: Any, cursor: Any, statements: _Statements) -> None:
+    def __init__(self, connection: Any, cursor: Any, statements: FastStatements) -> None:
         self.connection = connection
         self.cursor = cursor
         self.s = statements
@@ -66,10 +89,11 @@ class _Tx:
     def read_rated(self, ids: Sequence[str]) -> None:
         """Lock and read the generations ``ids`` (see :meth:`rated`)."""
         if ids:
-            self._rated = self.send_many("rated", _RATED, ids)
+            self._rated = self.send_many("rated", RATED, ids)
 
     def rated(self, generation_id: str) -> tuple[Any, ...] | None:
-        """A :data:`_RATED` row read by :meth:`read_rated` (None: no such generation)."""
+        """A :data:`~prefloop.store.statements.RATED` row read by :meth:`read_rated` (None:
+        no such generation)."""
         if isinstance(self._rated, _Sent):
             self._rated = {row[0]: row for row in self._rated.all()}
         return self._rated.get(generation_id)
@@ -88,7 +112,7 @@ class _Tx:
             self._events = grouped
         return self._events.get(generation_id, [])
 
-    def send(self, statement: _Statement, values: Mapping[str, Any]) -> _Sent:
+    def send(self, statement: CompiledStatement, values: Mapping[str, Any]) -> _Sent:
         """Run ``statement`` on a cursor of its own and read its rows later: on PostgreSQL the
         statements sent before a read go to the server in one round trip (the pipeline)."""
         cursor = self.connection.cursor()
@@ -114,11 +138,13 @@ class _Tx:
             raise lost
         return self.lives[key]
 
-    def one(self, statement: _Statement, values: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    def one(
+        self, statement: CompiledStatement, values: Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
         self.cursor.execute(statement.sql, statement.params(values))
         return statement.row(self.cursor.fetchone())
 
-    def later(self, statement: _Statement, values: Mapping[str, Any]) -> None:
+    def later(self, statement: CompiledStatement, values: Mapping[str, Any]) -> None:
         """Run a write whose answer nothing waits for at commit (on PostgreSQL pipelined with
         the COMMIT: one round trip, not one each). The writes run grouped by statement, in the
         order each statement was first queued, so a row queued before the rows that refer to
@@ -136,17 +162,17 @@ class _Tx:
         row_id, config, version, updated_at = found
         policy = cache.current(key, (row_id, version, updated_at), config)
         if policy is not None:
-            return _Live(policy, _StateRow(row_id, config, {}, version, updated_at))
+            return _Live(policy, StateRow(row_id, config, {}, version, updated_at))
         state = self.one(self.s.state_of, {"row_id": row_id})
         assert state is not None, "the row is locked in this transaction"
-        row = _StateRow(row_id, config, state[0], version, updated_at)
+        row = StateRow(row_id, config, state[0], version, updated_at)
         return _Live(cache.load(row), row)
 
     def changed(self, live: _Live) -> datetime:
         """Note that ``live``'s policy changed: the row's version and time move on (the time
         is returned: a decision's), its state is written once, at the commit."""
         row = live.row
-        row.version, row.updated_at = row.version + 1, _tick(row.updated_at)
+        row.version, row.updated_at = row.version + 1, later_than(row.updated_at)
         live.changed = True
         return row.updated_at
 
@@ -254,11 +280,7 @@ class _SelectJob(Job):
         self.touched = True
         policy, arms, task = live.policy, self.arms, self.task
         policy.sync_arms([arm.name for arm in arms])
-        if isinstance(policy, ThompsonSampling):
-            probabilities = self.cache.probabilities(self.key, policy)
-            choice = policy.select_from(probabilities, context=self.context, end_user=self.end_user)
-        else:
-            choice = policy.select(context=self.context, end_user=self.end_user)
+        choice = self.cache.select(self.key, policy, context=self.context, end_user=self.end_user)
         arm = next(a for a in arms if a.name == choice.arm)
         prompt = _render(arm, self.inputs)
         created = tx.changed(live)
@@ -286,7 +308,7 @@ class _SelectJob(Job):
                 "input": dict(self.inputs),
                 "prompt": prompt,
                 "output": None,
-                "status": "pending",
+                "status": PENDING,
                 "error": None,
                 "model": None,
                 "latency_ms": None,
@@ -320,7 +342,7 @@ class _CompleteJob(Job):
         found = self.sent.one()
         if found is None:  # nothing changed
             raise Fallback("not a pending generation: the ORM path explains")
-        return Generation(**dict(zip(_GENERATION_COLUMNS, found, strict=True)))
+        return Generation(**dict(zip(GENERATION_COLUMNS, found, strict=True)))
 
 
 class _FeedbackJob(Job):
@@ -372,25 +394,26 @@ class _FeedbackJob(Job):
         self.touched = True  # from here on, a failure rolls the transaction back
         feedback_id = int(new_row[0])
         changes: list[RewardChange] = []
-        if self.wants_events:
+        if self.wants_events:  # prefloop.loop.submit_feedback's steps 2 and 3
             gid: str = self.fields["generation_id"]
-            new = derive_reward(cast(Any, [_Event(*e) for e in tx.events(gid)]), self.rules)
-            old = self.reward
-            if new != old:
+            change = reward_change(
+                gid,
+                status="ok",  # checked in second()
+                old=self.reward,
+                decision_id=self.decision_id,
+                arm_id=self.arm_id,
+                events=cast(Any, [_Event(*e) for e in tx.events(gid)]),
+                rules=self.rules,
+            )
+            if change is not None:
                 if self.key is not None:
                     live = tx.state(self.key)  # no state row: the batch runs again without
                     if live.policy.config.discount != 1.0:  # needs the decision's index: the
                         raise Fallback("a discounted policy")  # ORM path counts it
-                    live.policy.update(_logged_decision(self.behind, None), new, previous=old)
+                    decision = decision_of_row(self.behind, None)
+                    live.policy.update(decision, change.new, previous=change.old)
                     tx.changed(live)
-                tx.later(tx.s.set_reward, {"gid": gid, "new_reward": new})
-                change = RewardChange(
-                    generation_id=gid,
-                    decision_id=self.decision_id,
-                    arm_id=self.arm_id,
-                    old=old,
-                    new=new,
-                )
+                tx.later(tx.s.set_reward, {"gid": gid, "new_reward": change.new})
                 changes.append(change)
         return RecordResult(feedback_id=feedback_id, duplicate=False, reward_changes=changes)
 

@@ -28,7 +28,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from prefloop.errors import InvalidInputError, NotFoundError
-from prefloop.store import ApiKey, Labeler, Store
+from prefloop.store import Store
+from prefloop.store.models import ApiKey, Labeler
 
 Role = Literal["admin", "labeler", "client"]
 ROLES: tuple[str, ...] = get_args(Role)

@@ -3,8 +3,10 @@ SQLAlchemy per-statement machinery; one request per transaction, or many (group 
 :meth:`HotPath.run_batch`).
 
 The statements are the ones the ORM path runs (the SQLAlchemy Core statements of
-:mod:`prefloop.serve.ops`, :mod:`prefloop.bandit.online` and :mod:`prefloop.feedback.record`),
-compiled once per dialect to the driver's SQL text and paramstyle (:mod:`._sql`). Values go
+:mod:`prefloop.store.statements`, which :mod:`prefloop.serve.ops`, :mod:`prefloop.bandit.online`
+and :mod:`prefloop.feedback.record` run through a session), compiled once per dialect to the
+driver's SQL text and paramstyle (:class:`~prefloop.store.statements.FastStatements`). A
+feedback job takes the steps of :func:`prefloop.loop.submit_feedback`. Values go
 through the same column types' bind and result processors, so the rows written read back
 through the ORM exactly as rows the ORM wrote (JSON, datetimes). Each request's work is a
 :class:`Job` (:mod:`._jobs`). The transaction is the ORM path's: ``BEGIN IMMEDIATE``
@@ -35,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from prefloop.bandit.online import PolicyCache
 from prefloop.feedback.events import FeedbackEvent
-from prefloop.feedback.record import RecordResult, _fields, reward_rules_for
+from prefloop.feedback.record import RecordResult, feedback_fields, reward_rules_for
 from prefloop.feedback.rewards import REWARD_KINDS
 from prefloop.serve._jobs import (
     _HANDLED_EVENTS,
@@ -48,9 +50,9 @@ from prefloop.serve._jobs import (
     _SelectJob,
     _Tx,
 )
-from prefloop.serve._sql import _COMPLETE_KEYS, _Statements
 from prefloop.serve.catalog import Catalog
 from prefloop.store.models import Generation, Task
+from prefloop.store.statements import COMPLETE_KEYS, FastStatements
 
 T = TypeVar("T")
 
@@ -137,7 +139,7 @@ class HotPath:
         self._impatient: Any = None  # the pooled connection of no_wait transactions
         self.dialect = engine.dialect
         self.sqlite = engine.dialect.name == "sqlite"
-        self.statements = _Statements(engine.dialect)
+        self.statements = FastStatements(engine.dialect)
         self.committed = 0
         """Transactions this path committed (statistics: the others declined or failed)."""
 
@@ -368,7 +370,7 @@ class HotPath:
         a refused update (unknown id, not pending) falls back for the ORM path's answer."""
         if (values.get("output") is None) == (values.get("error") is None):
             raise Fallback("output and error: the ORM path explains")
-        params = {name: values.get(name) for name in _COMPLETE_KEYS}
+        params = {name: values.get(name) for name in COMPLETE_KEYS}
         params["status"] = "ok" if values.get("error") is None else "failed"
         params["generation_id"] = generation_id
         return _CompleteJob(then, generation_id, params)
@@ -395,7 +397,7 @@ class HotPath:
             then,
             cache=cache,
             task=task,
-            fields=_fields(task, event),  # bad values: InvalidInputError, as the ORM path
+            fields=feedback_fields(task, event),  # bad values: InvalidInputError, as the ORM path
             rules=reward_rules_for(task),
             rewarded=event.kind in REWARD_KINDS,
             key=event.idempotency_key,

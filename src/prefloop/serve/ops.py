@@ -22,12 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from prefloop import bandit, feedback
+from prefloop import bandit, feedback, loop
 from prefloop.bandit.online import PolicyCache
 from prefloop.errors import ConflictError, InvalidInputError
 from prefloop.feedback.events import FeedbackEvent, PairwiseEvent, RankingEvent
@@ -35,11 +35,9 @@ from prefloop.llm import ModelArms, check_model_folder
 from prefloop.llm.base import ChatBackend, GenerationParams
 from prefloop.llm.generate import generate_for_arm, render_template
 from prefloop.serve.catalog import Catalog
-from prefloop.store import Arm, BanditDecision, Generation, Store, Task, repo
+from prefloop.store import Arm, BanditDecision, Generation, Store, Task, repo, statements
 from prefloop.store.models import DEFAULT_SCALE, new_id, utcnow
-
-PENDING = "pending"
-"""Status of a generation handed out by :func:`select_arm` whose output has not arrived yet."""
+from prefloop.store.statements import PENDING
 
 __all__ = [
     "PENDING",
@@ -315,7 +313,7 @@ def complete_generation(
         "completion_tokens": completion_tokens,
         "cost": cost,
     }
-    completed = session.connection().execute(_COMPLETE, values).first()
+    completed = session.connection().execute(statements.COMPLETE_GENERATION, values).first()
     if completed is None:
         generation = repo.get_generation(session, generation_id)
         raise ConflictError(
@@ -323,19 +321,6 @@ def complete_generation(
             "recorded once (select again for a new generation)"
         )
     return repo.attach_loaded(session, Generation, completed._mapping)
-
-
-def _complete_statement() -> Any:
-    """The UPDATE of :func:`complete_generation`, built once."""
-    table = cast(Table, Generation.__table__)
-    return (
-        update(table)
-        .where(table.c.id == bindparam("generation_id"), table.c.status == PENDING)
-        .returning(*table.columns)
-    )
-
-
-_COMPLETE = _complete_statement()
 
 
 def generate(
@@ -397,7 +382,8 @@ def submit_feedback(
     catalog: Catalog | None = None,
     policies: PolicyCache | None = None,
 ) -> feedback.RecordResult:
-    """Record ``event`` and move the bandit's state by each reward it changed, in one go.
+    """Record ``event`` and move the bandit's state by each reward it changed, in one go
+    (:func:`prefloop.loop.submit_feedback` for the task named ``task_name``).
 
     A repeated idempotency key returns the first result (``duplicate=True``) and changes nothing.
     ``catalog`` (a service's cache) supplies the task without a query; ``policies`` keeps the
@@ -407,7 +393,7 @@ def submit_feedback(
         repo.get_task(session, task_name) if catalog is None else catalog.task(session, task_name)
     )
     try:
-        result = feedback.record_feedback(session, task, event)
+        return loop.submit_feedback(session, task, event, policies=policies)
     except InvalidInputError:
         for generation_id in _named_generations(event):  # say why, when it is a pending one
             named = session.get(Generation, generation_id)
@@ -418,12 +404,6 @@ def submit_feedback(
                     "complete_generation), then send feedback about it"
                 ) from None
         raise
-    if not result.duplicate:
-        for change in result.reward_changes:  # by id: the rows may have left the session
-            bandit.apply_reward(
-                session, change.generation_id, change.old, change.new, cache=policies
-            )
-    return result
 
 
 def _named_generations(event: FeedbackEvent) -> list[str]:

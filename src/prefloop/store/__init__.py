@@ -1,43 +1,34 @@
-"""The store: tasks, arms, generations, feedback, reward models and bandit state in SQL."""
+"""The store: tasks, arms, generations, feedback, reward models and bandit state in SQL.
+
+The ORM classes of the service's own tables (API keys, sessions, labelling queue) live in
+:mod:`prefloop.store.models`; the loop's shared statements in :mod:`prefloop.store.statements`;
+reading and writing tasks, arms and generations in :mod:`prefloop.store.repo`.
+"""
 
 from prefloop.store.db import DEFAULT_DATABASE_URL, Store, database_url
 from prefloop.store.models import (
     DEFAULT_SCALE,
-    ApiKey,
-    AppSession,
     Arm,
     BanditDecision,
-    Base,
     Feedback,
     Generation,
-    Labeler,
-    LabelItem,
-    LabelLease,
     PolicyState,
     RewardModelRecord,
     Task,
-    TaskSettings,
     TrainingRun,
 )
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "DEFAULT_SCALE",
-    "ApiKey",
-    "AppSession",
     "Arm",
     "BanditDecision",
-    "Base",
     "Feedback",
     "Generation",
-    "LabelItem",
-    "LabelLease",
-    "Labeler",
     "PolicyState",
     "RewardModelRecord",
     "Store",
     "Task",
-    "TaskSettings",
     "TrainingRun",
     "database_url",
 ]

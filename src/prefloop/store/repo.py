@@ -10,15 +10,14 @@ import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Table, inspect, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Mapper, Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from prefloop.errors import ConflictError, InvalidInputError, NotFoundError
 from prefloop.store.models import DEFAULT_SCALE, Arm, Generation, Task
+from prefloop.store.statements import insert_statement
 
 T = TypeVar("T")
 
@@ -196,7 +195,7 @@ def insert_row(
     missing = tuple(c.key for c in table.primary_key.columns if c.key not in values)
     unique = (unless_stored,) if isinstance(unless_stored, str) else tuple(unless_stored or ())
     connection = session.connection()
-    statement = _insert_statement(connection.dialect.name, table, unique, missing)
+    statement = insert_statement(connection.dialect.name, table, unique, missing)
     result = connection.execute(statement, values)
     if missing:
         returned = result.first()
@@ -223,22 +222,6 @@ def set_loaded(session: Session, model: type[Any], key: Any, **values: Any) -> N
 def _column_keys(mapper: Mapper[Any]) -> tuple[tuple[str, str], ...]:
     """(attribute, column) names of a mapped class."""
     return tuple((attr.key, column.key) for attr in mapper.column_attrs for column in attr.columns)
-
-
-@functools.cache
-def _insert_statement(
-    dialect: str, table: Table, unless_stored: tuple[str, ...], returning: tuple[str, ...]
-) -> Any:
-    """The INSERT of :func:`insert_row`, built once per shape (building costs more than running);
-    both SQLite and PostgreSQL spell ``ON CONFLICT DO NOTHING``."""
-    statement: Any = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(table)
-    if unless_stored:
-        statement = statement.on_conflict_do_nothing(
-            index_elements=[table.c[name] for name in unless_stored]
-        )
-    if returning:
-        statement = statement.returning(*(table.c[name] for name in returning))
-    return statement
 
 
 def attach_loaded(session: Session, model: type[T], values: Mapping[Any, Any]) -> T:

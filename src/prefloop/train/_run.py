@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from prefloop._files import as_if_created, publish_folder
-from prefloop.errors import InvalidInputError, PrefloopError
+from prefloop.errors import InvalidInputError, PrefloopError, TruncationWarning
 from prefloop.store import Store
 from prefloop.train.config import DPOConfig, KTOConfig, RewardConfig, RRHFConfig, TrainConfig
 from prefloop.train.data import TrainingData
@@ -39,10 +39,6 @@ from prefloop.train.models import (
 __all__ = ["TrainResult", "TrainingInterrupted", "TruncationWarning", "run_training"]
 
 REWARD_MANIFEST = "prefloop-reward.json"
-
-
-class TruncationWarning(UserWarning):
-    """Some examples are longer than ``max_length`` and are cut."""
 
 
 class TrainingDiverged(PrefloopError):

@@ -16,8 +16,14 @@ from sqlalchemy.orm import Session
 from prefloop import bandit
 from prefloop.bandit import Recommendation
 from prefloop.bandit.online import TaskStats
-from prefloop.demo._regret import cumulative_regret, uniform_regret
-from prefloop.demo._report import allocation_figure, arm_means_figure, png_bytes, regret_figure
+from prefloop.demo import (
+    allocation_figure,
+    arm_means_figure,
+    cumulative_regret,
+    png_bytes,
+    regret_figure,
+    uniform_regret,
+)
 from prefloop.store import (
     Arm,
     BanditDecision,

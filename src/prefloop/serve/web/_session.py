@@ -17,8 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from prefloop.serve.auth import Authenticator, Permission, Principal, hash_key
-from prefloop.store import AppSession
-from prefloop.store.models import utcnow
+from prefloop.store.models import AppSession, utcnow
 
 COOKIE = "prefloop_session"
 LOGIN_COOKIE = "prefloop_login_csrf"

@@ -8,7 +8,8 @@ task's overlap ``k``, and never to a labeler who had it before (one lease per la
 a unique constraint). When ``k`` labels are in, the item is closed.
 
 Every submission is recorded by :func:`prefloop.serve.ops.submit_feedback`, the function behind
-``POST /v1/feedback``: the feedback, its rewards and the bandit's state change in the caller's
+``POST /v1/feedback`` (the loop's :func:`prefloop.loop.submit_feedback` for a task named by the
+request): the feedback, its rewards and the bandit's state change in the caller's
 transaction together with the lease and the item, so a failure keeps none of them. The lease's
 id is the events' idempotency key: a double submission stores one event.
 
@@ -52,8 +53,8 @@ from prefloop.feedback.events import (
 )
 from prefloop.serve import ops
 from prefloop.serve.catalog import Catalog
-from prefloop.store import Generation, LabelItem, LabelLease, Task, TaskSettings
-from prefloop.store.models import utcnow
+from prefloop.store import Generation, Task
+from prefloop.store.models import LabelItem, LabelLease, TaskSettings, utcnow
 
 __all__ = [
     "ITEM_KINDS",
