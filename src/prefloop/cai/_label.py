@@ -4,7 +4,7 @@
 input fields, as :func:`prefloop.feedback.rating_pairs` pairs them), has the judge compare each
 pair under a principle drawn at random (:mod:`prefloop.cai._compare`) and records every verdict
 as a pairwise event with source ``judge`` through the service's feedback path
-(:func:`prefloop.serve.ops.submit_feedback`), all in one transaction once the judge has
+(:func:`prefloop.loop.submit_feedback`), all in one transaction once the judge has
 finished: a run that fails or is interrupted stores nothing. Model-made feedback stays out of
 the human exports and of reward-model training unless they are asked for it
 (:data:`prefloop.feedback.HUMAN_SOURCES`).
@@ -143,7 +143,8 @@ def _candidates(store: Store, task_name: str, prefix: str) -> list[_Candidate]:
     """Pairs of successful outputs of the same prompt and input, with different texts, that
     have no verdict whose author starts with ``prefix``: the first pair of each input, then
     the second of each, and so on (so a limit covers many inputs)."""
-    from prefloop.feedback import EDIT_MODEL, prompt_text
+    from prefloop.feedback import EDIT_MODEL
+    from prefloop.feedback.datasets import prompt_text
     from prefloop.store.models import Feedback, Generation
     from prefloop.store.repo import get_task
 
@@ -238,10 +239,12 @@ def label_task(
     if comparisons.stats.judged == 0:
         raise LLMError(no_verdict_message(comparisons.stats, backend.name, stored=True))
     from prefloop.feedback import PairwiseEvent
-    from prefloop.serve.ops import submit_feedback
+    from prefloop.loop import submit_feedback
+    from prefloop.store.repo import get_task
 
     judged: list[JudgedPair] = []
     with store.session() as session:  # every verdict, or none
+        task_row = get_task(session, task)
         for candidate, principle, verdict in zip(
             chosen, principles, comparisons.verdicts, strict=True
         ):
@@ -250,7 +253,7 @@ def label_task(
             author = _author(cfg.author, constitution.name, principle.id)
             recorded = submit_feedback(
                 session,
-                task,
+                task_row,
                 PairwiseEvent(
                     a=candidate.a,
                     b=candidate.b,
