@@ -115,6 +115,13 @@ def served(tmp_path: Path) -> Iterator[Served]:
         store.close()
 
 
+def _context(browser: Any, **options: Any) -> Any:
+    """A browser context whose waits allow for a loaded CI machine (90 s, not Playwright's 30)."""
+    context = browser.new_context(**options)
+    context.set_default_timeout(90_000)
+    return context
+
+
 def _shot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
@@ -169,7 +176,7 @@ def vars_of(settings: queue.QueueSettings) -> dict[str, Any]:
 def test_a_labeler_rates_compares_ranks_and_edits_by_keyboard(browser: Any, served: Served) -> None:
     generations = seed_task(served.store, inputs=6, per_input=3)
     _set(served.store, "diary", strategy="oldest")
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    context = _context(browser, viewport={"width": 1100, "height": 900})
     page = context.new_page()
     page.goto(served.url + "/app/label/diary/rate")
     page.wait_for_url("**/app/login?m=missing")
@@ -249,7 +256,7 @@ def test_a_labeler_rates_compares_ranks_and_edits_by_keyboard(browser: Any, serv
     assert stored == recomputed
 
     # the dashboard, as an admin, and at phone width
-    admin = browser.new_context(viewport={"width": 390, "height": 844})
+    admin = _context(browser, viewport={"width": 390, "height": 844})
     board = _sign_in(admin, served, "boss")
     board.goto(served.url + "/app/tasks/diary")
     board.wait_for_selector("#verdict")
@@ -276,7 +283,7 @@ def test_overlap_two_labelers_share_an_item_and_a_third_gets_the_next(
 ) -> None:
     seed_task(served.store, inputs=2, per_input=2)
     _set(served.store, "diary", overlap=2, strategy="oldest")
-    first, second = browser.new_context(), browser.new_context()
+    first, second = _context(browser), _context(browser)
     ana, ben = _sign_in(first, served, "ana"), _sign_in(second, served, "ben")
     ana.goto(served.url + "/app/label/diary/rate")
     ben.goto(served.url + "/app/label/diary/rate")
@@ -291,7 +298,7 @@ def test_overlap_two_labelers_share_an_item_and_a_third_gets_the_next(
     with served.store.session(readonly=True) as session:
         closed = session.scalars(select(LabelItem).where(LabelItem.status == "closed")).all()
         assert len(closed) == 1 and closed[0].done == 2
-    third = browser.new_context()
+    third = _context(browser)
     boss = _sign_in(third, served, "boss")
     boss.goto(served.url + "/app/label/diary/rate")
     assert boss.inner_text("#output-0") != shown_to_ana  # the closed item is offered no more
@@ -313,7 +320,7 @@ def test_untrusted_text_never_runs(browser: Any, served: Served) -> None:
         "diary",
         guidelines="Be kind <script>window.__xss=3</script> [link](javascript:alert(4))",
     )
-    context = browser.new_context()
+    context = _context(browser)
     dialogs: list[str] = []
     console: list[str] = []
     page = _sign_in(context, served, "boss")
@@ -342,7 +349,7 @@ def test_untrusted_text_never_runs(browser: Any, served: Served) -> None:
 def test_no_serious_accessibility_violation(browser: Any, served: Served, axe_source: str) -> None:
     seed_task(served.store, inputs=3, per_input=3)
     # axe is injected by the test, so this context lets it past the app's CSP
-    context = browser.new_context(bypass_csp=True)
+    context = _context(browser, bypass_csp=True)
     page = context.new_page()
     found: dict[str, list[str]] = {}
 
