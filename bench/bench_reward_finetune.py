@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from _pairs import DATA, TARGET_ACCURACY, accuracy, sigmoid
-from prefloop.reward.base import PairData, TruncationWarning, load_pair_data
+from prefloop.reward import PairData, TruncationWarning, load_pair_data
 from prefloop.reward.evaluate import (
     bootstrap_intervals,
     length_model_probabilities,

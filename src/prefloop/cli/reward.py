@@ -26,7 +26,8 @@ from prefloop.cli._output import JsonOption, console, err_console, print_json
 from prefloop.errors import ImportFileError, InvalidInputError
 
 if TYPE_CHECKING:
-    from prefloop.reward.base import PairData, RatingData, RewardModel
+    from prefloop.reward._data import PairData, RatingData
+    from prefloop.reward._model import RewardModel
 
 __all__ = ["register"]
 
@@ -337,7 +338,7 @@ class _ModelChoice:
 def _model_factory(choice: _ModelChoice) -> Callable[[], RewardModel]:
     """A maker of fresh, unfitted models: the scikit-learn rating models and Bradley–Terry by
     their specs, any other model by its registered name (checked for the right kind)."""
-    from prefloop.reward.base import model_class
+    from prefloop.reward._classes import model_class
     from prefloop.reward.judge import JudgeConfig
     from prefloop.reward.pairwise import BradleyTerryConfig, BradleyTerryModel
     from prefloop.reward.rating import (
@@ -413,7 +414,7 @@ def _slug(path: Path | None, task: str | None) -> str:
 
 def _clean(obj: Any) -> Any:
     """JSON-safe: NaN/inf (an undefined correlation) become null, numpy scalars plain numbers."""
-    from prefloop.reward.base import to_jsonable
+    from prefloop.reward._manifest import to_jsonable
 
     return to_jsonable(obj)
 
@@ -709,7 +710,7 @@ def fit(
     --out must be new or empty; --force replaces a reward model saved there before. A failed
     fit leaves no folder behind (files are written under a temporary name, renamed at the end).
     """
-    from prefloop.reward.base import check_model_target
+    from prefloop.reward._manifest import check_model_target
 
     check_model_target(out, overwrite=force)  # before any long work
     existed = out.exists()
@@ -1049,7 +1050,7 @@ def distill(
     learns its labels and is saved to --out. Items the teacher could not label (a failed judge
     call) are left out and counted, never scored 0."""
     from prefloop.reward import DistillConfig, LLMJudge, distill_from_files, load_reward_model
-    from prefloop.reward.base import check_model_target
+    from prefloop.reward._manifest import check_model_target
 
     check_model_target(out, overwrite=force)
     config = DistillConfig(test_fraction=test_fraction, seed=seed, refit_on_all=refit)

@@ -15,30 +15,21 @@ Every model saves to a folder with a ``prefloop-reward.json`` manifest and loads
 :func:`load_reward_model`.
 """
 
-from prefloop.reward.base import (
+from prefloop.reward._classes import model_class, register_model, registered_models
+from prefloop.reward._data import Kind, PairData, RatingData
+from prefloop.reward._featurizer import Featurizer, TruncationWarning
+from prefloop.reward._loaders import load_pair_data, load_rating_data
+from prefloop.reward._manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
-    Featurizer,
     IncompatibleModelError,
-    Kind,
     ModelInfo,
-    PairData,
-    ProgressCallback,
-    RatingData,
-    RewardModel,
     TrainSummary,
-    TruncationWarning,
     library_versions,
-    load_pair_data,
-    load_rating_data,
-    load_reward_model,
-    model_class,
-    pair_data_from_store,
-    rating_data_from_store,
     read_model_info,
-    register_model,
-    registered_models,
 )
+from prefloop.reward._model import ProgressCallback, RewardModel, load_reward_model
+from prefloop.reward._store_data import pair_data_from_store, rating_data_from_store
 from prefloop.reward.distill import (
     Agreement,
     DistillConfig,

@@ -27,17 +27,10 @@ from scipy.stats import spearmanr
 
 from prefloop.errors import ImportFileError, InvalidInputError
 from prefloop.io.readers import iter_json_lines
-from prefloop.reward.base import (
-    Array,
-    PairData,
-    ProgressCallback,
-    RatingData,
-    RewardModel,
-    load_pair_data,
-    load_rating_data,
-    load_reward_model,
-    read_model_info,
-)
+from prefloop.reward._data import Array, PairData, RatingData
+from prefloop.reward._loaders import load_pair_data, load_rating_data
+from prefloop.reward._manifest import read_model_info
+from prefloop.reward._model import ProgressCallback, RewardModel, load_reward_model
 
 __all__ = [
     "Agreement",

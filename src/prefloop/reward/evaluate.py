@@ -35,13 +35,8 @@ from numpy.typing import NDArray
 from scipy.stats import kendalltau, pearsonr, spearmanr
 
 from prefloop.errors import InvalidInputError
-from prefloop.reward.base import (
-    Array,
-    PairData,
-    ProgressCallback,
-    RatingData,
-    RewardModel,
-)
+from prefloop.reward._data import Array, PairData, RatingData
+from prefloop.reward._model import ProgressCallback, RewardModel
 
 __all__ = [
     "CVResult",

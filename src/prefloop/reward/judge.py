@@ -35,7 +35,9 @@ from prefloop.llm.base import (
     LLMRequestError,
     Message,
 )
-from prefloop.reward.base import Array, ProgressCallback, RatingData, RewardModel, register_model
+from prefloop.reward._classes import register_model
+from prefloop.reward._data import Array, RatingData
+from prefloop.reward._model import ProgressCallback, RewardModel
 
 if TYPE_CHECKING:
     from collections.abc import Callable

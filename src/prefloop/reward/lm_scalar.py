@@ -22,15 +22,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from prefloop.io.readers import hh_messages
-from prefloop.reward.base import (
-    MANIFEST_NAME,
-    Array,
-    PairData,
-    ProgressCallback,
-    RewardModel,
-    TrainSummary,
-    register_model,
-)
+from prefloop.reward._classes import register_model
+from prefloop.reward._data import Array, PairData
+from prefloop.reward._manifest import MANIFEST_NAME, TrainSummary
+from prefloop.reward._model import ProgressCallback, RewardModel
 
 __all__ = ["ScalarHeadConfig", "ScalarHeadRewardModel", "save_scalar_reward_model"]
 

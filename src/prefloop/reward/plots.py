@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from prefloop.reward.base import Array, PairData
+from prefloop.reward._data import Array, PairData
 
 __all__ = ["plot_pairs", "plot_ratings"]
 

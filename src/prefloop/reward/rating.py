@@ -37,14 +37,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from prefloop.errors import InvalidInputError
-from prefloop.reward.base import (
-    Array,
-    Featurizer,
-    ProgressCallback,
-    RatingData,
-    RewardModel,
-    register_model,
-)
+from prefloop.reward._classes import register_model
+from prefloop.reward._data import Array, RatingData
+from prefloop.reward._featurizer import Featurizer
+from prefloop.reward._model import ProgressCallback, RewardModel
 from prefloop.reward.featurizers import Concat, build_featurizer
 
 __all__ = [
