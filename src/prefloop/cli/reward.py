@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from prefloop._files import as_if_created
+from prefloop._files import atomic_path, move_into_place, write_atomic
 from prefloop.cli._output import JsonOption, console, err_console, print_json
 from prefloop.errors import ImportFileError, InvalidInputError
 
@@ -420,17 +419,8 @@ def _clean(obj: Any) -> Any:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    obj = _clean(obj)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, ensure_ascii=False, indent=2, default=str)
-            handle.write("\n")
-        os.replace(as_if_created(tmp), path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(_clean(obj), ensure_ascii=False, indent=2, default=str)
+    write_atomic(path, text + "\n")
 
 
 def _plot(kind: str, data: Any, figures: dict[str, Any], png: Path, title: str) -> Path:
@@ -647,7 +637,7 @@ def _save_model(
             extras = [png_path, json_path]
         saved = model.save(out, overwrite=force)
         for path in extras:
-            os.replace(staging / path.name, path)
+            move_into_place(staging / path.name, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [saved, *extras]
@@ -969,22 +959,15 @@ def predict(
         with _progress() as progress:
             raw = _score_all(fitted, texts, prompts, progress)
         unit = fitted.to_unit(raw)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                start = 0
-                for item in items:
-                    stop = start + len(item.texts)
-                    row = _with_rewards(
-                        item, _json_numbers(raw[start:stop]), _json_numbers(unit[start:stop])
-                    )
-                    handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-                    start = stop
-            os.replace(as_if_created(tmp), output)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(output) as temporary, temporary.open("w", encoding="utf-8") as handle:
+            start = 0
+            for item in items:
+                stop = start + len(item.texts)
+                row = _with_rewards(
+                    item, _json_numbers(raw[start:stop]), _json_numbers(unit[start:stop])
+                )
+                handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+                start = stop
     unscored = int(np.sum(~np.isfinite(raw)))
     _warn_judge_failures(fitted)
     err_console.print(

@@ -20,8 +20,6 @@ names filled by :func:`register_model`.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -32,7 +30,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from prefloop._files import as_if_created, publish_folder
+from prefloop._files import publish_folder, staging_folder
 from prefloop.errors import InvalidInputError
 from prefloop.reward._classes import _BASE_NAME, _model_class
 from prefloop.reward._data import Array, Kind, PairData, RatingData
@@ -191,15 +189,10 @@ class RewardModel(ABC):
             raise InvalidInputError(f"cannot save an unfitted {self.name} model; fit it first")
         target = Path(folder)
         check_model_target(target, overwrite=overwrite)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = as_if_created(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        with staging_folder(target) as staging:
             self._save_files(staging)
             write_manifest(staging, self.info())
             publish_folder(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return target
 
     @classmethod

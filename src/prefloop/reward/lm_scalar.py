@@ -13,7 +13,6 @@ over the base named in the config, or a whole model.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 from prefloop.io.readers import hh_messages
 from prefloop.reward._classes import register_model
 from prefloop.reward._data import Array, PairData
-from prefloop.reward._manifest import MANIFEST_NAME, TrainSummary
+from prefloop.reward._manifest import TrainSummary, write_manifest
 from prefloop.reward._model import ProgressCallback, RewardModel
 
 __all__ = ["ScalarHeadConfig", "ScalarHeadRewardModel", "save_scalar_reward_model"]
@@ -172,7 +171,4 @@ def save_scalar_reward_model(
         }
     }
     reward._save_files(folder)
-    manifest = reward.info().to_json()
-    (folder / MANIFEST_NAME).write_text(
-        json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-    )
+    write_manifest(folder, reward.info())
