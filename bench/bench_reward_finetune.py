@@ -319,7 +319,7 @@ def main() -> None:
         np.concatenate([r["p_shorter"] for r in results]),
         np.concatenate([r["p_length"] for r in results]),
         seed=args.seed,
-    )
+    ).to_json()
     figures = [r["figures"] for r in results]
     full_training = None
     if args.fit_all:

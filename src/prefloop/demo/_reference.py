@@ -214,9 +214,9 @@ def reference_pools(
         report = oof.report
         about |= {
             "model": model,
-            "cv_mse": report["mse"],
-            "baseline_mse": report["baseline"]["mse"],  # type: ignore[index]
-            "beats_baseline": report["vs_baseline"]["beats_baseline"],  # type: ignore[index]
+            "cv_mse": report.mse,
+            "baseline_mse": report.baseline.mse,
+            "beats_baseline": report.vs_baseline.beats_baseline,
             "agreement_with_ratings": float(np.mean(ratings == data.ratings)),
         }
     by_arm: dict[int, list[float]] = {}

@@ -15,20 +15,45 @@ Every model saves to a folder with a ``prefloop-reward.json`` manifest and loads
 :func:`load_reward_model`.
 """
 
-from prefloop.reward._classes import model_class, register_model, registered_models
-from prefloop.reward._data import Kind, PairData, RatingData
+from prefloop.reward._classes import (
+    ModelSpec,
+    make_reward_model,
+    model_class,
+    register_model,
+    registered_models,
+)
+from prefloop.reward._data import FoldGrouping, Kind, PairData, RatingData
 from prefloop.reward._featurizer import Featurizer, TruncationWarning
-from prefloop.reward._loaders import load_pair_data, load_rating_data
+from prefloop.reward._loaders import data_kind, load_pair_data, load_rating_data
 from prefloop.reward._manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     IncompatibleModelError,
     ModelInfo,
     TrainSummary,
+    check_model_target,
     library_versions,
     read_model_info,
 )
 from prefloop.reward._model import ProgressCallback, RewardModel, load_reward_model
+from prefloop.reward._reports import (
+    BaselineGain,
+    CandidateScore,
+    CrossValidation,
+    PairBaselines,
+    PairReport,
+    RatingBaselines,
+    RatingReport,
+    Resampled,
+    WithinInput,
+)
+from prefloop.reward._runs import (
+    Evaluation,
+    SpecCrossValidation,
+    cross_validate_spec,
+    evaluate_model,
+    score_in_chunks,
+)
 from prefloop.reward._store_data import pair_data_from_store, rating_data_from_store
 from prefloop.reward.distill import (
     Agreement,
@@ -55,15 +80,20 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "Agreement",
+    "BaselineGain",
     "BradleyTerryConfig",
     "BradleyTerryModel",
     "CVResult",
+    "CandidateScore",
     "Concat",
+    "CrossValidation",
     "DistillConfig",
     "DistillReport",
+    "Evaluation",
     "Featurizer",
     "FinetuneConfig",
     "FinetunedRewardModel",
+    "FoldGrouping",
     "IncompatibleModelError",
     "JudgeConfig",
     "JudgeExample",
@@ -72,22 +102,34 @@ __all__ = [
     "Kind",
     "LLMJudge",
     "ModelInfo",
+    "ModelSpec",
+    "PairBaselines",
     "PairData",
+    "PairReport",
     "ProgressCallback",
+    "RatingBaselines",
     "RatingData",
     "RatingModelConfig",
+    "RatingReport",
+    "Resampled",
     "RewardModel",
     "SentenceEmbedding",
     "SklearnRatingModel",
+    "SpecCrossValidation",
     "TextStats",
     "TrainSummary",
     "TrainingLog",
     "TruncationWarning",
+    "WithinInput",
     "build_featurizer",
+    "check_model_target",
     "cross_validate",
+    "cross_validate_spec",
+    "data_kind",
     "distill_from_files",
     "distill_pairs",
     "distill_ratings",
+    "evaluate_model",
     "evaluate_pairs",
     "evaluate_ratings",
     "library_versions",
@@ -95,10 +137,12 @@ __all__ = [
     "load_rating_data",
     "load_reward_model",
     "make_folds",
+    "make_reward_model",
     "model_class",
     "pair_data_from_store",
     "rating_data_from_store",
     "read_model_info",
     "register_model",
     "registered_models",
+    "score_in_chunks",
 ]

@@ -16,13 +16,27 @@ from prefloop.errors import InvalidInputError
 from prefloop.io import PairRecord, RatingRecord
 from prefloop.store.models import DEFAULT_SCALE
 
-__all__ = ["KINDS", "Array", "Kind", "PairData", "RatingData", "infer_scale", "input_key"]
+__all__ = [
+    "FOLD_GROUPINGS",
+    "KINDS",
+    "Array",
+    "FoldGrouping",
+    "Kind",
+    "PairData",
+    "RatingData",
+    "infer_scale",
+    "input_key",
+]
 
 Kind = Literal["rating", "pairwise"]
 """``rating``: learns a number on the task's scale; ``pairwise``: learns from preferences."""
 KINDS: tuple[Kind, ...] = ("rating", "pairwise")
 
 Array = NDArray[np.float64]
+
+FoldGrouping = Literal["text", "input"]
+"""What folds keep together of rated texts: copies of a text, or every draft of one input."""
+FOLD_GROUPINGS: tuple[FoldGrouping, ...] = ("text", "input")
 
 
 def _sha256(payload: Any) -> str:

@@ -8,9 +8,9 @@ from pathlib import Path
 from prefloop.errors import ImportFileError, InvalidInputError
 from prefloop.io import iter_pairs, iter_rankings, iter_ratings
 from prefloop.io.readers import iter_json_lines
-from prefloop.reward._data import PairData, RatingData
+from prefloop.reward._data import Kind, PairData, RatingData
 
-__all__ = ["load_pair_data", "load_rating_data"]
+__all__ = ["data_kind", "load_pair_data", "load_rating_data"]
 
 
 def _detect_format(path: Path) -> str:
@@ -31,6 +31,12 @@ def _detect_format(path: Path) -> str:
             '"responses"+"ranking"',
         )
     raise InvalidInputError(f"{path} is empty: it holds no ratings, pairs or rankings")
+
+
+def data_kind(path: str | Path) -> Kind:
+    """The kind of model a JSONL file trains, from its first line's keys: ``pairwise`` for pairs
+    or rankings, ``rating`` for rated texts."""
+    return "rating" if _detect_format(Path(path)) == "ratings" else "pairwise"
 
 
 def load_rating_data(path: str | Path, scale: Sequence[float] | None = None) -> RatingData:

@@ -23,16 +23,16 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import fields, is_dataclass
+from dataclasses import fields, is_dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 
 from prefloop._files import publish_folder, staging_folder
 from prefloop.errors import InvalidInputError
-from prefloop.reward._classes import _BASE_NAME, _model_class
+from prefloop.reward._classes import _BASE_NAME, ModelSpec, _model_class
 from prefloop.reward._data import Array, Kind, PairData, RatingData
 from prefloop.reward._manifest import (
     IncompatibleModelError,
@@ -45,10 +45,20 @@ from prefloop.reward._manifest import (
     write_manifest,
 )
 
-__all__ = ["ProgressCallback", "RewardModel", "load_reward_model"]
+__all__ = ["ModelConfig", "ProgressCallback", "RewardModel", "load_reward_model"]
 
 ProgressCallback = Callable[[str, int, int], None]
 """``progress(what, done, total)``: called during long work (embedding, CV folds)."""
+
+
+class ModelConfig(Protocol):
+    """What every reward model's settings are: a frozen dataclass whose ``seed`` is the one
+    seed of everything random in the model (:func:`make_reward_model` sets it)."""
+
+    __dataclass_fields__: ClassVar[dict[str, Any]]
+
+    @property
+    def seed(self) -> int: ...
 
 
 class RewardModel(ABC):
@@ -63,11 +73,12 @@ class RewardModel(ABC):
     name: ClassVar[str] = _BASE_NAME
     kind: ClassVar[Kind]
     config_type: ClassVar[type[Any]]
+    """The class of ``config``: a :class:`ModelConfig`."""
     extra_versions: ClassVar[tuple[str, ...]] = ()
     """Distributions whose versions go into the manifest besides the defaults (e.g. torch)."""
 
-    def __init__(self, config: Any | None = None) -> None:
-        self.config = config if config is not None else self.config_type()
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        self.config: ModelConfig = config if config is not None else self.config_type()
         self.train_: TrainSummary | None = None
         self.metrics: dict[str, Any] = {}
 
@@ -87,6 +98,14 @@ class RewardModel(ABC):
     @abstractmethod
     def _load_files(self, folder: Path) -> None:
         """Read what ``_save_files`` wrote; ``self.config`` is already set."""
+
+    @classmethod
+    def config_for(cls, spec: ModelSpec) -> ModelConfig:
+        """The settings :func:`make_reward_model` gives this class for ``spec`` (a registered
+        name): the defaults with ``spec.seed``. A class that reads more of the spec (a judge:
+        the task's rubric) extends it."""
+        config: ModelConfig = replace(cls.config_type(), seed=spec.seed)
+        return config
 
     # ---- public API --------------------------------------------------------------------------
     @property

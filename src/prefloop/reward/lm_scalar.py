@@ -60,6 +60,8 @@ class ScalarHeadRewardModel(RewardModel):
     config_type: ClassVar[type[Any]] = ScalarHeadConfig
     extra_versions: ClassVar[tuple[str, ...]] = ("torch", "transformers", "peft", "trl")
 
+    config: ScalarHeadConfig
+
     def __init__(self, config: ScalarHeadConfig | None = None) -> None:
         super().__init__(config)
         self.model_: Any = None
