@@ -29,7 +29,6 @@ _BUILTIN_MODULES: dict[str, str] = {
     "llm-judge": "prefloop.reward.judge",
     "lm-scalar": "prefloop.reward.lm_scalar",
 }
-_LIGHT_MODULES = ("prefloop.reward.rating", "prefloop.reward.pairwise")
 
 M = TypeVar("M", bound="type[RewardModel]")
 
@@ -47,9 +46,10 @@ def register_model(cls: M) -> M:
 
 
 def registered_models() -> dict[str, type[RewardModel]]:
-    """Registry name → class, for the classes imported so far and the light built-ins (the
-    scikit-learn models; the torch-based ones appear once imported, see :func:`model_class`)."""
-    for module in _LIGHT_MODULES:
+    """Registry name → class: every built-in class and any other registered so far. (Importing
+    the built-in modules is cheap: torch and transformers load only when a model trains or
+    loads.)"""
+    for module in _BUILTIN_MODULES.values():
         importlib.import_module(module)
     return dict(_REGISTRY)
 
