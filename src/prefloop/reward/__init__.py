@@ -1,5 +1,7 @@
 """Reward models learned from feedback.
 
+* :func:`make_reward_model` — a fresh model from a :class:`ModelSpec` (``auto``,
+  ``ridge:stats``, ``bradley-terry:use``, a registered name), seeded by its one ``seed``;
 * :class:`SklearnRatingModel` — featurizers + a scikit-learn regressor for ratings;
 * :class:`BradleyTerryModel` — a pairwise Bradley–Terry model on frozen features;
 * :class:`FinetunedRewardModel` — a transformer with a scalar head trained on pairs (torch and
@@ -8,7 +10,10 @@
 * :func:`distill_ratings` / :func:`distill_pairs` — a cheap student learns an expensive
   teacher's labels;
 * :mod:`prefloop.reward.evaluate` — metrics with bootstrap intervals next to baselines, and
-  cross-validation on folds shared by every model compared;
+  cross-validation on folds shared by every model compared; the reports are typed
+  (:class:`RatingReport`, :class:`PairReport`, each with ``to_json()``);
+* :func:`evaluate_model` / :func:`cross_validate_spec` — what ``prefloop reward eval`` and
+  ``cv`` run: a fitted model on a data set, a spec next to ``auto``'s candidates;
 * :mod:`prefloop.reward.registry` — the store's ``reward_models`` table and saved folders.
 
 Every model saves to a folder with a ``prefloop-reward.json`` manifest and loads back with

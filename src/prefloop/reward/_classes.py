@@ -147,14 +147,16 @@ def make_reward_model(spec: ModelSpec) -> RewardModel:
         return BradleyTerryModel(pairwise)
     if name in REGRESSORS:
         raise InvalidInputError(
-            f"model {spec.model!r} is a rating regressor; a pairwise model is auto, "
+            f"--model {spec.model} is a rating regressor; a pairwise model is auto, "
             "bradley-terry[:FEATURES] or a registered pairwise model (finetuned-transformer)"
         )
     cls = model_class(name)
     if cls.kind != spec.kind:
         raise InvalidInputError(
-            f"model {spec.model!r} is a {cls.kind} model, not a {spec.kind} one"
+            f"--model {spec.model} is a {cls.kind} model, not a {spec.kind} one"
         )
     if features:
-        raise InvalidInputError(f"model {spec.model!r}: {name} takes no :FEATURES; give {name}")
+        raise InvalidInputError(
+            f"--model {spec.model}: {name} takes no :FEATURES; give just {name}"
+        )
     return cls(cls.config_for(spec))
