@@ -253,9 +253,13 @@ def _check_group_by(group_by: str, kind: Kind) -> FoldGrouping:
 def _parse_candidates(text: str | None) -> tuple[str, ...] | None:
     if text is None:
         return None
+    from prefloop.reward.rating import parse_candidate
+
     specs = tuple(c.strip() for c in text.split(",") if c.strip())
     if not specs:
         raise InvalidInputError("--candidates needs at least one REGRESSOR:FEATURES entry")
+    for spec in specs:
+        parse_candidate(spec)
     return specs
 
 
