@@ -47,7 +47,8 @@ EARLY = 200
 
 
 def selection_specs() -> dict[str, dict[str, Any]]:
-    """The specs besides the bench's on which the default was chosen (docs/bandit.md)."""
+    """The specs besides the bench's on which the default was chosen
+    (docs/experiments/bandit-default-policy.md)."""
     rng = np.random.default_rng(123)
     ten = rng.dirichlet(np.ones(5), size=10)
     ten /= ten.sum(1, keepdims=True)

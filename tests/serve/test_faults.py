@@ -1,7 +1,8 @@
 """Faults the service survives: a database that turns read-only, fills its disk or restarts
 under load; an LLM backend that stalls; a key revoked while in use; /metrics behind a key.
 
-Each test prints the figure docs/serve.md quotes (run with ``-s`` to see them).
+Each test prints the figure docs/experiments/service-performance.md records (run with ``-s`` to
+see them).
 """
 
 from __future__ import annotations

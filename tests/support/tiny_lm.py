@@ -10,8 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_tiny_llama(folder: Path, *, seed: int = 0, layers: int = 2) -> Path:
-    """Write the tiny model and SmolLM2's tokenizer into ``folder`` (save_pretrained format)."""
+def build_tiny_llama(
+    folder: Path, *, seed: int = 0, layers: int = 2, init_std: float = 0.02
+) -> Path:
+    """Write the tiny model and SmolLM2's tokenizer into ``folder`` (save_pretrained format).
+
+    ``init_std`` is the spread of the random weights: the default gives a nearly uniform
+    next-token distribution; about 1 gives a peaked one, whose likely tokens a few steps of
+    reinforcement learning can visibly move."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -30,6 +36,7 @@ def build_tiny_llama(folder: Path, *, seed: int = 0, layers: int = 2) -> Path:
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
         tie_word_embeddings=True,
+        initializer_range=init_std,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)

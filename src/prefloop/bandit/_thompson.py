@@ -160,4 +160,5 @@ DEFAULT_CONFIG = ThompsonConfig(prior=JEFFREYS_PRIOR, epsilon=0.25, optimistic=T
 """prefloop's ``default`` policy: ε-exploring optimistic multinomial Thompson sampling with an
 IMED safety net. Jeffreys prior; each arm's value is max(posterior draw, posterior mean) a
 quarter of the time and its mean reward otherwise; an arm IMED finds overdue by a margin of 2
-is played first. Chosen by regret over four specs at T = 200 and 2000 (see docs/bandit.md)."""
+is played first. Chosen by regret over four specs at T = 200 and 2000 (see
+docs/experiments/bandit-default-policy.md)."""

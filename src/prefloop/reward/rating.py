@@ -102,7 +102,8 @@ class RatingModelConfig:
     """Folds of the model-selection CV inside the training data."""
     one_standard_error: bool = False
     """Choose the cheapest candidate within one standard error of the best inner-CV MSE
-    instead of the best one (more conservative; on the diary data it cost 0.005 MSE)."""
+    instead of the best one (more conservative; it cost accuracy on the diary data:
+    docs/experiments/reward-diary-ratings.md)."""
     balance_levels: bool = False
     """Up-weight rare rating levels (weights ∝ 1 / count of the level) when fitting."""
     group_by: InnerGrouping = "auto"

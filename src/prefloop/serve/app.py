@@ -41,8 +41,8 @@ log = logging.getLogger("prefloop.serve")
 T = TypeVar("T")
 
 POSTGRES_WRITE_THREADS = 4
-"""Default ``write_threads`` on PostgreSQL (measured: +35% requests/s, -20% CPU per request
-against FastAPI's 40 threads, 64 clients; on SQLite no difference was measurable)."""
+"""Default ``write_threads`` on PostgreSQL: more requests per second for less CPU than
+FastAPI's 40 threads (docs/experiments/service-performance.md)."""
 
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock (PostgreSQL)
 

@@ -3,10 +3,11 @@
 ``POST /v1/select``, ``POST /v1/generations/{id}/output`` and ``POST /v1/feedback`` are nearly
 all of a busy service's requests. Their database work on the raw hot path
 (:mod:`prefloop.serve.hotpath`) costs less CPU than FastAPI's handling of the request around it
-(routing, dependency solving, body and response handling: about 70% of the event loop's time
-in a profile of ``bench/bench_service.py``). :class:`FastLane` answers the common case itself:
-a JSON body that validates against the route's schema, a key already known to the server with
-the right role, and a request the hot path handles. It runs the same code as the routes
+(routing, dependency solving, body and response handling: most of the event loop's time in a
+profile of ``bench/bench_service.py``, docs/experiments/service-performance.md).
+:class:`FastLane` answers the common case itself: a JSON body that validates against the
+route's schema, a key already known to the server with the right role, and a request the hot
+path handles. It runs the same code as the routes
 (:func:`~prefloop.serve.routes.select_job`, :func:`~prefloop.serve.routes.output_job`,
 :func:`~prefloop.serve.routes.feedback_job`) under the same retry rules; their transactions
 are batched (group commit, :mod:`prefloop.serve.batching`; ``PREFLOOP_BATCH_WRITES``).

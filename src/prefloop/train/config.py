@@ -15,8 +15,13 @@ from prefloop.errors import InvalidInputError
 __all__ = [
     "DPO_LOSSES",
     "METHODS",
+    "ONLINE_METHODS",
     "DPOConfig",
+    "GRPOConfig",
     "KTOConfig",
+    "OnlineConfig",
+    "PPOConfig",
+    "RLOOConfig",
     "RRHFConfig",
     "RewardConfig",
     "SFTConfig",
@@ -24,8 +29,9 @@ __all__ = [
     "config_for",
 ]
 
-Method = Literal["sft", "reward", "dpo", "kto", "rrhf"]
-METHODS: tuple[str, ...] = ("sft", "reward", "dpo", "kto", "rrhf")
+Method = Literal["sft", "reward", "dpo", "kto", "rrhf", "ppo", "rloo", "grpo"]
+ONLINE_METHODS: tuple[str, ...] = ("ppo", "rloo", "grpo")
+METHODS: tuple[str, ...] = ("sft", "reward", "dpo", "kto", "rrhf", *ONLINE_METHODS)
 DPOLoss = Literal["dpo", "ipo", "hinge", "slic", "robust"]
 DPO_LOSSES: tuple[str, ...] = ("dpo", "ipo", "hinge", "slic", "robust")
 
@@ -232,6 +238,130 @@ class RRHFConfig(TrainConfig):
             raise InvalidInputError(f"sft_weight must be ≥ 0, got {self.sft_weight}")
 
 
+@dataclass(frozen=True)
+class OnlineConfig(TrainConfig):
+    """What the online methods share: the policy generates replies to prompts, a reward
+    function scores them, and the policy moves towards higher reward while a KL penalty keeps it
+    near its reference, maximising E[r(x, y)] − β·KL(π_θ(·|x) ‖ π_ref(·|x))."""
+
+    learning_rate: float = 1e-5
+    max_steps: int | None = 20
+    """Rollout-and-update rounds (each: batch_size prompts, generation, scoring, updates)."""
+    batch_size: int = 8
+    """Prompts per step."""
+    max_length: int = 192
+    """Longest prompt, in tokens; longer prompts are left out (and counted)."""
+    max_new_tokens: int = 48
+    """Longest reply, in tokens."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts (1.0: the policy's own distribution, which the KL
+    estimate assumes)."""
+    kl_coef: float = 0.05
+    """β, the weight of the KL penalty; the starting value when target_kl is set."""
+    target_kl: float | None = None
+    """Hold the KL near this with the adaptive controller of Ziegler et al. (2019); ``None``
+    keeps β fixed."""
+    kl_adapt_rate: float = 0.1
+    """K_β of the controller: β ← β·(1 + K_β·clip((KL − target) / target, −0.2, 0.2))."""
+    kl_budget: float | None = None
+    """Stop the run when the KL of a step exceeds this; the policy of the last step within the
+    budget is saved. ``None``: no budget."""
+    reward_clip: float | None = None
+    """Clip each reply's score to [−reward_clip, reward_clip] before the update."""
+    length_penalty: float = 0.0
+    """Subtract length_penalty × (reply tokens / max_new_tokens) from each score."""
+    missing_eos_penalty: float = 1.0
+    """Subtract this from the score of a reply that never ended within max_new_tokens."""
+    heldout_every: int = 1
+    """Score the rollouts with the held-out scorer every this many steps."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.kl_coef < 0:
+            raise InvalidInputError(
+                f"kl_coef (β) must be ≥ 0, got {self.kl_coef}; 0 turns the KL penalty off"
+            )
+        for name in ("target_kl", "kl_budget", "reward_clip"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise InvalidInputError(f"{name} must be above 0 (or unset), got {value}")
+        if self.target_kl is not None and self.kl_coef == 0:
+            raise InvalidInputError(
+                "target_kl adapts β multiplicatively and cannot move it from 0; "
+                "give --kl-coef above 0 with --target-kl"
+            )
+        if not 0 < self.kl_adapt_rate <= 1:
+            raise InvalidInputError(f"kl_adapt_rate must lie in (0, 1], got {self.kl_adapt_rate}")
+        if self.max_new_tokens < 1:
+            raise InvalidInputError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not self.temperature > 0:
+            raise InvalidInputError(f"temperature must be above 0, got {self.temperature}")
+        if self.length_penalty < 0 or self.missing_eos_penalty < 0:
+            raise InvalidInputError("length_penalty and missing_eos_penalty must be ≥ 0")
+        if self.heldout_every < 1:
+            raise InvalidInputError(f"heldout_every must be at least 1, got {self.heldout_every}")
+
+
+@dataclass(frozen=True)
+class PPOConfig(OnlineConfig):
+    """PPO with a KL penalty to the reference (Schulman et al. 2017; Ziegler et al. 2019), as
+    InstructGPT trained it: a value head, GAE, clipped surrogate and value losses."""
+
+    method: ClassVar[str] = "ppo"
+    ppo_epochs: int = 2
+    """Passes over each step's rollouts."""
+    mini_batch_size: int = 4
+    """Rollouts per gradient step inside a pass (at most the step's rollouts)."""
+    clip_range: float = 0.2
+    """ε of the clipped surrogate: the probability ratio is held in [1 − ε, 1 + ε]."""
+    clip_range_value: float = 0.2
+    """How far the value prediction may move from its rollout value in one step."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    gamma: float = 1.0
+    """Discount of GAE."""
+    lam: float = 0.95
+    """λ of GAE (bias against variance of the advantage)."""
+    whiten_rewards: bool = False
+    """Normalise the scores of each step to mean 0 and standard deviation 1 before the update."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ppo_epochs < 1 or self.mini_batch_size < 1:
+            raise InvalidInputError("ppo_epochs and mini_batch_size must be at least 1")
+        if not 0 < self.clip_range < 1 or not self.clip_range_value > 0:
+            raise InvalidInputError("clip_range must lie in (0, 1), clip_range_value above 0")
+        if not 0 <= self.gamma <= 1 or not 0 <= self.lam <= 1:
+            raise InvalidInputError("gamma and lam must lie in [0, 1]")
+
+
+@dataclass(frozen=True)
+class GRPOConfig(OnlineConfig):
+    """GRPO (Shao et al. 2024) through TRL: several replies per prompt, each reply's advantage
+    is its reward minus the group's mean over the group's standard deviation; KL to the
+    reference in the loss (per token)."""
+
+    method: ClassVar[str] = "grpo"
+    num_generations: int = 4
+    """Replies per prompt (the group)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_generations < 2:
+            raise InvalidInputError(
+                f"num_generations must be at least 2 (a group), got {self.num_generations}"
+            )
+
+
+@dataclass(frozen=True)
+class RLOOConfig(GRPOConfig):
+    """REINFORCE leave-one-out (Ahmadian et al. 2024) through TRL: each reply's baseline is the
+    mean reward of the other replies to its prompt; KL to the reference in the reward (per
+    reply)."""
+
+    method: ClassVar[str] = "rloo"
+
+
 def _check_type(file: Path, key: str, value: Any, hint: Any) -> None:
     """A YAML value must have its field's type (``1e-4`` is a string to YAML: write 0.0001)."""
     allowed = get_args(hint) or (hint,)
@@ -259,7 +389,17 @@ def _check_type(file: Path, key: str, value: Any, hint: Any) -> None:
 
 
 _CONFIGS: dict[str, type[TrainConfig]] = {
-    c.method: c for c in (SFTConfig, RewardConfig, DPOConfig, KTOConfig, RRHFConfig)
+    c.method: c
+    for c in (
+        SFTConfig,
+        RewardConfig,
+        DPOConfig,
+        KTOConfig,
+        RRHFConfig,
+        PPOConfig,
+        RLOOConfig,
+        GRPOConfig,
+    )
 }
 
 

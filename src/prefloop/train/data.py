@@ -14,7 +14,13 @@ reward     preference pairs (+ rating gaps, with margins)  ``{"prompt", "chosen"
 dpo        preference pairs (+ rating gaps)                ``{"prompt", "chosen", "rejected"}``
 kto        outputs above / below reward thresholds         ``{"prompt", "completion", "label"}``
 rrhf       the rated outputs of each prompt (≥ 2 levels)   ``{"prompt", "responses", "ranking"}``
+ppo, rloo, the task's distinct prompts and their inputs    ``{"prompt", "inputs"?}`` (``--prompts``)
+grpo
 =========  ==============================================  =========================================
+
+The online methods (ppo, rloo, grpo) only need prompts: their rows are ``{"prompt": messages,
+"text": the prompt as a scorer reads it, "inputs": the task's input fields}`` (``inputs`` lets
+the rubric scorer check the facts a reply should mention).
 """
 
 from __future__ import annotations
@@ -32,13 +38,14 @@ from prefloop.feedback import (
     preference_pairs,
     rated_groups,
     sft_examples,
+    task_prompts,
     unpaired_examples,
 )
 from prefloop.io import iter_pairs, iter_rankings
 from prefloop.io.readers import hh_messages, iter_json_lines
 from prefloop.store import Store
 from prefloop.store.repo import get_task
-from prefloop.train.config import KTOConfig, SFTConfig, TrainConfig
+from prefloop.train.config import ONLINE_METHODS, KTOConfig, SFTConfig, TrainConfig
 
 __all__ = ["TrainingData", "from_file", "from_task"]
 
@@ -150,6 +157,9 @@ def from_task(
                 for group in rated_groups(session, task_row)
             ]
             need = "at least two outputs of one prompt with different ratings"
+        elif method in ONLINE_METHODS:
+            rows = [_prompt_row(e.prompt, e.input) for e in task_prompts(session, task_row)]
+            need = "prompts: generations whose prompt was stored (or give --prompts FILE)"
         else:
             raise InvalidInputError(f"unknown training method {method!r}")
     data = TrainingData(method=method, rows=rows, source=f"task {task!r}", task=task)
@@ -183,8 +193,14 @@ def from_file(path: str | Path, method: str) -> TrainingData:
         rows = list(_sft_rows(file))
     elif method == "kto":
         rows = list(_unpaired_rows(file))
+    elif method in ONLINE_METHODS:
+        rows = list(_prompt_rows(file))
     else:
         raise InvalidInputError(f"unknown training method {method!r}")
+    if not rows and method in ONLINE_METHODS:
+        raise InvalidInputError(
+            f'{name} holds no prompts; give one {{"prompt": "..."}} object per line'
+        )
     if not rows:
         raise InvalidInputError(f"{name} holds no examples; {method} needs at least one")
     return TrainingData(method=method, rows=rows, source=name)
@@ -220,6 +236,22 @@ def _sft_rows(file: Path) -> Iterable[Row]:
             prompt = _string(obj, "prompt", name, line)
             completion = _string(obj, "completion", name, line)
             yield {"prompt": _user(prompt), "completion": _reply(completion)}
+
+
+def _prompt_row(prompt: str, inputs: dict[str, Any] | None) -> Row:
+    return {"prompt": _user(prompt), "text": prompt, "inputs": dict(inputs or {})}
+
+
+def _prompt_rows(file: Path) -> Iterable[Row]:
+    name = str(file)
+    for line, obj in iter_json_lines(file):
+        prompt = _string(obj, "prompt", name, line)
+        inputs = obj.get("inputs", {})
+        if not isinstance(inputs, dict):
+            raise ImportFileError(
+                name, line, '"inputs" must be an object of the task\'s input fields, or absent'
+            )
+        yield _prompt_row(prompt, inputs)
 
 
 def _unpaired_rows(file: Path) -> Iterable[Row]:

@@ -22,7 +22,7 @@ __all__ = ["CSP", "install_web_app", "queue", "render_markdown", "word_diff"]
 
 STATS_SECONDS = 10.0
 """Seconds after which arm statistics, verdicts and plots are recounted in the background (the
-dashboard polls every 10 s; one recount at 100,000 rewarded generations takes ~0.4 s)."""
+dashboard polls every 10 s; what a recount costs: docs/experiments/web-app-performance.md)."""
 
 
 def install_web_app(app: FastAPI, context: ServiceContext) -> None:
