@@ -39,6 +39,7 @@ from prefloop.reward._data import FOLD_GROUPINGS, Array, FoldGrouping, PairData,
 from prefloop.reward._model import ProgressCallback, RewardModel
 from prefloop.reward._reports import (
     BaselineGain,
+    CandidateScore,
     CrossValidation,
     Interval,
     PairBaselines,
@@ -50,8 +51,17 @@ from prefloop.reward._reports import (
 )
 
 __all__ = [
+    "BaselineGain",
     "CVResult",
+    "CandidateScore",
+    "CrossValidation",
     "Folds",
+    "PairBaselines",
+    "PairReport",
+    "RatingBaselines",
+    "RatingReport",
+    "Resampled",
+    "WithinInput",
     "bootstrap_interval",
     "bootstrap_intervals",
     "cross_fitted_length_probabilities",
