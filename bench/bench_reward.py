@@ -125,7 +125,7 @@ def bench_memozy(quick: bool, samples: int) -> dict[str, Any]:
                 samples=samples,
             )
         )
-        report = result.report
+        report = result.report.to_json()
         by_seed[f"fold_seed_{seed}"] = {
             **_pick(report, ("mse", "mae", "spearman", "pearson", "baseline", "ci")),
             "vs_baseline": report["vs_baseline"],
@@ -163,8 +163,8 @@ def bench_memozy(quick: bool, samples: int) -> dict[str, Any]:
             samples=samples,
         )
         models[spec] = {
-            **_pick(run.report, ("mse", "spearman", "ci")),
-            "train_mse": run.report["train"]["mse"],
+            **_pick(run.report.to_json(), ("mse", "spearman", "ci")),
+            "train_mse": run.report.to_json()["train"]["mse"],
             "seconds": run.seconds,
         }
     out["candidates_same_folds"] = models
@@ -178,7 +178,7 @@ def bench_memozy(quick: bool, samples: int) -> dict[str, Any]:
         )
         out["photo_grouped_folds"] = {
             "model": default.chosen,
-            **_pick(run.report, ("mse", "spearman", "baseline", "ci")),
+            **_pick(run.report.to_json(), ("mse", "spearman", "baseline", "ci")),
         }
 
     # Throughput of the saved default model once loaded, on texts it has never seen.
@@ -257,8 +257,10 @@ def bench_hh(quick: bool, samples: int, smollm2: bool = False) -> dict[str, Any]
             samples=samples,
         )
         return {
-            **_pick(result.report, ("accuracy", "log_loss", "baseline", "ci", "vs_baseline")),
-            "train_accuracy": result.report["train"]["accuracy"],
+            **_pick(
+                result.report.to_json(), ("accuracy", "log_loss", "baseline", "ci", "vs_baseline")
+            ),
+            "train_accuracy": result.report.to_json()["train"]["accuracy"],
             "seconds": result.seconds,
         }
 

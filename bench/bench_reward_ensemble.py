@@ -120,13 +120,13 @@ def main() -> None:
     ensemble = np.mean(np.vstack(list(members.values())), axis=0)
 
     def report(d: np.ndarray) -> dict[str, Any]:
-        r = pair_report(sigmoid(d), p_shorter, p_length, seed=seed)
+        r = pair_report(sigmoid(d), p_shorter, p_length, seed=seed).to_json()
         return {
             "accuracy": round(r["accuracy"], 4),
             "ci95": [round(x, 4) for x in r["ci"]["accuracy"]],
         }
 
-    full = pair_report(sigmoid(ensemble), p_shorter, p_length, seed=seed)
+    full = pair_report(sigmoid(ensemble), p_shorter, p_length, seed=seed).to_json()
     best = max(members, key=lambda name: _accuracy(members[name]))
 
     def gains(i: np.ndarray) -> dict[str, float]:

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from _pairs import DATA, TARGET_ACCURACY, accuracy, sigmoid
-from prefloop.reward.base import PairData, TruncationWarning, load_pair_data
+from prefloop.reward import PairData, TruncationWarning, load_pair_data
 from prefloop.reward.evaluate import (
     bootstrap_intervals,
     length_model_probabilities,
@@ -319,7 +319,7 @@ def main() -> None:
         np.concatenate([r["p_shorter"] for r in results]),
         np.concatenate([r["p_length"] for r in results]),
         seed=args.seed,
-    )
+    ).to_json()
     figures = [r["figures"] for r in results]
     full_training = None
     if args.fit_all:

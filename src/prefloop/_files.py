@@ -1,18 +1,31 @@
-"""Files written under a temporary name and renamed into place get ordinary permissions.
+"""The one way prefloop writes a file or a folder that others read: made complete under a
+temporary name beside its target, then renamed into place.
 
-``tempfile.mkstemp`` makes files 0600 and ``mkdtemp`` folders 0700, private to their owner, and
-a rename keeps that. A saved model, a report or a scored file is meant to be read by others, as
-if it had been made with ``open`` or ``mkdir`` under the process umask.
+A rename within one folder is atomic, so a reader sees the old file or the new one, never half
+of one, and a failure (or a killed process) leaves the target as it was. ``tempfile.mkstemp``
+makes files 0600 and ``mkdtemp`` folders 0700, private to their owner, and a rename keeps that;
+a saved model, a report or a scored file is meant to be read by others, so what is renamed into
+place first gets the permissions ``open`` or ``mkdir`` would have given it under the umask.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["as_if_created", "publish_folder"]
+__all__ = [
+    "as_if_created",
+    "atomic_path",
+    "move_into_place",
+    "publish_folder",
+    "staging_folder",
+    "write_atomic",
+]
 
 _lock = threading.Lock()
 _umask: int | None = None
@@ -40,11 +53,73 @@ def as_if_created(path: str | Path) -> Path:
     return path
 
 
-def publish_folder(staging: Path, target: Path) -> None:
-    """Move the complete folder ``staging`` to ``target`` (beside it), replacing a folder
-    there: the old one is renamed aside first and removed after, so ``target`` is never
-    half-written."""
-    if target.exists():
+def move_into_place(temporary: str | Path, target: str | Path) -> Path:
+    """Rename the complete file ``temporary`` onto ``target`` (in the same folder, replacing a
+    file there), with ordinary permissions."""
+    os.replace(as_if_created(temporary), target)
+    return Path(target)
+
+
+@contextmanager
+def atomic_path(target: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary file beside ``target`` (its folder made if needed) to write; renamed onto
+    ``target`` when the block ends normally, removed when it raises.
+
+    ``suffix`` is the temporary name's ending, for writers that choose a format by it
+    (``".png"``, ``".npz"``)::
+
+        with atomic_path(out) as temporary:
+            figure.savefig(temporary, format="png")
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        move_into_place(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_atomic(target: str | Path, content: str | bytes, *, encoding: str = "utf-8") -> Path:
+    """Write ``content`` (text in ``encoding``, or bytes) to ``target`` through
+    :func:`atomic_path`: the old file, or none, stays until the new one is complete."""
+    with atomic_path(target) as temporary:
+        if isinstance(content, bytes):
+            temporary.write_bytes(content)
+        else:
+            temporary.write_text(content, encoding=encoding)
+    return Path(target)
+
+
+@contextmanager
+def staging_folder(target: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
+    """An empty folder beside ``target`` (a hidden name ending in ``suffix``, ordinary
+    permissions) to build a folder in, then give to :func:`publish_folder`; whatever is left
+    of it when the block ends (a failure, or files not moved away) is removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = as_if_created(
+        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
+    )
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_folder(staging: Path, target: Path, *, replace: bool = True) -> None:
+    """Move the complete folder ``staging`` to ``target`` (beside it).
+
+    A folder at ``target`` is replaced: the old one is renamed aside first and removed after,
+    so ``target`` is never half-written. With ``replace=False`` an existing ``target`` stays
+    and the move raises ``OSError`` (two processes building one folder: the first wins).
+    """
+    if not replace:
+        os.rename(staging, target)
+    elif target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
         os.replace(staging, target)

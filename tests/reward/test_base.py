@@ -1,4 +1,4 @@
-"""Training data, saved folders and the model registry of names (prefloop.reward.base)."""
+"""Training data, saved folders and the model registry of names (prefloop.reward)."""
 
 from __future__ import annotations
 

@@ -40,14 +40,12 @@ def test_rating_report_exact_on_a_tiny_case() -> None:
     y = np.array([0.0, 1.0, -1.0, 0.5])
     pred = np.array([0.0, 0.5, -1.0, 0.5])
     report = rating_report(y, pred, np.full(4, 0.125), samples=200, seed=1)
-    assert report["n"] == 4
-    assert report["mse"] == pytest.approx(0.25**2 / 1)  # only one error of 0.5 → 0.25/4
-    assert report["mae"] == pytest.approx(0.125)
-    assert report["baseline"]["mse"] == pytest.approx(np.mean((0.125 - y) ** 2))
-    assert report["spearman"] == pytest.approx(0.9486832980505138)
-    assert report["vs_baseline"]["mse_reduction"] == pytest.approx(
-        report["baseline"]["mse"] - report["mse"]
-    )
+    assert report.n == 4
+    assert report.mse == pytest.approx(0.25**2 / 1)  # only one error of 0.5 → 0.25/4
+    assert report.mae == pytest.approx(0.125)
+    assert report.baseline.mse == pytest.approx(np.mean((0.125 - y) ** 2))
+    assert report.spearman == pytest.approx(0.9486832980505138)
+    assert report.vs_baseline.value == pytest.approx(report.baseline.mse - report.mse)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -57,8 +55,8 @@ def test_bootstrap_interval_contains_the_point_estimate(seed: int) -> None:
     pred = y + rng.normal(scale=0.5, size=80)
     report = rating_report(y, pred, np.zeros(80), samples=300, seed=seed)
     for key in ("mse", "mae", "spearman", "pearson"):
-        lo, hi = report["ci"][key]
-        assert lo <= report[key] <= hi, key
+        lo, hi = report.ci[key]
+        assert lo <= getattr(report, key) <= hi, key
     lo, hi = bootstrap_interval(lambda i: float(np.mean(y[i])), 80, samples=300, seed=seed)
     assert lo <= float(np.mean(y)) <= hi
     assert hi - lo < 1.0
@@ -71,8 +69,8 @@ def test_pair_report_counts_ties_as_half() -> None:
         np.array([0.6, 0.6, 0.6, 0.6]),
         samples=100,
     )
-    assert report["accuracy"] == pytest.approx(2.5 / 4)
-    assert report["baseline"] == {"shorter_wins": pytest.approx(2 / 4), "length_model": 1.0}
+    assert report.accuracy == pytest.approx(2.5 / 4)
+    assert report.baseline.to_json() == {"shorter_wins": pytest.approx(2 / 4), "length_model": 1.0}
 
 
 def test_shorter_wins_baseline() -> None:
@@ -150,11 +148,13 @@ def test_cross_validation_report_has_train_and_gap() -> None:
     )
     report = result.report
     assert {"n", "mse", "mae", "spearman", "pearson", "baseline", "ci", "train", "gap"} <= set(
-        report
+        report.to_json()
     )
-    assert report["gap"]["mse"] == pytest.approx(report["mse"] - report["train"]["mse"])
-    assert report["mse"] < report["baseline"]["mse"] * 0.5
-    assert report["vs_baseline"]["beats_baseline"]
+    assert report.cross_validation.gap["mse"] == pytest.approx(
+        report.mse - report.cross_validation.train["mse"]
+    )
+    assert report.mse < report.baseline.mse * 0.5
+    assert report.vs_baseline.beats_baseline
 
 
 def test_rating_report_leaves_unscored_items_out_of_every_figure() -> None:
@@ -163,14 +163,14 @@ def test_rating_report_leaves_unscored_items_out_of_every_figure() -> None:
     baseline = np.full(6, 0.25)
     report = rating_report(y, pred, baseline, samples=200, seed=1)
     scored = ~np.isnan(pred)
-    assert report["n"] == 4 and report["unscored"] == 2
-    assert report["mse"] == pytest.approx(np.mean((pred[scored] - y[scored]) ** 2))
-    assert report["baseline"]["mse"] == pytest.approx(np.mean((0.25 - y[scored]) ** 2))
-    assert all(np.isfinite(report["ci"]["mse"])) and np.isfinite(report["spearman"])
+    assert report.n == 4 and report.unscored == 2
+    assert report.mse == pytest.approx(np.mean((pred[scored] - y[scored]) ** 2))
+    assert report.baseline.mse == pytest.approx(np.mean((0.25 - y[scored]) ** 2))
+    assert all(np.isfinite(report.ci["mse"])) and np.isfinite(report.spearman)
     full = rating_report(y[scored], pred[scored], baseline[scored], samples=200, seed=1)
-    assert full["unscored"] == 0
-    assert {k: full[k] for k in ("mse", "mae", "spearman")} == {
-        k: report[k] for k in ("mse", "mae", "spearman")
+    assert full.unscored == 0
+    assert {k: getattr(full, k) for k in ("mse", "mae", "spearman")} == {
+        k: getattr(report, k) for k in ("mse", "mae", "spearman")
     }
 
 
@@ -181,9 +181,12 @@ def test_pair_report_leaves_unscored_pairs_out() -> None:
         np.array([0.6, 0.4, 0.4, 0.4]),
         samples=100,
     )
-    assert report["n"] == 3 and report["unscored"] == 1
-    assert report["accuracy"] == pytest.approx(2 / 3)  # not 2/4: a missing pair is not wrong
-    assert report["baseline"] == {"shorter_wins": pytest.approx(1 / 3), "length_model": 1 / 3}
+    assert report.n == 3 and report.unscored == 1
+    assert report.accuracy == pytest.approx(2 / 3)  # not 2/4: a missing pair is not wrong
+    assert report.baseline.to_json() == {
+        "shorter_wins": pytest.approx(1 / 3),
+        "length_model": 1 / 3,
+    }
 
 
 def test_nothing_scored_is_an_error() -> None:
@@ -249,17 +252,17 @@ def test_within_input_ordering_by_hand() -> None:
     # A: (aa, bbbb) and (aa, c) were rated apart, (bbbb, c) is a tie in the rating: left out.
     # The model orders both A pairs right and ties on B's pair (half); "longer wins" is wrong
     # on (aa, bbbb), right on (aa, c), and ties on B's equally long texts.
-    assert (report["pairs"], report["inputs"]) == (3, 2)
-    assert report["ordered_right"] == pytest.approx(2.5 / 3)
-    assert report["longer_wins"] == pytest.approx(1.5 / 3)
-    assert report["vs_baseline"]["gain"] == pytest.approx(1 / 3)
+    assert (report.pairs, report.inputs) == (3, 2)
+    assert report.ordered_right == pytest.approx(2.5 / 3)
+    assert report.longer_wins == pytest.approx(1.5 / 3)
+    assert report.vs_baseline.value == pytest.approx(1 / 3)
     # Two inputs are too few to resample: no interval, and so no claim to beat the baseline.
-    assert np.isnan(report["ci"]["ordered_right"]).all()
-    assert not report["vs_baseline"]["beats_baseline"]
+    assert np.isnan(report.ci["ordered_right"]).all()
+    assert not report.vs_baseline.beats_baseline
     # An unscored draft leaves its pairs out; B is left with one draft and says nothing.
     pred[3] = np.nan
     report = within_input_report(data, pred, samples=200)
-    assert report is not None and (report["pairs"], report["inputs"]) == (2, 1)
+    assert report is not None and (report.pairs, report.inputs) == (2, 1)
     assert within_input_report(replace(data, inputs=[]), pred) is None
 
 
@@ -271,16 +274,17 @@ def test_cross_validation_reports_same_input_ordering_when_inputs_are_known() ->
 
     data = ratings(60)
     plain = cross_validate(model, data, make_folds(data, 4), samples=100).report
-    assert "within_input" not in plain
+    assert plain.within_input is None
     grouped = with_inputs(data, 4)
     report = cross_validate(model, grouped, make_folds(grouped, 4), samples=100).report
-    within = report["within_input"]
-    assert within["inputs"] == 15 and within["pairs"] > 0
-    lo, hi = within["ci"]["ordered_right"]
-    assert lo <= within["ordered_right"] <= hi
+    within = report.within_input
+    assert within is not None
+    assert within.inputs == 15 and within.pairs > 0
+    lo, hi = within.ci["ordered_right"]
+    assert lo <= within.ordered_right <= hi
     # The synthetic rubric is learnable: same-input drafts come out in the rater's order.
-    assert within["ordered_right"] > 0.8 and within["vs_baseline"]["beats_baseline"]
-    assert report["mse"] == pytest.approx(plain["mse"])  # the same folds: same predictions
+    assert within.ordered_right > 0.8 and within.vs_baseline.beats_baseline
+    assert report.mse == pytest.approx(plain.mse)  # the same folds: same predictions
 
 
 def test_folds_by_input_keep_every_draft_of_an_input_and_copies_of_a_text_together() -> None:
@@ -341,14 +345,14 @@ def test_reports_resample_drafts_of_one_input_together() -> None:
     clustered = rating_report(
         data.ratings, pred, base, samples=400, seed=0, clusters=resampling_clusters(data)
     )
-    assert clustered["mse"] == plain["mse"]
-    assert np.ptp(clustered["ci"]["mse"]) > 1.3 * np.ptp(plain["ci"]["mse"])
-    assert plain["resampled"] == {"unit": "item", "count": 60}
-    assert clustered["resampled"] == {"unit": "group", "count": 12}
+    assert clustered.mse == plain.mse
+    assert np.ptp(clustered.ci["mse"]) > 1.3 * np.ptp(plain.ci["mse"])
+    assert plain.resampled.to_json() == {"unit": "item", "count": 60}
+    assert clustered.resampled.to_json() == {"unit": "group", "count": 12}
     # Fewer groups than MIN_CLUSTERS: their spread is unknown, so items are resampled.
     few = np.arange(60) // 7  # 9 groups
     fallback = rating_report(data.ratings, pred, base, samples=400, seed=0, clusters=few)
-    assert fallback["ci"] == plain["ci"] and fallback["resampled"]["unit"] == "item"
+    assert fallback.ci == plain.ci and fallback.resampled.unit == "item"
 
 
 @pytest.mark.parametrize("m", [2, 7, 40, 3000])
@@ -397,6 +401,6 @@ def test_pairs_of_one_prompt_are_resampled_together() -> None:
     by_prompt = pair_report(
         result.predictions, shorter, p_length, samples=200, clusters=resampling_clusters(data)
     )
-    assert result.report["ci"]["accuracy"] == by_prompt["ci"]["accuracy"]
+    assert result.report.ci["accuracy"] == by_prompt.ci["accuracy"]
     # Errors come by whole rankings, so resampling rankings gives the wider interval.
-    assert np.ptp(by_prompt["ci"]["accuracy"]) > 1.3 * np.ptp(by_pair["ci"]["accuracy"])
+    assert np.ptp(by_prompt.ci["accuracy"]) > 1.3 * np.ptp(by_pair.ci["accuracy"])

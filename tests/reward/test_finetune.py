@@ -14,8 +14,13 @@ import pytest
 import torch
 
 from prefloop.errors import InvalidInputError
-from prefloop.reward import PairData, RatingData, TruncationWarning, load_reward_model
-from prefloop.reward.base import IncompatibleModelError
+from prefloop.reward import (
+    IncompatibleModelError,
+    PairData,
+    RatingData,
+    TruncationWarning,
+    load_reward_model,
+)
 from prefloop.reward.finetune import (
     FinetuneConfig,
     FinetunedRewardModel,

@@ -386,15 +386,15 @@ def test_evaluate_ratings_leaves_unscored_items_out(server: ChatServer) -> None:
 
     report = evaluate_ratings(judge, data, samples=200)
 
-    assert report["unscored"] == int(broken.sum()) == judge.stats.failed
-    assert report["n"] == len(data) - int(broken.sum())
+    assert report.unscored == int(broken.sum()) == judge.stats.failed
+    assert report.n == len(data) - int(broken.sum())
     said = np.array([rubric_level(t) for t in data.texts])[~broken]
     people = data.ratings[~broken]
-    assert report["mse"] == pytest.approx(float(np.mean((said - people) ** 2)))
-    assert report["baseline"]["mse"] == pytest.approx(
+    assert report.mse == pytest.approx(float(np.mean((said - people) ** 2)))
+    assert report.baseline.mse == pytest.approx(
         float(np.mean((judge.train_.mean - people) ** 2))  # type: ignore[union-attr]
     )
-    assert all(math.isfinite(v) for v in (report["mse"], report["spearman"], *report["ci"]["mse"]))
+    assert all(math.isfinite(v) for v in (report.mse, report.spearman, *report.ci["mse"]))
 
 
 @pytest.mark.filterwarnings("ignore:no labeled example")
@@ -414,14 +414,14 @@ def test_cross_validate_a_judge_with_unscored_items(server: ChatServer) -> None:
     )
 
     report = result.report
-    assert report["unscored"] == int(broken.sum())
-    assert report["n"] == len(data) - int(broken.sum())
+    assert report.unscored == int(broken.sum())
+    assert report.n == len(data) - int(broken.sum())
     assert np.array_equal(np.isnan(result.predictions), broken)
     # each item is in two training parts, so each broken one is unscored twice in-sample
-    assert report["train"]["unscored"] == 2 * int(broken.sum())
-    assert math.isfinite(report["mse"]) and math.isfinite(report["gap"]["mse"])
+    assert report.cross_validation.train["unscored"] == 2 * int(broken.sum())
+    assert math.isfinite(report.mse) and math.isfinite(report.cross_validation.gap["mse"])
     said = np.array([rubric_level(t) for t in data.texts])
-    assert report["mse"] == pytest.approx(float(np.mean((said - data.ratings)[~broken] ** 2)))
+    assert report.mse == pytest.approx(float(np.mean((said - data.ratings)[~broken] ** 2)))
 
 
 def test_evaluate_pairs_leaves_unscored_pairs_out(server: ChatServer) -> None:
@@ -436,8 +436,8 @@ def test_evaluate_pairs_leaves_unscored_pairs_out(server: ChatServer) -> None:
 
     report = evaluate_pairs(judge, pairs, folds=3, samples=200)
 
-    assert report["unscored"] == 3 and report["n"] == 9
-    assert report["accuracy"] == 1.0  # every scored pair is ordered right; none counted as 0
+    assert report.unscored == 3 and report.n == 9
+    assert report.accuracy == 1.0  # every scored pair is ordered right; none counted as 0
 
 
 def test_a_judge_that_scores_nothing_cannot_be_evaluated(server: ChatServer) -> None:

@@ -26,10 +26,10 @@ def test_bradley_terry_beats_both_length_baselines_out_of_fold() -> None:
     data = pairs(60)
     result = cross_validate(stats_model, data, make_folds(data, 5, seed=0), samples=200)
     report = result.report
-    assert report["accuracy"] >= 0.95
-    assert report["baseline"]["shorter_wins"] < 0.75
-    assert report["accuracy"] - max(report["baseline"].values()) >= 0.15
-    assert report["vs_baseline"]["beats_baseline"]
+    assert report.accuracy >= 0.95
+    assert report.baseline.shorter_wins < 0.75
+    assert report.accuracy - max(report.baseline.to_json().values()) >= 0.15
+    assert report.vs_baseline.beats_baseline
 
 
 def test_rewards_are_antisymmetric_and_centred() -> None:
@@ -107,7 +107,7 @@ def test_toxicity_features_learn_to_prefer_the_civil_reply(tmp_path) -> None:  #
     data = PairData.from_records(rows)
     config = BradleyTerryConfig(features="toxicity", c_grid=(1.0,))
     result = cross_validate(lambda: BradleyTerryModel(config), data, make_folds(data, 4, seed=0))
-    assert result.report["accuracy"] >= 0.95
+    assert result.report.accuracy >= 0.95
     model = BradleyTerryModel(config).fit(data)
     loaded = load_reward_model(model.save(tmp_path / "tox"))
     assert np.allclose(loaded.score(civil + rude), model.score(civil + rude))

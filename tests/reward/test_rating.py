@@ -204,8 +204,8 @@ def test_memozy_stack_beats_the_surface_statistics() -> None:
         for spec in ("ridge:stats", "stack:stats+style+char-lm")
     }
     stack = reports["stack:stats+style+char-lm"]
-    assert stack["mse"] < reports["ridge:stats"]["mse"] - 0.01
-    assert stack["mse"] < 0.19 and stack["spearman"] > 0.55
+    assert stack.mse < reports["ridge:stats"].mse - 0.01
+    assert stack.mse < 0.19 and stack.spearman > 0.55
 
 
 @pytest.mark.slow
@@ -219,6 +219,6 @@ def test_memozy_cross_validation_beats_the_mean_with_a_margin() -> None:
         samples=200,
     )
     report = result.report
-    assert report["mse"] < 0.23 < report["baseline"]["mse"]
-    assert report["spearman"] > 0.45
-    assert report["vs_baseline"]["beats_baseline"]
+    assert report.mse < 0.23 < report.baseline.mse
+    assert report.spearman > 0.45
+    assert report.vs_baseline.beats_baseline

@@ -434,7 +434,7 @@ def test_decisive_compare_takes_the_pair_the_reward_model_is_least_sure_of(store
 def test_the_app_steers_compare_by_the_registered_reward_model(
     store: Store, client: TestClient, keys: dict[str, str], tmp_path: Path
 ) -> None:
-    from prefloop.reward.base import RatingData
+    from prefloop.reward import RatingData
     from prefloop.reward.rating import RatingModelConfig, SklearnRatingModel
     from prefloop.reward.registry import register_folder
 

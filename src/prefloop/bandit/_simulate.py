@@ -17,7 +17,6 @@ import functools
 import json
 import math
 import os
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from prefloop._files import as_if_created
+from prefloop._files import atomic_path
 from prefloop.bandit._identify import JEFFREYS_PRIOR, check_threshold, probability_best
 from prefloop.bandit._mabwiser import MABWISER_POLICIES, MabwiserRuns
 from prefloop.bandit._registry import POLICIES, make_policy
@@ -473,13 +472,8 @@ def plot_regret(result: SimulationResult, path: str | os.PathLike[str]) -> Path:
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize="small")
     figure.tight_layout()
-    with tempfile.NamedTemporaryFile(dir=target.parent, suffix=".png", delete=False) as handle:
-        temporary = Path(handle.name)
-    try:
+    with atomic_path(target, suffix=".png") as temporary:
         figure.savefig(temporary, format="png", dpi=120)
-        os.replace(as_if_created(temporary), target)
-    finally:
-        temporary.unlink(missing_ok=True)
     return target
 
 

@@ -18,16 +18,14 @@ it never gets an empty or partial revision.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from prefloop._files import as_if_created
+from prefloop._files import atomic_path
 from prefloop.cai._constitution import Constitution
 from prefloop.errors import InvalidInputError
 from prefloop.io.readers import hh_messages
@@ -309,15 +307,7 @@ def write_revisions(result: RevisionResult, path: str | Path) -> Path:
     target = check_output_path(path)
     if not result.examples:
         raise InvalidInputError(f"no revised examples to write to {target}: every prompt failed")
-    handle, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
-    )
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for row in result.rows():
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(as_if_created(temporary), target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as temporary, temporary.open("w", encoding="utf-8") as out:
+        for row in result.rows():
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
     return target

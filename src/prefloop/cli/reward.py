@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import numpy as np
 import typer
@@ -21,12 +19,22 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from prefloop._files import as_if_created
+from prefloop._files import atomic_path, move_into_place, staging_folder, write_atomic
 from prefloop.cli._output import JsonOption, console, err_console, print_json
 from prefloop.errors import ImportFileError, InvalidInputError
 
 if TYPE_CHECKING:
-    from prefloop.reward.base import PairData, RatingData, RewardModel
+    from prefloop.reward import (
+        FoldGrouping,
+        Kind,
+        ModelSpec,
+        PairData,
+        PairReport,
+        RatingData,
+        RatingReport,
+        RewardModel,
+        SpecCrossValidation,
+    )
 
 __all__ = ["register"]
 
@@ -147,10 +155,6 @@ SamplesOption = Annotated[
     int, typer.Option("--bootstrap", min=100, help="Bootstrap resamples for the 95% intervals.")
 ]
 
-SCORE_CHUNK = 64
-"""Texts (or pairs) scored per call in eval and predict: the progress bar moves between calls,
-and an LLM judge gets that many concurrent requests."""
-
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the main prefloop app."""
@@ -168,7 +172,7 @@ def register(app: typer.Typer) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers: progress, warnings, data, models
+# helpers: progress, warnings, options, output
 # ---------------------------------------------------------------------------------------------
 
 
@@ -229,79 +233,21 @@ def _parse_scale(text: str | None) -> tuple[float, ...] | None:
     return values
 
 
-def _detect_kind(path: Path) -> str:
-    from prefloop.io.readers import iter_json_lines
-
-    for _line, obj in iter_json_lines(path):
-        if "chosen" in obj or "responses" in obj:
-            return "pairwise"
-        return "rating"
-    raise InvalidInputError(f"{path} is empty: it holds no ratings, pairs or rankings")
+def _check_kind(kind: str | None) -> Kind | None:
+    if kind is None:
+        return None
+    if kind in ("rating", "pairwise"):
+        return cast("Kind", kind)
+    raise InvalidInputError(f"--kind must be rating or pairwise, not {kind!r}")
 
 
-def _check_kind(kind: str | None) -> str | None:
-    if kind is not None and kind not in ("rating", "pairwise"):
-        raise InvalidInputError(f"--kind must be rating or pairwise, not {kind!r}")
-    return kind
-
-
-def _check_group_by(group_by: str, kind: str | None) -> None:
+def _check_group_by(group_by: str, kind: Kind) -> FoldGrouping:
     """Before any long work: a known grouping, and a warning when it cannot apply."""
-    from prefloop.reward.evaluate import FOLD_GROUPINGS
-
-    if group_by not in FOLD_GROUPINGS:
-        raise InvalidInputError(
-            f"--group-by must be one of {', '.join(FOLD_GROUPINGS)}, not {group_by!r}"
-        )
+    if group_by not in ("text", "input"):
+        raise InvalidInputError(f"--group-by must be one of text, input, not {group_by!r}")
     if kind == "pairwise" and group_by != "text":
         _warn("--group-by applies to rated texts; pairs are always grouped by prompt")
-
-
-@dataclass(frozen=True)
-class _Loaded:
-    """Training data from --data or --task, and what the task says about itself."""
-
-    data: RatingData | PairData
-    kind: str
-    rubric: str = ""
-    description: str = ""
-
-
-def _load_data(
-    data: Path | None, task: str | None, kind: str | None, scale: str | None, db: str | None
-) -> _Loaded:
-    """The one way fit and cv read their data: a file (--data) or a task's feedback (--task)."""
-    from prefloop.reward import (
-        load_pair_data,
-        load_rating_data,
-        pair_data_from_store,
-        rating_data_from_store,
-    )
-
-    kind = _check_kind(kind)
-    if (data is None) == (task is None):
-        raise InvalidInputError("give either --data FILE or --task NAME (one of them)")
-    if data is not None:
-        kind = kind or _detect_kind(data)
-        if kind == "rating":
-            return _Loaded(load_rating_data(data, _parse_scale(scale)), kind)
-        return _Loaded(load_pair_data(data), kind)
-    if kind is None:
-        raise InvalidInputError("with --task, say which model to train: --kind rating|pairwise")
-    from prefloop.store import Store
-    from prefloop.store.repo import get_task
-
-    assert task is not None
-    with Store.open(db) as store:
-        with store.session(readonly=True) as session:
-            row = get_task(session, task)
-            rubric, description = row.rubric or "", row.description or ""
-        loaded = (
-            rating_data_from_store(store, task)
-            if kind == "rating"
-            else pair_data_from_store(store, task)
-        )
-    return _Loaded(loaded, kind, rubric=rubric, description=description)
+    return cast("FoldGrouping", group_by)
 
 
 def _parse_candidates(text: str | None) -> tuple[str, ...] | None:
@@ -318,92 +264,78 @@ def _parse_candidates(text: str | None) -> tuple[str, ...] | None:
 
 
 @dataclass(frozen=True)
-class _ModelChoice:
-    """What --model and its companion options ask for."""
+class _Loaded:
+    """Training data from --data or --task, and what the task says about itself."""
 
-    kind: str
-    spec: str = "auto"
-    seed: int = 0
-    balance: bool = False
-    candidates: tuple[str, ...] | None = None
-    group_by: str = "text"
-    """--group-by: the outer folds; with ``input`` also the folds inside each training part of a
-    rating model (whose own default, ``auto``, groups them by input when it can)."""
+    data: RatingData | PairData
+    kind: Kind
     rubric: str = ""
-    """The task's rubric and description, for an llm-judge trained with --task."""
     description: str = ""
 
 
-def _model_factory(choice: _ModelChoice) -> Callable[[], RewardModel]:
-    """A maker of fresh, unfitted models: the scikit-learn rating models and Bradley–Terry by
-    their specs, any other model by its registered name (checked for the right kind)."""
-    from prefloop.reward.base import model_class
-    from prefloop.reward.judge import JudgeConfig
-    from prefloop.reward.pairwise import BradleyTerryConfig, BradleyTerryModel
-    from prefloop.reward.rating import (
-        REGRESSORS,
-        RatingModelConfig,
-        SklearnRatingModel,
-        parse_candidate,
+def _load_data(
+    data: Path | None, task: str | None, kind: str | None, scale: str | None, db: str | None
+) -> _Loaded:
+    """The one way fit and cv read their data: a file (--data) or a task's feedback (--task)."""
+    from prefloop.reward import (
+        data_kind,
+        load_pair_data,
+        load_rating_data,
+        pair_data_from_store,
+        rating_data_from_store,
     )
 
-    spec = choice.spec
-    name, _, features = spec.partition(":")
-    if choice.kind == "rating" and (spec == "auto" or name in REGRESSORS):
-        if spec != "auto":
-            parse_candidate(spec)
-        rating = RatingModelConfig(model=spec, seed=choice.seed, balance_levels=choice.balance)
-        if choice.group_by == "input":
-            rating = replace(rating, group_by="input")
-        if choice.candidates is not None:
-            rating = replace(rating, candidates=choice.candidates)
-        return lambda: SklearnRatingModel(rating)
-    if choice.kind == "pairwise" and name in ("auto", "bradley-terry", "bt"):
-        from prefloop.reward.featurizers import build_featurizer
+    checked = _check_kind(kind)
+    if (data is None) == (task is None):
+        raise InvalidInputError("give either --data FILE or --task NAME (one of them)")
+    if data is not None:
+        checked = checked or data_kind(data)
+        if checked == "rating":
+            return _Loaded(load_rating_data(data, _parse_scale(scale)), checked)
+        return _Loaded(load_pair_data(data), checked)
+    if checked is None:
+        raise InvalidInputError("with --task, say which model to train: --kind rating|pairwise")
+    from prefloop.store import Store
+    from prefloop.store.repo import get_task
 
-        bt = BradleyTerryConfig(
-            features=features or BradleyTerryConfig().features, seed=choice.seed
+    assert task is not None
+    with Store.open(db) as store:
+        with store.session(readonly=True) as session:
+            row = get_task(session, task)
+            rubric, description = row.rubric or "", row.description or ""
+        loaded = (
+            rating_data_from_store(store, task)
+            if checked == "rating"
+            else pair_data_from_store(store, task)
         )
-        build_featurizer(bt.features)
-        return lambda: BradleyTerryModel(bt)
-    if name in REGRESSORS:
-        raise InvalidInputError(
-            f"--model {spec} is a rating regressor; a pairwise model is auto, "
-            "bradley-terry[:FEATURES] or a registered pairwise model (finetuned-transformer)"
-        )
-    cls = model_class(name)
-    if cls.kind != choice.kind:
-        raise InvalidInputError(f"--model {spec} is a {cls.kind} model, not a {choice.kind} one")
-    if features:
-        raise InvalidInputError(f"--model {spec}: {name} takes no :FEATURES; give just {name}")
-    config: Any = cls.config_type()
-    settings = {f.name for f in fields(config)} if is_dataclass(config) else set()
-    if "seed" in settings:
-        config = replace(config, seed=choice.seed)
-    if isinstance(config, JudgeConfig) and (choice.rubric or choice.description):
-        config = replace(config, rubric=choice.rubric, task=choice.description)
-    return lambda: cls(config)
+    return _Loaded(loaded, checked, rubric=rubric, description=description)
 
 
-def _choice(
+def _spec(
     loaded: _Loaded,
-    spec: str,
+    model: str,
     seed: int,
     balance: bool = False,
     candidates: str | None = None,
     group_by: str = "text",
-) -> _ModelChoice:
-    _check_group_by(group_by, loaded.kind)
-    return _ModelChoice(
+) -> ModelSpec:
+    """What --model and its companion options ask for; a bad spec fails here, before any long
+    work."""
+    from prefloop.reward import ModelSpec, make_reward_model
+
+    by = _check_group_by(group_by, loaded.kind)
+    spec = ModelSpec(
         kind=loaded.kind,
-        spec=spec,
+        model=model,
         seed=seed,
-        balance=balance,
+        balance_levels=balance,
         candidates=_parse_candidates(candidates),
-        group_by=group_by if loaded.kind == "rating" else "text",
+        group_by=by if loaded.kind == "rating" else "text",
         rubric=loaded.rubric,
         description=loaded.description,
     )
+    make_reward_model(spec)
+    return spec
 
 
 def _slug(path: Path | None, task: str | None) -> str:
@@ -411,79 +343,14 @@ def _slug(path: Path | None, task: str | None) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", raw).strip("-") or "data"
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe: NaN/inf (an undefined correlation) become null, numpy scalars plain numbers."""
-    from prefloop.reward.base import to_jsonable
-
-    return to_jsonable(obj)
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    obj = _clean(obj)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, ensure_ascii=False, indent=2, default=str)
-            handle.write("\n")
-        os.replace(as_if_created(tmp), path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _plot(kind: str, data: Any, figures: dict[str, Any], png: Path, title: str) -> Path:
-    """The report's figure; items the model gave no score are left out, as in the report."""
-    from prefloop.reward.plots import plot_pairs, plot_ratings
-
-    if kind == "rating":
-        pred = np.asarray(figures["pred"], dtype=np.float64)
-        keep = np.isfinite(pred)
-        return plot_ratings(
-            data.ratings[keep], pred[keep], png, baseline=figures.get("baseline_mean"), title=title
-        )
-    p_model = np.asarray(figures["p_model"], dtype=np.float64)
-    keep = np.flatnonzero(np.isfinite(p_model))
-    return plot_pairs(
-        data.subset(keep),
-        p_model[keep],
-        np.asarray(figures["p_shorter"])[keep],
-        np.asarray(figures["p_length"])[keep],
-        png,
-        title=title,
-    )
-
-
-def _score_all(
-    model: RewardModel, texts: list[str], prompts: list[str | None], progress: Progressed
-) -> np.ndarray:
-    """``model.score`` in chunks of :data:`SCORE_CHUNK`, moving the progress bar; NaN where
-    the model gave no score."""
-    out = np.full(len(texts), np.nan)
-    for start in range(0, len(texts), SCORE_CHUNK):
-        progress("scoring", start, len(texts))
-        stop = start + SCORE_CHUNK
-        out[start:stop] = model.score(texts[start:stop], prompts[start:stop])
-    progress("scoring", len(texts), len(texts))
-    return out
-
-
-def _preferences_all(model: RewardModel, pairs: PairData, progress: Progressed) -> np.ndarray:
-    """``model.preference_probability`` in chunks, like :func:`_score_all`."""
-    out = np.full(len(pairs), np.nan)
-    for start in range(0, len(pairs), SCORE_CHUNK):
-        progress("scoring pairs", start, len(pairs))
-        chunk = np.arange(start, min(start + SCORE_CHUNK, len(pairs)))
-        out[chunk] = model.preference_probability(pairs.subset(chunk))
-    progress("scoring pairs", len(pairs), len(pairs))
-    return out
-
-
-def _warn_unscored(report: dict[str, Any], what: str) -> None:
-    unscored = int(report.get("unscored", 0))
+def _warn_unscored(unscored: int, n: int, what: str) -> None:
     if unscored:
         _warn(
-            f"{unscored} of {report['n'] + unscored} {what} got no score from the model (for an "
+            f"{unscored} of {n + unscored} {what} got no score from the model (for an "
             "LLM judge: its calls failed) and are left out of every figure"
         )
 
@@ -502,125 +369,89 @@ def _warn_judge_failures(model: object) -> None:
     )
 
 
-def _with_ci(value: float, ci: list[float] | tuple[float, float] | None) -> str:
+def _with_ci(value: float, ci: Sequence[float] | None) -> str:
     lo, hi = ci if ci is not None else (float("nan"), float("nan"))
     return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def _show(report: dict[str, Any], kind: str, heading: str) -> None:
+def _show(report: RatingReport | PairReport, heading: str) -> None:
+    from prefloop.reward import RatingReport
+
     table = Table(title=heading, show_header=True)
     table.add_column("figure")
     table.add_column("value [95% CI]")
-    base, ci, gain = report["baseline"], report["ci"], report["vs_baseline"]
-    verdict = "beats" if gain["beats_baseline"] else "does NOT clearly beat"
-    if kind == "rating":
-        main = "mse"
-        for key in ("mse", "mae", "spearman", "pearson"):
-            table.add_row(f"model {key}", _with_ci(report[key], ci.get(key)))
-        for key in ("mse", "mae"):
+    ci, gain = report.ci, report.vs_baseline
+    verdict = "beats" if gain.beats_baseline else "does NOT clearly beat"
+    if isinstance(report, RatingReport):
+        main, group = "mse", "inputs"
+        for key, value in (
+            ("mse", report.mse),
+            ("mae", report.mae),
+            ("spearman", report.spearman),
+            ("pearson", report.pearson),
+        ):
+            table.add_row(f"model {key}", _with_ci(value, ci.get(key)))
+        for key, value in (("mse", report.baseline.mse), ("mae", report.baseline.mae)):
             table.add_row(
-                f"baseline {key} (training mean)", _with_ci(base[key], ci.get(f"baseline_{key}"))
+                f"baseline {key} (training mean)", _with_ci(value, ci.get(f"baseline_{key}"))
             )
         note = (
-            f"MSE reduction {_with_ci(gain['mse_reduction'], gain['ci'])}: the model {verdict} "
+            f"MSE reduction {_with_ci(gain.value, gain.ci)}: the model {verdict} "
             "the training-mean baseline"
         )
+        within = report.within_input
     else:
-        main = "accuracy"
-        table.add_row("model accuracy", _with_ci(report["accuracy"], ci.get("accuracy")))
-        for key, label in (
-            ("shorter_wins", "shorter reply wins"),
-            ("length_model", "length model"),
+        main, group = "accuracy", "prompts"
+        table.add_row("model accuracy", _with_ci(report.accuracy, ci.get("accuracy")))
+        for key, label, value in (
+            ("shorter_wins", "shorter reply wins", report.baseline.shorter_wins),
+            ("length_model", "length model", report.baseline.length_model),
         ):
-            table.add_row(f"baseline: {label}", _with_ci(base[key], ci.get(key)))
+            table.add_row(f"baseline: {label}", _with_ci(value, ci.get(key)))
         note = (
-            f"accuracy gain {_with_ci(gain['accuracy_gain'], gain['ci'])}: the model {verdict} "
+            f"accuracy gain {_with_ci(gain.value, gain.ci)}: the model {verdict} "
             "the better length baseline"
         )
-    within = report.get("within_input")
+        within = None
     if within is not None:
         table.add_row(
-            f"same-input pairs ordered right ({within['pairs']} pairs, {within['inputs']} inputs)",
-            _with_ci(within["ordered_right"], within["ci"].get("ordered_right")),
+            f"same-input pairs ordered right ({within.pairs} pairs, {within.inputs} inputs)",
+            _with_ci(within.ordered_right, within.ci.get("ordered_right")),
         )
         table.add_row(
             "baseline: longer text wins",
-            _with_ci(within["longer_wins"], within["ci"].get("longer_wins")),
+            _with_ci(within.longer_wins, within.ci.get("longer_wins")),
         )
-    table.add_row("items measured", str(report["n"]))
-    resampled = report.get("resampled")
-    if resampled is not None:  # whole inputs (all their drafts) or prompts, or single items
-        group = "inputs" if kind == "rating" else "prompts"
-        unit = "items" if resampled["unit"] == "item" else group
-        table.add_row("intervals resample", f"{resampled['count']} {unit}")
-    if report.get("unscored"):
-        table.add_row("items without a score (left out)", str(report["unscored"]))
-    if "train" in report:
+    table.add_row("items measured", str(report.n))
+    # whole inputs (all their drafts) or prompts, or single items
+    unit = "items" if report.resampled.unit == "item" else group
+    table.add_row("intervals resample", f"{report.resampled.count} {unit}")
+    if report.unscored:
+        table.add_row("items without a score (left out)", str(report.unscored))
+    if report.cross_validation is not None:
+        train, gap = report.cross_validation.train, report.cross_validation.gap
         table.add_row(
-            f"in-sample {main} (overfitting gap)",
-            f"{report['train'][main]:.3f} ({report['gap'][main]:+.3f})",
+            f"in-sample {main} (overfitting gap)", f"{train[main]:.3f} ({gap[main]:+.3f})"
         )
     console.print(table)
     console.print(note, highlight=False)
 
 
-def _cv_run(
-    choice: _ModelChoice,
-    data: Any,
-    folds_k: int,
-    samples: int,
-    progress: Progressed,
-    compare: bool = True,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Cross-validate ``choice`` and, with ``compare`` for ``auto`` ratings, each candidate on
-    the same folds (grouped by ``choice.group_by``, see
-    :func:`prefloop.reward.evaluate.make_folds`)."""
-    from prefloop.reward.evaluate import (
-        cross_fitted_length_probabilities,
-        cross_validate,
-        make_folds,
-        shorter_wins_probabilities,
+def _plot(
+    data: RatingData | PairData,
+    predictions: np.ndarray,
+    png: Path,
+    *,
+    title: str,
+    folds: int,
+    seed: int,
+    baseline_mean: float | None,
+) -> Path:
+    from prefloop.reward.plots import plot_evaluation
+
+    return plot_evaluation(
+        data, predictions, png, title=title, baseline_mean=baseline_mean, folds=folds, seed=seed
     )
-    from prefloop.reward.rating import RatingModelConfig
-
-    folds = make_folds(data, folds_k, seed=choice.seed, by=choice.group_by)
-
-    def run(spec_choice: _ModelChoice) -> Any:
-        return cross_validate(
-            _model_factory(spec_choice),
-            data,
-            folds,
-            samples=samples,
-            seed=choice.seed,
-            progress=progress,
-            label=f"cross-validating {spec_choice.spec}",
-        )
-
-    result = run(choice)
-    report = result.report
-    figures: dict[str, Any]
-    if choice.kind == "rating":
-        figures = {"pred": result.predictions, "baseline_mean": float(np.mean(data.ratings))}
-        if choice.spec == "auto" and compare:
-            models: dict[str, Any] = {}
-            for candidate in choice.candidates or RatingModelConfig().candidates:
-                candidate_report = run(replace(choice, spec=candidate, candidates=None)).report
-                models[candidate] = {
-                    key: candidate_report[key]
-                    for key in ("mse", "mae", "spearman", "pearson", "ci", "unscored")
-                }
-                models[candidate]["train_mse"] = candidate_report["train"]["mse"]
-            report["models"] = models
-    else:
-        figures = {
-            "p_model": result.predictions,
-            "p_shorter": shorter_wins_probabilities(data),
-            "p_length": cross_fitted_length_probabilities(data, folds_k, choice.seed),
-        }
-    report["model"] = choice.spec
-    report["group_by"] = choice.group_by if choice.kind == "rating" else "prompt"
-    report["seconds"] = round(result.seconds, 2)
-    return report, figures
 
 
 def _save_model(
@@ -628,28 +459,41 @@ def _save_model(
     out: Path,
     *,
     force: bool,
-    report: dict[str, Any] | None = None,
-    plot: Callable[[Path], Path] | None = None,
-) -> list[Path]:
-    """Save ``model`` to ``out`` and, given a ``report``, ``OUT.cv.json`` and the figure
-    ``OUT.cv.png`` beside it. Everything is written under temporary names first and renamed
-    at the end, so a failure leaves nothing half-written. Returns the paths written."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.reports-", dir=out.parent))
-    try:
+    run: SpecCrossValidation | None,
+    data: RatingData | PairData,
+    title: str,
+    folds: int,
+    seed: int,
+) -> tuple[list[Path], dict[str, Any] | None]:
+    """Save ``model`` to ``out`` and, given a cross-validation ``run``, its report
+    ``OUT.cv.json`` and figure ``OUT.cv.png`` beside it. Everything is written under temporary
+    names first and renamed at the end, so a failure leaves nothing half-written. Returns the
+    paths written and the report as written."""
+    from prefloop.reward import RatingData
+
+    with staging_folder(out, suffix=".reports") as staging:
         extras: list[Path] = []
-        if report is not None and plot is not None:
+        written: dict[str, Any] | None = None
+        if run is not None:
             json_path, png_path = (out.parent / f"{out.name}.cv.{ext}" for ext in ("json", "png"))
-            plot(staging / png_path.name)
-            report["png"], report["report"] = str(png_path), str(json_path)
-            _write_json(staging / json_path.name, report)
+            mean = float(np.mean(data.ratings)) if isinstance(data, RatingData) else None
+            _plot(
+                data,
+                run.predictions,
+                staging / png_path.name,
+                title=title,
+                folds=folds,
+                seed=seed,
+                baseline_mean=mean,
+            )
+            written = {**run.to_json(), "png": str(png_path), "report": str(json_path)}
+            _write_json(staging / json_path.name, written)
             extras = [png_path, json_path]
+
         saved = model.save(out, overwrite=force)
         for path in extras:
-            os.replace(staging / path.name, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return [saved, *extras]
+            move_into_place(staging / path.name, path)
+    return [saved, *extras], written
 
 
 def _register_or_undo(
@@ -709,57 +553,70 @@ def fit(
     --out must be new or empty; --force replaces a reward model saved there before. A failed
     fit leaves no folder behind (files are written under a temporary name, renamed at the end).
     """
-    from prefloop.reward.base import check_model_target
+    from prefloop.reward import (
+        check_model_target,
+        cross_validate_spec,
+        make_reward_model,
+        read_model_info,
+    )
 
     check_model_target(out, overwrite=force)  # before any long work
     existed = out.exists()
     with _surface_warnings():
         loaded = _load_data(data, task, kind, scale, db)
-        choice = _choice(loaded, model, seed, balance_levels, candidates, group_by)
-        factory = _model_factory(choice)
-        report: dict[str, Any] | None = None
-        figures: dict[str, Any] = {}
+        spec = _spec(loaded, model, seed, balance_levels, candidates, group_by)
+        run: SpecCrossValidation | None = None
         with _progress(not json_out) as progress:
             if cv_folds:
-                report, figures = _cv_run(choice, loaded.data, cv_folds, samples, progress, False)
-            fitted = factory().fit(loaded.data, progress=progress)
-        if report is not None:
-            fitted.metrics = {"cv": {k: v for k, v in report.items() if k != "models"}}
-            _warn_unscored(report, "items (out of fold)")
-        title = f"{out.name}: {cv_folds}-fold CV"
-        written = _save_model(
+                run = cross_validate_spec(
+                    spec,
+                    loaded.data,
+                    folds=cv_folds,
+                    samples=samples,
+                    progress=progress,
+                    compare_candidates=False,
+                )
+            fitted = make_reward_model(spec).fit(loaded.data, progress=progress)
+        if run is not None:
+            fitted.metrics = {"cv": run.to_json()}
+            _warn_unscored(run.report.unscored, run.report.n, "items (out of fold)")
+        written, report = _save_model(
             fitted,
             out,
             force=force,
-            report=report,
-            plot=lambda png: _plot(loaded.kind, loaded.data, figures, png, title),
+            run=run,
+            data=loaded.data,
+            title=f"{out.name}: {cv_folds}-fold CV",
+            folds=cv_folds,
+            seed=seed,
         )
         registered = None
         if db is not None or task is not None:
             registered = _register_or_undo(written, existed, db, name, task)
     saved = written[0]
+    details = read_model_info(saved).details
     summary = {
         "path": str(saved),
         "kind": loaded.kind,
         "class": fitted.name,
         "n": len(loaded.data),
-        "details": fitted.details(),
+        "details": details,
         "data_fingerprint": fitted.train_.fingerprint if fitted.train_ else None,
         "cv": report,
         "png": None if report is None else report["png"],
         "registered": registered,
     }
     if json_out:
-        print_json(_clean(summary))
+        print_json(summary)
         return
     console.print(
         f"saved a {loaded.kind} reward model ({fitted.name}) to [bold]{escape(str(saved))}[/]"
     )
-    selection = fitted.details().get("selection") or {}
+    selection = details.get("selection") or {}
     if "candidates" in selection:
         console.print(_chosen_line(selection), highlight=False)
-    if report is not None:
-        _show(report, loaded.kind, f"{cv_folds}-fold cross-validation (out of fold)")
+    if run is not None and report is not None:
+        _show(run.report, f"{cv_folds}-fold cross-validation (out of fold)")
         console.print(f"figure: {escape(str(report['png']))}")
     if registered is not None:
         console.print(f"registered as {registered['name']} v{registered['version']}")
@@ -792,52 +649,50 @@ def evaluate(
     samples: SamplesOption = 1000,
 ) -> None:
     """Evaluate a saved model on a file, with 95% intervals and baselines."""
-    from prefloop.reward import load_pair_data, load_rating_data, load_reward_model
-    from prefloop.reward.evaluate import (
-        cross_fitted_length_probabilities,
-        evaluate_pairs,
-        evaluate_ratings,
-        shorter_wins_probabilities,
+    from prefloop.reward import (
+        RatingReport,
+        evaluate_model,
+        load_pair_data,
+        load_rating_data,
+        load_reward_model,
     )
 
     with _surface_warnings():
         fitted = load_reward_model(model)
-        kind = fitted.kind
-        dataset: Any
+        dataset: RatingData | PairData
         with _progress(not json_out) as progress:
-            if kind == "rating":
+            if fitted.kind == "rating":
                 train_scale = fitted.train_.scale if fitted.train_ else None
                 dataset = load_rating_data(data, _parse_scale(scale) or train_scale)
-                pred = _score_all(fitted, dataset.texts, dataset.prompts, progress)
-                report = evaluate_ratings(
-                    fitted, dataset, predictions=pred, samples=samples, seed=seed
-                )
-                figures = {"pred": pred, "baseline_mean": report["baseline"]["mean"]}
             else:
                 dataset = load_pair_data(data)
-                p_model = _preferences_all(fitted, dataset, progress)
-                report = evaluate_pairs(
-                    fitted, dataset, probabilities=p_model, samples=samples, seed=seed
-                )
-                figures = {
-                    "p_model": p_model,
-                    "p_shorter": shorter_wins_probabilities(dataset),
-                    "p_length": cross_fitted_length_probabilities(dataset, 5, seed),
-                }
-        _warn_unscored(report, "items" if kind == "rating" else "pairs")
+            result = evaluate_model(fitted, dataset, samples=samples, seed=seed, progress=progress)
+        report = result.report
+        _warn_unscored(report.unscored, report.n, "items" if fitted.kind == "rating" else "pairs")
         _warn_judge_failures(fitted)
-        report["model"] = str(model)
-        report["data"] = str(data)
         json_path = report_path or Path("reports") / f"reward-eval-{_slug(data, None)}.json"
-        png_path = png or json_path.with_suffix(".png")
-        report["png"] = str(_plot(kind, dataset, figures, png_path, f"{model.name} on {data.name}"))
-        report["report"] = str(json_path)
-        _write_json(json_path, report)
+        png_path = _plot(
+            dataset,
+            result.predictions,
+            png or json_path.with_suffix(".png"),
+            title=f"{model.name} on {data.name}",
+            folds=5,
+            seed=seed,
+            baseline_mean=report.baseline.mean if isinstance(report, RatingReport) else None,
+        )
+        printed = {
+            **report.to_json(),
+            "model": str(model),
+            "data": str(data),
+            "png": str(png_path),
+            "report": str(json_path),
+        }
+        _write_json(json_path, printed)
     if json_out:
-        print_json(_clean(report))
+        print_json(printed)
         return
-    _show(report, kind, f"{model.name} on {data.name}")
-    console.print(f"report: {escape(str(json_path))}  figure: {escape(report['png'])}")
+    _show(report, f"{model.name} on {data.name}")
+    console.print(f"report: {escape(str(json_path))}  figure: {escape(str(png_path))}")
 
 
 def cv(
@@ -858,32 +713,43 @@ def cv(
     group_by: GroupByOption = "text",
 ) -> None:
     """Cross-validate a model: every figure out of fold, next to baselines on the same folds."""
+    from prefloop.reward import RatingData, cross_validate_spec
+
     with _surface_warnings():
         loaded = _load_data(data, task, kind, scale, db)
-        choice = _choice(loaded, model, seed, balance_levels, candidates, group_by)
+        spec = _spec(loaded, model, seed, balance_levels, candidates, group_by)
         with _progress(not json_out) as progress:
-            report, figures = _cv_run(choice, loaded.data, folds, samples, progress)
-        _warn_unscored(report, "items (out of fold)")
+            run = cross_validate_spec(
+                spec, loaded.data, folds=folds, samples=samples, progress=progress
+            )
+        _warn_unscored(run.report.unscored, run.report.n, "items (out of fold)")
         json_path = report_path or Path("reports") / f"reward-cv-{_slug(data, task)}.json"
-        png_path = png or json_path.with_suffix(".png")
-        title = f"{model}: {folds}-fold CV, n={len(loaded.data)}"
-        report["png"] = str(_plot(loaded.kind, loaded.data, figures, png_path, title))
-        report["report"] = str(json_path)
-        _write_json(json_path, report)
+        ratings = loaded.data.ratings if isinstance(loaded.data, RatingData) else None
+        png_path = _plot(
+            loaded.data,
+            run.predictions,
+            png or json_path.with_suffix(".png"),
+            title=f"{model}: {folds}-fold CV, n={len(loaded.data)}",
+            folds=folds,
+            seed=seed,
+            baseline_mean=None if ratings is None else float(np.mean(ratings)),
+        )
+        printed = {**run.to_json(), "png": str(png_path), "report": str(json_path)}
+        _write_json(json_path, printed)
     if json_out:
-        print_json(_clean(report))
+        print_json(printed)
         return
-    _show(report, loaded.kind, f"{model}: {folds}-fold cross-validation (out of fold)")
-    if "models" in report:
+    _show(run.report, f"{model}: {folds}-fold cross-validation (out of fold)")
+    if run.candidates:
         table = Table(title="candidates on the same folds")
         for column in ("candidate", "mse", "spearman", "train mse"):
             table.add_column(column)
-        for candidate, row in report["models"].items():
+        for candidate, score in run.candidates.items():
             table.add_row(
-                candidate, f"{row['mse']:.3f}", f"{row['spearman']:.3f}", f"{row['train_mse']:.3f}"
+                candidate, f"{score.mse:.3f}", f"{score.spearman:.3f}", f"{score.train_mse:.3f}"
             )
         console.print(table)
-    console.print(f"report: {escape(str(json_path))}  figure: {escape(report['png'])}")
+    console.print(f"report: {escape(str(json_path))}  figure: {escape(str(png_path))}")
 
 
 @dataclass(frozen=True)
@@ -956,7 +822,7 @@ def predict(
     "reward_chosen"/"reward_rejected", rankings "rewards". A text the model gave no score (an
     LLM judge whose calls failed) gets null, counted on stderr."""
     from prefloop.io.readers import iter_json_lines
-    from prefloop.reward import load_reward_model
+    from prefloop.reward import load_reward_model, score_in_chunks
 
     with _surface_warnings():
         fitted = load_reward_model(model)
@@ -966,24 +832,17 @@ def predict(
         texts = [text for item in items for text in item.texts]
         prompts = [item.prompt for item in items for _ in item.texts]
         with _progress() as progress:
-            raw = _score_all(fitted, texts, prompts, progress)
+            raw = score_in_chunks(fitted, texts, prompts, progress)
         unit = fitted.to_unit(raw)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.", dir=output.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                start = 0
-                for item in items:
-                    stop = start + len(item.texts)
-                    row = _with_rewards(
-                        item, _json_numbers(raw[start:stop]), _json_numbers(unit[start:stop])
-                    )
-                    handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
-                    start = stop
-            os.replace(as_if_created(tmp), output)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(output) as temporary, temporary.open("w", encoding="utf-8") as handle:
+            start = 0
+            for item in items:
+                stop = start + len(item.texts)
+                row = _with_rewards(
+                    item, _json_numbers(raw[start:stop]), _json_numbers(unit[start:stop])
+                )
+                handle.write(json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n")
+                start = stop
     unscored = int(np.sum(~np.isfinite(raw)))
     _warn_judge_failures(fitted)
     err_console.print(
@@ -1048,8 +907,15 @@ def distill(
     """Distill a teacher into a cheap local student: the teacher labels --data, the student
     learns its labels and is saved to --out. Items the teacher could not label (a failed judge
     call) are left out and counted, never scored 0."""
-    from prefloop.reward import DistillConfig, LLMJudge, distill_from_files, load_reward_model
-    from prefloop.reward.base import check_model_target
+    from prefloop.reward import (
+        DistillConfig,
+        LLMJudge,
+        ModelSpec,
+        check_model_target,
+        distill_from_files,
+        load_reward_model,
+        make_reward_model,
+    )
 
     check_model_target(out, overwrite=force)
     config = DistillConfig(test_fraction=test_fraction, seed=seed, refit_on_all=refit)
@@ -1057,7 +923,7 @@ def distill(
     with _surface_warnings():
         teacher_model = load_reward_model(teacher)
         student_kind = _check_kind(kind) or teacher_model.kind
-        student_model = _model_factory(_ModelChoice(kind=student_kind, spec=student, seed=seed))()
+        student_model = make_reward_model(ModelSpec(kind=student_kind, model=student, seed=seed))
         with _progress(not json_out) as progress:
             report = distill_from_files(
                 teacher_model, data, student_model, config=config, progress=progress
@@ -1074,7 +940,7 @@ def distill(
             "they are left out of training and of every figure"
         )
     if json_out:
-        print_json(_clean(summary))
+        print_json(summary)
         return
     table = Table(title=f"{report.student} distilled from {report.teacher} ({teacher.name})")
     for column in ("agreement on held-out items", "n", "mse", "spearman", "accuracy"):

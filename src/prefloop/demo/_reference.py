@@ -32,8 +32,9 @@ from typing import Any, Literal, get_args
 import numpy as np
 from sqlalchemy import select
 
+from prefloop._files import atomic_path
 from prefloop.bandit import ArmSpec, SimulationResult, SimulationSpec, plot_regret, simulate
-from prefloop.demo._report import _atomic_write, _color, _figure
+from prefloop.demo._report import _color, _figure
 from prefloop.demo._reward import DEFAULT_MODEL, out_of_fold_scores
 from prefloop.demo._rubric import RubricScorer
 from prefloop.demo._task import DIARY, DemoTask
@@ -213,9 +214,9 @@ def reference_pools(
         report = oof.report
         about |= {
             "model": model,
-            "cv_mse": report["mse"],
-            "baseline_mse": report["baseline"]["mse"],  # type: ignore[index]
-            "beats_baseline": report["vs_baseline"]["beats_baseline"],  # type: ignore[index]
+            "cv_mse": report.mse,
+            "baseline_mse": report.baseline.mse,
+            "beats_baseline": report.vs_baseline.beats_baseline,
             "agreement_with_ratings": float(np.mean(ratings == data.ratings)),
         }
     by_arm: dict[int, list[float]] = {}
@@ -318,5 +319,6 @@ def plot_reward_distribution(
         fontsize=11,
     )
     figure.tight_layout()
-    _atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=110))
+    with atomic_path(path, suffix=path.suffix) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
     return path

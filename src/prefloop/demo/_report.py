@@ -11,9 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,7 +20,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from prefloop._files import as_if_created
+from prefloop._files import atomic_path, write_atomic
 from prefloop.demo._result import DemoResult
 
 __all__ = [
@@ -66,21 +64,9 @@ def _figure(size: tuple[float, float]) -> Any:
 
 def _save(figure: Any, path: Path) -> Path:
     figure.tight_layout()
-    _atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=110))
+    with atomic_path(path, suffix=path.suffix) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
     return path
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=path.suffix, delete=False) as handle:
-        temporary = Path(handle.name)
-        try:
-            write(handle)
-        except BaseException:
-            handle.close()
-            temporary.unlink(missing_ok=True)
-            raise
-    os.replace(as_if_created(temporary), path)
 
 
 def _color(index: int) -> str:
@@ -319,7 +305,7 @@ def write_html(result: DemoResult, path: Path, *, images: dict[str, Path]) -> Pa
     parts.append(_timings_section(result))
     parts.append("</body></html>")
     text = "\n".join(parts)
-    _atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    write_atomic(path, text)
     return path
 
 

@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from prefloop.demo._result import RewardModelResult
 from prefloop.errors import InvalidInputError
-from prefloop.reward import RatingData, rating_data_from_store
+from prefloop.reward import RatingData, RatingReport, rating_data_from_store
 from prefloop.store import Store
 
 __all__ = ["DEFAULT_MODEL", "OutOfFold", "fit_reward_model", "out_of_fold_scores"]
@@ -33,7 +33,7 @@ class OutOfFold:
 
     data: RatingData
     predictions: NDArray[np.float64]
-    report: dict[str, object]
+    report: RatingReport
 
 
 def out_of_fold_scores(
@@ -53,6 +53,7 @@ def out_of_fold_scores(
         samples=BOOTSTRAP_SAMPLES,
         seed=seed,
     )
+    assert isinstance(result.report, RatingReport)
     return OutOfFold(data=data, predictions=result.predictions, report=result.report)
 
 
@@ -78,26 +79,24 @@ def fit_reward_model(
         return RewardModelResult(kind=f"rating:{model}", ratings=len(data), skipped=str(exc))
     report = oof.report
     fitted = SklearnRatingModel(RatingModelConfig(model=model, seed=seed)).fit(data)
-    fitted.metrics = {"cross_validation": report}
+    fitted.metrics = {"cross_validation": report.to_json()}
     path = fitted.save(folder)
     register_folder(store, path, name=f"{task}-demo-reward", task=task)
-    baseline = report["baseline"]
-    gain = report["vs_baseline"]
-    assert isinstance(baseline, dict) and isinstance(gain, dict)
+    gain = report.vs_baseline
     metrics = {
-        "cv_mse": float(report["mse"]),  # type: ignore[arg-type]
-        "cv_mae": float(report["mae"]),  # type: ignore[arg-type]
-        "cv_spearman": float(report["spearman"]),  # type: ignore[arg-type]
-        "baseline_mse": float(baseline["mse"]),
-        "baseline_mae": float(baseline["mae"]),
-        "mse_reduction": float(gain["mse_reduction"]),
-        "mse_reduction_ci_low": float(gain["ci"][0]),
-        "mse_reduction_ci_high": float(gain["ci"][1]),
+        "cv_mse": report.mse,
+        "cv_mae": report.mae,
+        "cv_spearman": report.spearman,
+        "baseline_mse": report.baseline.mse,
+        "baseline_mae": report.baseline.mae,
+        "mse_reduction": gain.value,
+        "mse_reduction_ci_low": gain.ci[0],
+        "mse_reduction_ci_high": gain.ci[1],
     }
     return RewardModelResult(
         kind=f"rating:{fitted.chosen}",
         ratings=len(data),
         metrics=metrics,
         path=path,
-        beats_baseline=bool(gain["beats_baseline"]),
+        beats_baseline=gain.beats_baseline,
     )

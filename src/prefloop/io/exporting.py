@@ -26,7 +26,6 @@ appears only when complete.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +33,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from prefloop._files import atomic_path
 from prefloop.errors import InvalidInputError
 from prefloop.feedback import (
     HUMAN_SOURCES,
@@ -150,14 +150,9 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
         raise InvalidInputError(f"{path} is a folder; give a file name such as out.jsonl")
     if not path.parent.exists():
         raise InvalidInputError(f"cannot write {path}: folder {path.parent} does not exist")
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     count = 0
-    try:
-        with temporary.open("w", encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-                count += 1
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
     return count

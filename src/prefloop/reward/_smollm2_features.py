@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from prefloop.errors import InvalidInputError
-from prefloop.reward.base import Array, TruncationWarning
+from prefloop.reward._data import Array
+from prefloop.reward._featurizer import TruncationWarning
 
 __all__ = ["SmolLM2Reader", "dialogue_messages", "smollm2_reader"]
 

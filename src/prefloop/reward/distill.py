@@ -27,17 +27,10 @@ from scipy.stats import spearmanr
 
 from prefloop.errors import ImportFileError, InvalidInputError
 from prefloop.io.readers import iter_json_lines
-from prefloop.reward.base import (
-    Array,
-    PairData,
-    ProgressCallback,
-    RatingData,
-    RewardModel,
-    load_pair_data,
-    load_rating_data,
-    load_reward_model,
-    read_model_info,
-)
+from prefloop.reward._data import Array, PairData, RatingData
+from prefloop.reward._loaders import load_pair_data, load_rating_data
+from prefloop.reward._manifest import read_model_info, to_jsonable
+from prefloop.reward._model import ProgressCallback, RewardModel, load_reward_model
 
 __all__ = [
     "Agreement",
@@ -97,7 +90,8 @@ class Agreement:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        rounded = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+        return dict(to_jsonable(rounded))
 
 
 @dataclass(frozen=True)
@@ -128,7 +122,7 @@ class DistillReport:
             out[key] = None if value is None else value.to_json()
         out["teacher_seconds"] = round(self.teacher_seconds, 2)
         out["student_seconds"] = round(self.student_seconds, 2)
-        return out
+        return dict(to_jsonable(out))
 
 
 def _split(n: int, config: DistillConfig) -> tuple[np.ndarray, np.ndarray]:

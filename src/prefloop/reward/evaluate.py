@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,17 +35,33 @@ from numpy.typing import NDArray
 from scipy.stats import kendalltau, pearsonr, spearmanr
 
 from prefloop.errors import InvalidInputError
-from prefloop.reward.base import (
-    Array,
-    PairData,
-    ProgressCallback,
-    RatingData,
-    RewardModel,
+from prefloop.reward._data import FOLD_GROUPINGS, Array, FoldGrouping, PairData, RatingData
+from prefloop.reward._model import ProgressCallback, RewardModel
+from prefloop.reward._reports import (
+    BaselineGain,
+    CandidateScore,
+    CrossValidation,
+    Interval,
+    PairBaselines,
+    PairReport,
+    RatingBaselines,
+    RatingReport,
+    Resampled,
+    WithinInput,
 )
 
 __all__ = [
+    "BaselineGain",
     "CVResult",
+    "CandidateScore",
+    "CrossValidation",
     "Folds",
+    "PairBaselines",
+    "PairReport",
+    "RatingBaselines",
+    "RatingReport",
+    "Resampled",
+    "WithinInput",
     "bootstrap_interval",
     "bootstrap_intervals",
     "cross_fitted_length_probabilities",
@@ -192,11 +208,11 @@ def _kept_clusters(
     return kept if kept.size and int(kept.max()) + 1 >= MIN_CLUSTERS else None
 
 
-def _resampled(kept: NDArray[np.int_] | None, n: int) -> dict[str, Any]:
-    """What the bootstrap drew: ``{"unit": "group" | "item", "count"}``."""
+def _resampled(kept: NDArray[np.int_] | None, n: int) -> Resampled:
+    """What the bootstrap drew: single items, or groups."""
     if kept is None:
-        return {"unit": "item", "count": n}
-    return {"unit": "group", "count": int(kept.max()) + 1}
+        return Resampled(unit="item", count=n)
+    return Resampled(unit="group", count=int(kept.max()) + 1)
 
 
 def _with_intervals(
@@ -207,15 +223,16 @@ def _with_intervals(
     samples: int,
     seed: int,
     clusters: NDArray[np.int_] | None = None,
-) -> tuple[dict[str, float], dict[str, list[float]], dict[str, Any]]:
+) -> tuple[dict[str, float], dict[str, Interval], BaselineGain]:
     """``(point, ci, vs_baseline)``: the figures on all ``n`` items, their bootstrap intervals
     (:func:`bootstrap_intervals`), and the paired model-minus-baseline entry ``gain`` of
-    ``statistics`` as ``{gain, "ci", "beats_baseline"}`` (true when its interval excludes 0)."""
+    ``statistics`` with its interval (it beats the baseline when the interval excludes 0)."""
     point = statistics(np.arange(n))
-    drawn = bootstrap_intervals(statistics, n, samples=samples, seed=seed, clusters=clusters)
-    ci = {k: list(v) for k, v in drawn.items()}
+    ci = bootstrap_intervals(statistics, n, samples=samples, seed=seed, clusters=clusters)
     gain_ci = ci.pop(gain)
-    vs_baseline = {gain: point[gain], "ci": gain_ci, "beats_baseline": bool(gain_ci[0] > 0)}
+    vs_baseline = BaselineGain(
+        figure=gain, value=point[gain], ci=gain_ci, beats_baseline=bool(gain_ci[0] > 0)
+    )
     return point, ci, vs_baseline
 
 
@@ -227,14 +244,14 @@ def rating_report(
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
     clusters: NDArray[np.int_] | None = None,
-) -> dict[str, Any]:
-    """``{"n", "unscored", "mse", "mae", "spearman", "pearson", "baseline": {"mse", "mae"},
-    "ci": {…}, "vs_baseline": {"mse_reduction", "ci", "beats_baseline"}}`` for predictions
-    ``pred`` of labels ``y``; ``baseline`` holds the baseline's predictions (the training mean).
-    ``clusters`` makes the intervals resample groups of items (:func:`bootstrap_intervals`).
+) -> RatingReport:
+    """MSE, MAE, Spearman and Pearson of predictions ``pred`` of labels ``y``, next to the
+    baseline's, with intervals and the paired MSE reduction (``vs_baseline``); ``baseline``
+    holds the baseline's predictions (the training mean). ``clusters`` makes the intervals
+    resample groups of items (:func:`bootstrap_intervals`).
 
     Items whose prediction is NaN (no score) are left out of every figure, the baseline's
-    included, and counted in ``"unscored"``; ``"n"`` counts the items measured."""
+    included, and counted in ``unscored``; ``n`` counts the items measured."""
     y, pred, baseline = (np.asarray(a, dtype=np.float64) for a in (y, pred, baseline))
     scored = _scored(pred)
     unscored = int(np.sum(~scored))
@@ -252,15 +269,18 @@ def rating_report(
     point, ci, vs_baseline = _with_intervals(
         statistics, n, "mse_reduction", samples=samples, seed=seed, clusters=kept
     )
-    return {
-        "n": int(n),
-        "unscored": unscored,
-        **{k: point[k] for k in ("mse", "mae", "spearman", "pearson")},
-        "baseline": {"mse": point["baseline_mse"], "mae": point["baseline_mae"]},
-        "ci": ci,
-        "vs_baseline": vs_baseline,
-        "resampled": _resampled(kept, n),
-    }
+    return RatingReport(
+        n=int(n),
+        unscored=unscored,
+        mse=point["mse"],
+        mae=point["mae"],
+        spearman=point["spearman"],
+        pearson=point["pearson"],
+        baseline=RatingBaselines(mse=point["baseline_mse"], mae=point["baseline_mae"]),
+        ci=ci,
+        vs_baseline=vs_baseline,
+        resampled=_resampled(kept, n),
+    )
 
 
 def _tied_pairs(values: Array) -> float:
@@ -294,16 +314,15 @@ def within_input_report(
     *,
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
-) -> dict[str, Any] | None:
+) -> WithinInput | None:
     """How often ``pred`` orders two texts of one input (``data.inputs``) that were rated
     differently the way the rater did; a tie in ``pred`` counts half. Next to it the baseline
     "the longer text wins" (characters), and their paired difference. Intervals resample the
     *inputs* (a cluster bootstrap), since the pairs of one input are not independent; with
     fewer than :data:`MIN_CLUSTERS` inputs that hold such a pair there is no interval (NaN).
 
-    ``{"pairs", "inputs", "ordered_right", "longer_wins", "ci": {"ordered_right",
-    "longer_wins"}, "vs_baseline": {"gain", "ci", "beats_baseline"}}``, or None when no input
-    has two differently rated texts with a prediction (no input known, one text per input, …).
+    None when no input has two differently rated texts with a prediction (no input known, one
+    text per input, …).
     """
     pred = np.asarray(pred, dtype=np.float64)
     members: dict[str, list[int]] = {}
@@ -329,14 +348,14 @@ def within_input_report(
     point, ci, vs_baseline = _with_intervals(
         statistics, len(table), "gain", samples=samples if enough else 0, seed=seed
     )
-    return {
-        "pairs": int(table[:, 0].sum()),
-        "inputs": len(table),
-        "ordered_right": point["ordered_right"],
-        "longer_wins": point["longer_wins"],
-        "ci": ci,
-        "vs_baseline": vs_baseline,
-    }
+    return WithinInput(
+        pairs=int(table[:, 0].sum()),
+        inputs=len(table),
+        ordered_right=point["ordered_right"],
+        longer_wins=point["longer_wins"],
+        ci=ci,
+        vs_baseline=vs_baseline,
+    )
 
 
 def pair_report(
@@ -347,11 +366,11 @@ def pair_report(
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
     clusters: NDArray[np.int_] | None = None,
-) -> dict[str, Any]:
-    """``{"n", "unscored", "accuracy", "baseline": {"shorter_wins", "length_model"}, "ci": {…},
-    "vs_baseline": {"accuracy_gain", "ci", "beats_baseline"}}`` from each model's
-    P(chosen ≻ rejected) per pair; the gain is over the better of the two baselines. Pairs
-    the model gave no probability (NaN) are left out and counted in ``"unscored"``.
+) -> PairReport:
+    """Accuracy (and log loss) from each model's P(chosen ≻ rejected) per pair, next to the
+    baselines', with intervals and the paired accuracy gain (``vs_baseline``); the gain is over
+    the better of the two baselines. Pairs the model gave no probability (NaN) are left out
+    and counted in ``unscored``.
     ``clusters`` makes the intervals resample groups of pairs (:func:`bootstrap_intervals`)."""
     p_model, p_shorter, p_length = (
         np.asarray(a, dtype=np.float64) for a in (p_model, p_shorter, p_length)
@@ -376,16 +395,18 @@ def pair_report(
         statistics, n, "accuracy_gain", samples=samples, seed=seed, clusters=kept
     )
     clipped = np.clip(p_model, 1e-6, 1 - 1e-6)
-    return {
-        "n": int(n),
-        "unscored": unscored,
-        "accuracy": point["accuracy"],
-        "log_loss": float(-np.mean(np.log(clipped))),
-        "baseline": {"shorter_wins": point["shorter_wins"], "length_model": point["length_model"]},
-        "ci": ci,
-        "vs_baseline": vs_baseline,
-        "resampled": _resampled(kept, n),
-    }
+    return PairReport(
+        n=int(n),
+        unscored=unscored,
+        accuracy=point["accuracy"],
+        log_loss=float(-np.mean(np.log(clipped))),
+        baseline=PairBaselines(
+            shorter_wins=point["shorter_wins"], length_model=point["length_model"]
+        ),
+        ci=ci,
+        vs_baseline=vs_baseline,
+        resampled=_resampled(kept, n),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,11 +448,7 @@ def _normalize(text: str | None) -> str:
     return re.sub(r"\s+", " ", (text or "").strip())
 
 
-FOLD_GROUPINGS = ("text", "input")
-"""How rated texts are kept together in folds: copies of a text, or drafts of one input."""
-
-
-def fold_groups(data: RatingData | PairData, by: str = "text") -> NDArray[np.int_]:
+def fold_groups(data: RatingData | PairData, by: FoldGrouping = "text") -> NDArray[np.int_]:
     """Group labels for CV: pairs by prompt; ratings by (whitespace-normalized) text, or with
     ``by="input"`` by ``data.inputs`` — and then copies of a text still stay together, and a
     text with no input known is its own group."""
@@ -482,7 +499,7 @@ def resampling_clusters(data: RatingData | PairData) -> NDArray[np.int_]:
 
 
 def make_folds(
-    data: RatingData | PairData, k: int = 5, *, seed: int = 0, by: str = "text"
+    data: RatingData | PairData, k: int = 5, *, seed: int = 0, by: FoldGrouping = "text"
 ) -> Folds:
     """``k`` seeded folds that never split a group (see :func:`fold_groups`; ``by`` applies to
     ratings); the same data and seed always give the same folds, so every model compared sees
@@ -521,7 +538,7 @@ def evaluate_ratings(
     predictions: Array | None = None,
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> RatingReport:
     """Report for a fitted rating model on ``data``; the baseline predicts ``baseline_mean``
     (default: the model's own training mean) for every item.
 
@@ -540,22 +557,19 @@ def evaluate_ratings(
     report = _rating_data_report(
         data, pred, np.full(len(data), baseline_mean), samples=samples, seed=seed
     )
-    report["baseline"]["mean"] = float(baseline_mean)
-    return report
+    return replace(report, baseline=replace(report.baseline, mean=float(baseline_mean)))
 
 
 def _rating_data_report(
     data: RatingData, pred: Array, baseline: Array, *, samples: int, seed: int
-) -> dict[str, Any]:
+) -> RatingReport:
     """:func:`rating_report` with the intervals resampling ``data``'s groups, plus
-    ``"within_input"`` when texts share an input."""
+    ``within_input`` when texts share an input."""
     report = rating_report(
         data.ratings, pred, baseline, samples=samples, seed=seed, clusters=resampling_clusters(data)
     )
     within = within_input_report(data, pred, samples=samples, seed=seed)
-    if within is not None:
-        report["within_input"] = within
-    return report
+    return report if within is None else replace(report, within_input=within)
 
 
 def evaluate_pairs(
@@ -566,13 +580,13 @@ def evaluate_pairs(
     probabilities: Array | None = None,
     samples: int = BOOTSTRAP_SAMPLES,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> PairReport:
     """Report for a fitted pairwise model on ``data``. The length-only baseline is
     cross-fitted on ``data`` itself (``folds`` folds grouped by prompt), so it is measured in
     the same run on the same pairs.
 
     ``probabilities`` are ``model.preference_probability(data)`` when already computed. Pairs
-    without one (NaN) are counted in ``"unscored"`` and left out of the figures."""
+    without one (NaN) are counted in ``unscored`` and left out of the figures."""
     if len(data) == 0:
         raise InvalidInputError(f"no pairs to evaluate in {data.source or 'the data'}")
     p_model = _checked(
@@ -585,7 +599,7 @@ def evaluate_pairs(
 
 def _pair_data_report(
     data: PairData, p_model: Array, p_length: Array, *, samples: int, seed: int
-) -> dict[str, Any]:
+) -> PairReport:
     """:func:`pair_report` next to "the shorter reply wins", with the intervals resampling
     ``data``'s prompts."""
     return pair_report(
@@ -620,10 +634,11 @@ def cross_fitted_length_probabilities(data: PairData, folds: int, seed: int) -> 
 class CVResult:
     """Out-of-fold predictions and the report built from them."""
 
-    report: dict[str, Any]
+    report: RatingReport | PairReport
+    """Out of fold, with its ``cross_validation`` part set."""
     predictions: Array
     """rating: out-of-fold prediction; pairwise: P(chosen ≻ rejected); NaN where the model
-    gave no score (counted in ``report["unscored"]``)."""
+    gave no score (counted in ``report.unscored``)."""
     folds: Folds
     seconds: float
 
@@ -640,11 +655,12 @@ def cross_validate(
 ) -> CVResult:
     """Fit a fresh model on each training part and predict its held-out part.
 
-    The report has the same keys as :func:`evaluate_ratings` / :func:`evaluate_pairs`
+    The report has the figures of :func:`evaluate_ratings` / :func:`evaluate_pairs`
     (computed out of fold; the rating baseline is each training part's mean, the length model
-    is fitted on each training part) plus ``"train"``: the in-sample figures of the same fits,
-    averaged over folds, and ``"gap"``, the train-minus-CV difference of the main metric.
-    Items the model gave no score (NaN) are counted in ``"unscored"``, in and out of fold.
+    is fitted on each training part) plus ``cross_validation``: the in-sample figures of the
+    same fits, averaged over folds (``train``), and the train-minus-CV difference of the main
+    figure (``gap``). Items the model gave no score (NaN) are counted in ``unscored``, in and
+    out of fold.
     """
     start = time.perf_counter()
     n = len(data)
@@ -683,17 +699,17 @@ def cross_validate(
             f"the folds do not cover every item once ({missing} in no test part, {repeated} "
             "in several); build them with make_folds"
         )
-    report: dict[str, Any]
+    report: RatingReport | PairReport
     if isinstance(data, RatingData):
-        report = _rating_data_report(data, oof, baseline, samples=samples, seed=seed)
+        rating = _rating_data_report(data, oof, baseline, samples=samples, seed=seed)
         in_sample = _mean_figures(train_figures, ("mse", "mae", "spearman", "pearson"))
-        report["gap"] = {"mse": report["mse"] - in_sample["mse"]}
+        gap = {"mse": rating.mse - in_sample["mse"]}
+        report = replace(rating, cross_validation=CrossValidation(in_sample, gap, len(folds)))
     else:
-        report = _pair_data_report(data, oof, p_length, samples=samples, seed=seed)
+        pairs = _pair_data_report(data, oof, p_length, samples=samples, seed=seed)
         in_sample = _mean_figures(train_figures, ("accuracy",))
-        report["gap"] = {"accuracy": in_sample["accuracy"] - report["accuracy"]}
-    report["train"] = in_sample
-    report["folds"] = len(folds)
+        gap = {"accuracy": in_sample["accuracy"] - pairs.accuracy}
+        report = replace(pairs, cross_validation=CrossValidation(in_sample, gap, len(folds)))
     return CVResult(
         report=report, predictions=oof, folds=folds, seconds=time.perf_counter() - start
     )

@@ -41,7 +41,8 @@ from typing import Any, ClassVar, Literal, Self
 import numpy as np
 
 from prefloop.errors import InvalidInputError
-from prefloop.reward.base import Array, Featurizer, TruncationWarning
+from prefloop.reward._data import Array
+from prefloop.reward._featurizer import Featurizer, TruncationWarning
 
 __all__ = [
     "CharSurprisal",

@@ -16,7 +16,7 @@ Input layout: ``[CLS] prompt [SEP] reply [SEP]`` for encoders (``prompt reply`` 
 the reply answers; the fast Bradley–Terry model reads the same), or the whole dialogue. When
 the two do not fit in ``max_length`` tokens the reply keeps its beginning and the prompt keeps
 its END (the last human turn of a long dialogue); each cut is counted and reported with a
-:class:`~prefloop.reward.base.TruncationWarning`. Models saved before ``prompt_view`` existed
+:class:`~prefloop.reward.TruncationWarning`. Models saved before ``prompt_view`` existed
 read whole dialogues, and still do when loaded.
 
 The loop is our own rather than TRL's RewardTrainer because the latter drops (not truncates)
@@ -39,15 +39,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from prefloop.errors import InvalidInputError
-from prefloop.reward.base import (
-    Array,
-    PairData,
-    ProgressCallback,
-    RewardModel,
-    TruncationWarning,
-    read_model_info,
-    register_model,
-)
+from prefloop.reward._classes import register_model
+from prefloop.reward._data import Array, PairData
+from prefloop.reward._featurizer import TruncationWarning
+from prefloop.reward._manifest import read_model_info
+from prefloop.reward._model import ProgressCallback, RewardModel
 from prefloop.reward.featurizers import last_request
 
 if TYPE_CHECKING:

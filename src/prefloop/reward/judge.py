@@ -20,7 +20,7 @@ import math
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,7 +35,9 @@ from prefloop.llm.base import (
     LLMRequestError,
     Message,
 )
-from prefloop.reward.base import Array, ProgressCallback, RatingData, RewardModel, register_model
+from prefloop.reward._classes import ModelSpec, register_model
+from prefloop.reward._data import Array, RatingData
+from prefloop.reward._model import ProgressCallback, RewardModel
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -251,6 +253,14 @@ class LLMJudge(RewardModel):
     config_type = JudgeConfig
 
     config: JudgeConfig
+
+    @classmethod
+    def config_for(cls, spec: ModelSpec) -> JudgeConfig:
+        """The defaults with ``spec.seed``, and the task's rubric and description when given."""
+        config = JudgeConfig(seed=spec.seed)
+        if spec.rubric or spec.description:
+            config = replace(config, rubric=spec.rubric, task=spec.description)
+        return config
 
     def __init__(self, config: JudgeConfig | None = None, *, backend: ChatBackend | None = None):
         super().__init__(config)

@@ -13,7 +13,6 @@ over the base named in the config, or a whole model.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +21,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from prefloop.io.readers import hh_messages
-from prefloop.reward.base import (
-    MANIFEST_NAME,
-    Array,
-    PairData,
-    ProgressCallback,
-    RewardModel,
-    TrainSummary,
-    register_model,
-)
+from prefloop.reward._classes import register_model
+from prefloop.reward._data import Array, PairData
+from prefloop.reward._manifest import TrainSummary, write_manifest
+from prefloop.reward._model import ProgressCallback, RewardModel
 
 __all__ = ["ScalarHeadConfig", "ScalarHeadRewardModel", "save_scalar_reward_model"]
 
@@ -65,6 +59,8 @@ class ScalarHeadRewardModel(RewardModel):
     kind = "pairwise"
     config_type: ClassVar[type[Any]] = ScalarHeadConfig
     extra_versions: ClassVar[tuple[str, ...]] = ("torch", "transformers", "peft", "trl")
+
+    config: ScalarHeadConfig
 
     def __init__(self, config: ScalarHeadConfig | None = None) -> None:
         super().__init__(config)
@@ -177,7 +173,4 @@ def save_scalar_reward_model(
         }
     }
     reward._save_files(folder)
-    manifest = reward.info().to_json()
-    (folder / MANIFEST_NAME).write_text(
-        json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
-    )
+    write_manifest(folder, reward.info())

@@ -25,14 +25,10 @@ import joblib
 import numpy as np
 
 from prefloop.errors import InvalidInputError
-from prefloop.reward.base import (
-    Array,
-    Featurizer,
-    PairData,
-    ProgressCallback,
-    RewardModel,
-    register_model,
-)
+from prefloop.reward._classes import register_model
+from prefloop.reward._data import Array, PairData
+from prefloop.reward._featurizer import Featurizer
+from prefloop.reward._model import ProgressCallback, RewardModel
 from prefloop.reward.featurizers import Concat, build_featurizer
 
 __all__ = ["BradleyTerryConfig", "BradleyTerryModel"]

@@ -13,9 +13,46 @@ from typing import Any
 
 import numpy as np
 
-from prefloop.reward.base import Array, PairData
+from prefloop.reward._data import Array, PairData, RatingData
 
-__all__ = ["plot_pairs", "plot_ratings"]
+__all__ = ["plot_evaluation", "plot_pairs", "plot_ratings"]
+
+
+def plot_evaluation(
+    data: RatingData | PairData,
+    predictions: Array,
+    path: str | Path,
+    *,
+    title: str,
+    baseline_mean: float | None = None,
+    folds: int = 5,
+    seed: int = 0,
+) -> Path:
+    """The figure beside an evaluation or cross-validation report: :func:`plot_ratings` (with
+    ``baseline_mean``) or :func:`plot_pairs` (the length model cross-fitted on ``folds`` folds
+    seeded by ``seed``). Items without a prediction are left out, as in the report."""
+    predictions = np.asarray(predictions, dtype=np.float64)
+    if isinstance(data, RatingData):
+        keep = np.isfinite(predictions)
+        return plot_ratings(
+            data.ratings[keep], predictions[keep], path, baseline=baseline_mean, title=title
+        )
+    from prefloop.reward.evaluate import (
+        cross_fitted_length_probabilities,
+        shorter_wins_probabilities,
+    )
+
+    p_shorter = shorter_wins_probabilities(data)
+    p_length = cross_fitted_length_probabilities(data, folds, seed)
+    kept = np.flatnonzero(np.isfinite(predictions))
+    return plot_pairs(
+        data.subset(kept),
+        predictions[kept],
+        p_shorter[kept],
+        p_length[kept],
+        path,
+        title=title,
+    )
 
 
 def _pyplot() -> Any:

@@ -30,21 +30,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import joblib
 import numpy as np
 from numpy.typing import NDArray
 
 from prefloop.errors import InvalidInputError
-from prefloop.reward.base import (
-    Array,
-    Featurizer,
-    ProgressCallback,
-    RatingData,
-    RewardModel,
-    register_model,
-)
+from prefloop.reward._classes import register_model
+from prefloop.reward._data import Array, FoldGrouping, RatingData
+from prefloop.reward._featurizer import Featurizer
+from prefloop.reward._model import ProgressCallback, RewardModel
 from prefloop.reward.featurizers import Concat, build_featurizer
 
 __all__ = [
@@ -90,6 +86,10 @@ def parse_candidate(spec: str) -> tuple[str, str]:
     return regressor, features
 
 
+InnerGrouping = Literal["auto", "text", "input"]
+"""What the folds inside a rating model's training data keep together (see ``group_by``)."""
+
+
 @dataclass(frozen=True)
 class RatingModelConfig:
     """Settings of :class:`SklearnRatingModel`."""
@@ -106,7 +106,7 @@ class RatingModelConfig:
     docs/experiments/reward-diary-ratings.md)."""
     balance_levels: bool = False
     """Up-weight rare rating levels (weights ∝ 1 / count of the level) when fitting."""
-    group_by: str = "auto"
+    group_by: InnerGrouping = "auto"
     """What the folds inside the training data keep together (``auto``'s model selection and
     the out-of-fold column of ``stack``): copies of a text (``text``), every draft of one input
     (``input``; see :func:`prefloop.reward.evaluate.make_folds`), or ``auto``: by input when
@@ -115,7 +115,7 @@ class RatingModelConfig:
     seed: int = 0
 
 
-INNER_GROUPINGS = ("auto", "text", "input")
+INNER_GROUPINGS: tuple[InnerGrouping, ...] = ("auto", "text", "input")
 MIN_INPUTS = 10
 """Fewest distinct inputs for ``group_by="auto"`` to group the inner folds by input: with fewer,
 folds by input would hold out a large share of the data at once."""
@@ -314,7 +314,7 @@ class SklearnRatingModel(RewardModel):
         if not self.selection_:
             self.selection_ = {"chosen": chosen}
 
-    def _grouping(self, data: RatingData) -> str:
+    def _grouping(self, data: RatingData) -> FoldGrouping:
         """``text`` or ``input``: what ``group_by`` means for these data."""
         by = self.config.group_by
         if by not in INNER_GROUPINGS:
@@ -324,14 +324,14 @@ class SklearnRatingModel(RewardModel):
             )
         if by == "auto":
             known = {key for key in data.inputs if key is not None}
-            by = "input" if len(known) >= MIN_INPUTS else "text"
+            return "input" if len(known) >= MIN_INPUTS else "text"
         return by
 
     def _select(
         self,
         specs: list[str],
         data: RatingData,
-        by: str,
+        by: FoldGrouping,
         groups: NDArray[np.int_] | None,
         progress: ProgressCallback | None,
     ) -> str:

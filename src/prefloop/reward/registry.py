@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from prefloop.errors import InvalidInputError
-from prefloop.reward.base import MANIFEST_NAME, IncompatibleModelError, read_model_info
+from prefloop.reward._manifest import MANIFEST_NAME, IncompatibleModelError, read_model_info
 from prefloop.store import RewardModelRecord, Store
 from prefloop.store.repo import get_task
 

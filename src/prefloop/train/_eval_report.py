@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from prefloop._files import as_if_created
+from prefloop._files import move_into_place
 
 if TYPE_CHECKING:
     from prefloop.train.evaluate import PolicyEvaluation
@@ -249,7 +248,7 @@ def write_eval_report(
             json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
         )
         for key, name in names.items():
-            os.replace(as_if_created(staging / name), final[key])
+            move_into_place(staging / name, final[key])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final

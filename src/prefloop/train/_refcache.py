@@ -13,13 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from prefloop._files import as_if_created
+from prefloop._files import atomic_path
 from prefloop.llm._cache import cache_root
 
 __all__ = ["ReferenceCache", "model_fingerprint"]
@@ -87,12 +86,5 @@ class ReferenceCache:
 
     def save(self, columns: dict[str, np.ndarray]) -> None:
         """Write atomically (a temporary file renamed into place)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=".refs-", suffix=".npz", dir=self.path.parent)
-        os.close(handle)
-        try:
+        with atomic_path(self.path, suffix=".npz") as temporary:
             np.savez(temporary, **columns)  # type: ignore[arg-type]
-            as_if_created(temporary)
-            os.replace(temporary, self.path)
-        finally:
-            Path(temporary).unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from prefloop.errors import InvalidInputError, NotFoundError, PrefloopError
 from prefloop.feedback import rater_agreement, task_agreement
-from prefloop.reward.base import load_reward_model
+from prefloop.reward import load_reward_model
 from prefloop.serve import ops
 from prefloop.serve.app import ServiceContext
 from prefloop.serve.web import _dashboard, queue
