@@ -23,11 +23,8 @@ PACKAGES = (
     "prefloop.train",
 )
 
-PENDING = {
-    "TruncationWarning": "prefloop.reward",
-}
-"""Names one package still defines apart, with that package: prefloop.reward.base keeps its own
-TruncationWarning until the reward package's reorganisation imports prefloop.errors'."""
+PENDING: dict[str, str] = {}
+"""Names one package may still define apart, with that package (none now)."""
 
 
 def _exports() -> dict[str, list[tuple[str, object]]]:

@@ -6,13 +6,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
+from prefloop.errors import TruncationWarning
 from prefloop.reward._data import Array
 
 __all__ = ["Featurizer", "TruncationWarning"]
-
-
-class TruncationWarning(UserWarning):
-    """Some texts were longer than a featurizer or model takes and were cut."""
 
 
 class Featurizer(ABC):

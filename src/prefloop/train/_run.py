@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefloop._files import as_if_created, publish_folder
+from prefloop._files import publish_folder, staging_folder
 from prefloop.errors import InvalidInputError, PrefloopError, TruncationWarning
 from prefloop.store import Store
 from prefloop.train.config import DPOConfig, KTOConfig, RewardConfig, RRHFConfig, TrainConfig
@@ -722,39 +721,66 @@ def _save(
     force: bool,
 ) -> None:
     """Write the model into a temporary folder beside ``out``, then rename it into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = as_if_created(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        model = built.trainer.model
-        adapter = config.lora and not config.merge
+
+    def build(staging: Path) -> None:
         if built.kind == "scalar":
             from prefloop.reward.lm_scalar import save_scalar_reward_model
 
+            model = built.trainer.model
             save_scalar_reward_model(model, built.tokenizer, staging, config, data, result)
-        else:
-            if config.lora and config.merge:
-                model = model.merge_and_unload()
-            model.save_pretrained(staging)
-            built.tokenizer.save_pretrained(staging)
-            write_manifest(
-                staging,
-                TrainedManifest(
-                    method=config.method,
-                    base=base_name(config.base),
-                    adapter=adapter,
-                    run_id=result.run_id,
-                    data_fingerprint=data.fingerprint(),
-                    metrics=_run_metrics(result),
-                    config=config.to_json(),
-                    created=datetime.now(UTC).isoformat(timespec="seconds"),
-                ),
-            )
+            return
+        save_policy(
+            built.trainer.model,
+            built.tokenizer,
+            staging,
+            config,
+            data,
+            run_id=result.run_id,
+            metrics=_run_metrics(result),
+        )
+
+    publish_trained(out, build, force=force)
+
+
+def save_policy(
+    model: Any,
+    tokenizer: Any,
+    folder: Path,
+    config: TrainConfig,
+    data: TrainingData,
+    *,
+    run_id: int | None,
+    metrics: dict[str, Any],
+) -> None:
+    """A trained policy into ``folder``: the adapter (or, with ``merge``, the merged model), the
+    tokenizer and the manifest that :func:`prefloop.train.models.load_trained` reads."""
+    if config.lora and config.merge:
+        model = model.merge_and_unload()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_manifest(
+        folder,
+        TrainedManifest(
+            method=config.method,
+            base=base_name(config.base),
+            adapter=config.lora and not config.merge,
+            run_id=run_id,
+            data_fingerprint=data.fingerprint(),
+            metrics=metrics,
+            config=config.to_json(),
+            created=datetime.now(UTC).isoformat(timespec="seconds"),
+        ),
+    )
+
+
+def publish_trained(out: Path, build: Callable[[Path], None], *, force: bool) -> None:
+    """``build(staging)`` fills a folder beside ``out``, which then replaces ``out`` whole; a
+    failure leaves ``out`` as it was."""
+    with staging_folder(out) as staging:
+        build(staging)
         if out.exists() and not force and any(out.iterdir()):
             raise InvalidInputError(f"{out} appeared while training; not replacing it")
         publish_folder(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _record_start(

@@ -16,23 +16,27 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prefloop._files import as_if_created, publish_folder
+from prefloop._files import staging_folder
 from prefloop.errors import InvalidInputError
 from prefloop.store import Store
-from prefloop.train._run import TrainingInterrupted, _check_out, _record_end, _record_start
+from prefloop.train._run import (
+    TrainingInterrupted,
+    _check_out,
+    _record_end,
+    _record_start,
+    publish_trained,
+    save_policy,
+)
 from prefloop.train.config import GRPOConfig, OnlineConfig, PPOConfig
 from prefloop.train.data import TrainingData
-from prefloop.train.models import TrainedManifest, base_name, load_base, write_manifest
+from prefloop.train.models import base_name, load_base
 
 __all__ = ["OnlineResult", "StepRecord", "hacking_signs", "run_online"]
 
@@ -514,9 +518,8 @@ def _run_trl(
 
     # Inputs travel as JSON text: Arrow cannot hold mappings whose keys differ from row to row.
     rows = [{"prompt": r["prompt"], "inputs": json.dumps(r.get("inputs") or {})} for r in kept]
-    checkpoints = Path(tempfile.mkdtemp(prefix=f".{out.name}.trl-", dir=out.parent or None))
     generations = config.num_generations
-    try:
+    with staging_folder(out, suffix=".trl") as checkpoints:  # TRL's scratch folder, removed after
         args = TrlConfig(
             output_dir=str(checkpoints),
             max_steps=int(config.max_steps or 1),
@@ -560,8 +563,6 @@ def _run_trl(
                     if n in shared["good"]:
                         p.copy_(shared["good"][n])
         return policy, str(shared["stopped"])
-    finally:
-        shutil.rmtree(checkpoints, ignore_errors=True)
 
 
 def _chat_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
@@ -593,35 +594,12 @@ def _save(
     into a temporary folder beside ``out`` and renamed into place."""
     from prefloop.train._rl_report import write_report
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = as_if_created(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        model = policy
-        if config.lora and config.merge:
-            model = model.merge_and_unload()
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+    def build(staging: Path) -> None:
         metrics = {k: v for k, v in result.to_json().items() if k != "history"}
-        write_manifest(
-            staging,
-            TrainedManifest(
-                method=config.method,
-                base=base_name(config.base),
-                adapter=config.lora and not config.merge,
-                run_id=result.run_id,
-                data_fingerprint=data.fingerprint(),
-                metrics=metrics,
-                config=config.to_json(),
-                created=datetime.now(UTC).isoformat(timespec="seconds"),
-            ),
-        )
+        save_policy(policy, tokenizer, staging, config, data, run_id=result.run_id, metrics=metrics)
         write_report(staging / REPORT, result, config)
         (staging / REPORT / "result.json").write_text(
             json.dumps(result.to_json(), indent=2), encoding="utf-8"
         )
-        if out.exists() and not force and any(out.iterdir()):
-            raise InvalidInputError(f"{out} appeared while training; not replacing it")
-        publish_folder(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    publish_trained(out, build, force=force)
