@@ -125,6 +125,12 @@ def main() -> None:
     parser.add_argument("--methods", default="ppo,rloo")
     parser.add_argument("--target-kl", type=float, default=4.0)
     parser.add_argument("--out", type=Path, default=None, help="keep the models here")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse the models a run left in --out (each run's figures are kept in "
+        "OUT/partial.json as they come, so a run cut short loses nothing)",
+    )
     args = parser.parse_args()
     steps = args.steps or (2 if args.quick else 12)
     n_heldout = args.heldout or (8 if args.quick else 64)
@@ -139,13 +145,25 @@ def main() -> None:
         train_file = folder / "train.jsonl"
         train_file.write_text("".join(json.dumps(r) + "\n" for r in train_rows), "utf-8")
         rating_model = folder / "rm-diary"
-        fit_seconds, _ = _run(
+        partial = folder / "partial.json"
+        runs: dict[str, Any] = {}
+        if args.reuse and partial.exists():
+            runs = json.loads(partial.read_text("utf-8"))
+
+        def keep(key: str, value: Any) -> None:
+            runs[key] = value
+            partial.write_text(json.dumps(runs, indent=2), "utf-8")
+
+        fit_seconds, _ = (0.0, {}) if args.reuse and rating_model.exists() else _run(
             [*prefloop, "reward", "fit", "--data", str(RATINGS), "--kind", "rating",
              "--out", str(rating_model), "--force"]
         )  # fmt: skip
-        runs: dict[str, Any] = {"rating_model_fit_seconds": round(fit_seconds, 1)}
+        if fit_seconds:
+            keep("rating_model_fit_seconds", round(fit_seconds, 1))
         for method in [m for m in args.methods.split(",") if m]:
             out = folder / method
+            if args.reuse and method in runs:
+                continue
             common = [
                 *prefloop, "train", method, "--prompts", str(train_file), "--reward", "rubric",
                 "--heldout", str(rating_model), "--max-steps", str(steps), "--out", str(out),
@@ -157,15 +175,24 @@ def main() -> None:
                 common += ["--batch-size", "8", "--learning-rate", "1e-4"]
             else:
                 common += ["--batch-size", "4", "--num-generations", "2", "--learning-rate", "1e-4"]
-            seconds, summary = _run(common)
+            done = out / "report" / "result.json"
+            if args.reuse and done.exists():
+                summary = json.loads(done.read_text("utf-8"))
+                summary.pop("history", None)
+                seconds = float(summary["seconds"])
+            else:
+                seconds, summary = _run(common)
             evaluation = _evaluate(out, heldout, rating_model)
-            runs[method] = {
-                "train_seconds": round(seconds, 1),
-                "train": summary,
-                "heldout_eval": evaluation,
-                "kl_within_target": summary.get("kl_last") is not None
-                and summary["kl_last"] <= args.target_kl,
-            }
+            keep(
+                method,
+                {
+                    "train_seconds": round(seconds, 1),
+                    "train": summary,
+                    "heldout_eval": evaluation,
+                    "kl_within_target": summary.get("kl_last") is not None
+                    and summary["kl_last"] <= args.target_kl,
+                },
+            )
         hack_out = folder / "hack"
         hack_seconds, hack = _run(
             [*prefloop, "train", "ppo", "--prompts", str(train_file), "--reward", "length",
@@ -175,15 +202,18 @@ def main() -> None:
              "--learning-rate", "3e-4", "--max-new-tokens", "96", "--out", str(hack_out),
              "--force", "--db", db, "--json"]
         )  # fmt: skip
-        runs["hacking_run"] = {
-            "train_seconds": round(hack_seconds, 1),
-            "hacking_flag": hack.get("hacking_flag"),
-            "hacking_signs": hack.get("hacking_signs"),
-            "reward_mean_first": hack.get("reward_mean_first"),
-            "reward_mean_last": hack.get("reward_mean_last"),
-            "heldout_first": hack.get("heldout_first"),
-            "heldout_last": hack.get("heldout_last"),
-        }
+        keep(
+            "hacking_run",
+            {
+                "train_seconds": round(hack_seconds, 1),
+                "hacking_flag": hack.get("hacking_flag"),
+                "hacking_signs": hack.get("hacking_signs"),
+                "reward_mean_first": hack.get("reward_mean_first"),
+                "reward_mean_last": hack.get("reward_mean_last"),
+                "heldout_first": hack.get("heldout_first"),
+                "heldout_last": hack.get("heldout_last"),
+            },
+        )
     result = {
         "benchmark": "bench_rl",
         "model": "SmolLM2-135M-Instruct (packaged), LoRA r 16",
