@@ -28,6 +28,7 @@ from prefloop.errors import InvalidInputError
 from prefloop.store import Store
 from prefloop.train._run import (
     TrainingInterrupted,
+    _chat_ids,
     _check_out,
     _record_end,
     _record_start,
@@ -37,6 +38,7 @@ from prefloop.train._run import (
 from prefloop.train.config import GRPOConfig, OnlineConfig, PPOConfig
 from prefloop.train.data import TrainingData
 from prefloop.train.models import base_name, load_base
+from prefloop.train.ppo import NO_SCORE, _end_ids, shaped_score
 
 __all__ = ["OnlineResult", "StepRecord", "hacking_signs", "run_online"]
 
@@ -235,7 +237,7 @@ def run_online(
     model, tokenizer = load_base(config.base)
     encoded, texts, inputs, kept = [], [], [], []
     for row in data.rows:
-        ids = _chat_ids(tokenizer, row["prompt"])
+        ids = _chat_ids(tokenizer, row["prompt"], generation=True)
         if len(ids) <= config.max_length:
             kept.append(row)
             encoded.append(ids)
@@ -420,12 +422,7 @@ def _run_trl(
         from trl import GRPOConfig as TrlConfig  # type: ignore[assignment]
         from trl import GRPOTrainer as TrlTrainer  # type: ignore[assignment]
 
-    end_ids = {int(tokenizer.eos_token_id)}
-    gen_eos = getattr(model.generation_config, "eos_token_id", None)
-    if isinstance(gen_eos, int):
-        end_ids.add(gen_eos)
-    elif isinstance(gen_eos, list):
-        end_ids.update(int(x) for x in gen_eos)
+    end_ids = _end_ids(model, tokenizer)
     pending: dict[str, Any] = {}
 
     def scored(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float | None]:
@@ -437,22 +434,14 @@ def _run_trl(
         raw = list(reward(texts_in, texts_out, **cols))
         ended = [bool(x) and int(x[-1]) in end_ids for x in ids]
         lengths = [len(x) - (1 if e else 0) for x, e in zip(ids, ended, strict=True)]
-        shaped: list[float | None] = []
-        for score, length, end in zip(raw, lengths, ended, strict=True):
-            if score is None or not math.isfinite(float(score)):
-                shaped.append(None)
-                continue
-            value = float(score) - (0.0 if end else config.missing_eos_penalty)
-            value -= config.length_penalty * length / config.max_new_tokens
-            if config.reward_clip is not None:
-                value = min(max(value, -config.reward_clip), config.reward_clip)
-            shaped.append(value)
+        shaped: list[float | None] = [
+            None
+            if score is None or not math.isfinite(float(score))
+            else shaped_score(float(score), length, end, config)
+            for score, length, end in zip(raw, lengths, ended, strict=True)
+        ]
         if all(s is None for s in shaped):
-            raise InvalidInputError(
-                "the reward function could not score any reply of this step (every score was "
-                "None): check the scorer (a judge server that is down, a reward model that "
-                "fails) and try again"
-            )
+            raise InvalidInputError(NO_SCORE)
         pending.update(
             prompts=texts_in,
             completions=texts_out,
@@ -563,11 +552,6 @@ def _run_trl(
                     if n in shared["good"]:
                         p.copy_(shared["good"][n])
         return policy, str(shared["stopped"])
-
-
-def _chat_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
 def _text(value: Any) -> str:

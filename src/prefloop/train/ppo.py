@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefloop.errors import InvalidInputError
-from prefloop.train.config import PPOConfig
+from prefloop.train.config import OnlineConfig, PPOConfig
 
 __all__ = [
     "PPO",
@@ -136,6 +136,23 @@ def value_loss(
 
     clipped = old_values + torch.clamp(values - old_values, -clip, clip)
     return 0.5 * masked_mean(torch.maximum((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+NO_SCORE = (
+    "the reward function could not score any reply of this step (every score was None): "
+    "check the scorer (a judge server that is down, a reward model that fails) and try again"
+)
+
+
+def shaped_score(score: float, length: int, ended: bool, config: OnlineConfig) -> float:
+    """A reply's score after the guards against length runs and outliers: minus
+    ``missing_eos_penalty`` when it never ended, minus ``length_penalty × length /
+    max_new_tokens``, clipped to ``±reward_clip``."""
+    value = score - (0.0 if ended else config.missing_eos_penalty)
+    value -= config.length_penalty * length / config.max_new_tokens
+    if config.reward_clip is not None:
+        value = min(max(value, -config.reward_clip), config.reward_clip)
+    return value
 
 
 @dataclass
@@ -276,11 +293,7 @@ class PPO:
         raw_scores = [None if s is None or not math.isfinite(float(s)) else float(s) for s in raw]
         keep = [i for i, s in enumerate(raw_scores) if s is not None]
         if not keep:
-            raise InvalidInputError(
-                "the reward function could not score any reply of this step (every score was "
-                "None): check the scorer (a judge server that is down, a reward model that "
-                "fails) and try again"
-            )
+            raise InvalidInputError(NO_SCORE)
         rows = torch.tensor(keep)
         query, query_mask, response, mask = (
             query[rows],
@@ -288,7 +301,9 @@ class PPO:
             response[rows],
             mask[rows],
         )
-        scores = torch.tensor([self._shaped(raw_scores[i], lengths[i], ended[i]) for i in keep])
+        scores = torch.tensor(
+            [shaped_score(float(raw_scores[i] or 0.0), lengths[i], ended[i], config) for i in keep]
+        )
         if config.whiten_rewards and len(keep) > 1:
             scores = (scores - scores.mean()) / (scores.std() + 1e-8)
 
@@ -340,17 +355,6 @@ class PPO:
             value_loss=sum(x[1] for x in losses) / n,
             clipped=sum(x[2] for x in losses) / n,
         )
-
-    def _shaped(self, score: float | None, length: int, ended: bool) -> float:
-        """A reply's score after the guards: no-end penalty, length penalty, clipping."""
-        config = self.config
-        value = float(score if score is not None else 0.0)
-        if not ended:
-            value -= config.missing_eos_penalty
-        value -= config.length_penalty * length / config.max_new_tokens
-        if config.reward_clip is not None:
-            value = min(max(value, -config.reward_clip), config.reward_clip)
-        return value
 
     # -- tensors in and out of the model ------------------------------------------------------
     def _left_pad(self, prompts: list[list[int]]) -> tuple[Tensor, Tensor]:
